@@ -1,0 +1,49 @@
+"""The HTTP surface: every domain's router, plus liveness and readiness."""
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from memory_service.core.db import current_revision
+from memory_service.core.handlers import error_response
+from memory_service.core.migrations import head_revision
+from memory_service.embeddings.provider import ProviderError
+from memory_service.memories.endpoints import router as memories_router
+
+router = APIRouter()
+router.include_router(memories_router)
+
+
+@router.get("/health", tags=["health"])
+async def health() -> dict[str, str]:
+    """The process is up. Checks nothing else: see /ready."""
+    return {"status": "ok"}
+
+
+@router.get("/ready", tags=["health"], response_model=None)
+async def ready(request: Request) -> dict[str, Any] | JSONResponse:
+    """Database reachable, schema at head, embedder live; 503 names the failing checks."""
+    resources = request.app.state.resources
+    checks: dict[str, str] = {}
+    try:
+        async with resources.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+        current, head = await current_revision(resources.engine), head_revision()
+        checks["schema"] = "ok" if current == head else f"at {current}, head is {head}"
+    except Exception as exc:
+        checks["database"] = f"unreachable: {type(exc).__name__}"
+        checks["schema"] = "unknown: database unreachable"
+    try:
+        await resources.embedder.check()
+        checks["embedder"] = "ok"
+    except ProviderError as exc:
+        checks["embedder"] = f"unavailable: {exc}"
+    failing = {name: state for name, state in checks.items() if state != "ok"}
+    if failing:
+        return error_response(
+            503, "not_ready", f"not ready: {', '.join(failing)}", {"checks": checks}
+        )
+    return {"status": "ready", "checks": checks}

@@ -1,0 +1,119 @@
+"""The `memory-service` command: serve, db upgrade, db current."""
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import sys
+from collections.abc import Iterator
+
+import uvicorn
+
+from memory_service.core import migrations
+from memory_service.core.embedded import embedded_postgres
+from memory_service.core.errors import StartupError
+from memory_service.core.settings import Settings
+
+log = logging.getLogger("memory_service")
+
+
+@contextlib.contextmanager
+def database_url(settings: Settings) -> Iterator[str]:
+    """The configured URL, or the embedded server's (started here, stopped on exit)."""
+    if settings.database_url is not None:
+        yield settings.database_url
+        return
+    with embedded_postgres(settings.data_dir, settings.embedded_database_name) as url:
+        yield url
+
+
+def serve(settings: Settings) -> int:
+    with database_url(settings) as url:
+        if settings.embedded:
+            migrations.upgrade(url)
+        return asyncio.run(_serve(settings.model_copy(update={"database_url": url})))
+
+
+async def _serve(settings: Settings) -> int:
+    from memory_service.app import create_app, open_resources
+
+    try:
+        async with open_resources(settings) as resources:
+            app = create_app(settings, resources)
+            config = uvicorn.Config(
+                app, host=settings.host, port=settings.port, log_level=settings.log_level
+            )
+            server = uvicorn.Server(config)
+            await server.serve()
+            return 0 if server.started else 1
+    except StartupError as exc:
+        log.error("%s", exc)
+        return 2
+
+
+def db_upgrade(settings: Settings, revision: str) -> int:
+    with database_url(settings) as url:
+        migrations.upgrade(url, revision)
+    return 0
+
+
+def db_current(settings: Settings) -> int:
+    from memory_service.core.db import create_engine, current_revision
+
+    async def _current(url: str) -> str | None:
+        engine = create_engine(url, pool_size=1)
+        try:
+            return await current_revision(engine)
+        finally:
+            await engine.dispose()
+
+    with database_url(settings) as url:
+        current = asyncio.run(_current(url))
+    head = migrations.head_revision()
+    print(
+        f"current: {current or '<empty>'}  head: {head}  {'(at head)' if current == head else ''}"
+    )
+    return 0 if current == head else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="memory-service", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve_cmd = commands.add_parser("serve", help="run the HTTP service")
+    serve_cmd.add_argument("--host", help="bind address (default 127.0.0.1)")
+    serve_cmd.add_argument("--port", type=int, help="port (default 8080)")
+    db_cmd = commands.add_parser("db", help="schema migrations")
+    db_actions = db_cmd.add_subparsers(dest="action", required=True)
+    upgrade_cmd = db_actions.add_parser("upgrade", help="bring the schema to head")
+    upgrade_cmd.add_argument("revision", nargs="?", default="head")
+    db_actions.add_parser("current", help="print the schema revision; exit 1 when not at head")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    overrides = {
+        key: value
+        for key, value in {
+            "host": getattr(args, "host", None),
+            "port": getattr(args, "port", None),
+        }.items()
+        if value is not None
+    }
+    settings = Settings(**overrides)
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        if args.command == "serve":
+            return serve(settings)
+        if args.action == "upgrade":
+            return db_upgrade(settings, args.revision)
+        return db_current(settings)
+    except StartupError as exc:
+        log.error("%s", exc)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,43 @@
+"""The async engine (SQLAlchemy 2 on psycopg 3) and the schema-version check."""
+
+from sqlalchemy import text
+from sqlalchemy.exc import ProgrammingError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from memory_service.core.errors import StartupError
+from memory_service.core.migrations import head_revision
+
+
+def create_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:
+    """Build the engine. Created in the app lifespan or a CLI command, disposed there.
+
+    `plan_cache_mode=force_custom_plan` makes PostgreSQL plan every statement with its real
+    parameter values: the per-space vector indexes are partial (`WHERE space_id = n`), and a
+    generic plan of a prepared statement could not prove that predicate and would skip them.
+    """
+    return create_async_engine(
+        database_url,
+        pool_size=pool_size,
+        pool_pre_ping=True,
+        connect_args={"options": "-c plan_cache_mode=force_custom_plan"},
+    )
+
+
+async def current_revision(engine: AsyncEngine) -> str | None:
+    """The Alembic revision the database is at; None for an empty database."""
+    async with engine.connect() as conn:
+        try:
+            row = (await conn.execute(text("SELECT version_num FROM alembic_version"))).first()
+        except ProgrammingError:
+            return None
+    return None if row is None else str(row[0])
+
+
+async def ensure_schema_at_head(engine: AsyncEngine) -> None:
+    """Refuse to run against a schema that migrations have not brought to head."""
+    current, head = await current_revision(engine), head_revision()
+    if current != head:
+        raise StartupError(
+            f"database schema is at revision {current or '<empty>'}, the service needs {head}: "
+            "run `memory-service db upgrade` (with the same MEMORY_DATABASE_URL) first"
+        )

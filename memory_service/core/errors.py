@@ -1,0 +1,67 @@
+"""Domain errors. Each carries its HTTP status; one handler renders them all.
+
+    MemoryServiceError (500 internal_error)
+    ├── InvalidRequest (400 invalid_request)
+    ├── NotFound (404 not_found)
+    ├── Conflict (409 conflict)
+    ├── LimitExceeded (422 limit_exceeded)
+    ├── InputTooLong (422 input_too_long)
+    └── ServiceUnavailable (503 service_unavailable)
+        └── EmbedderUnavailable (503 embedder_unavailable)
+
+    StartupError: refused start (schema behind, embedding space changed); not an HTTP error.
+
+Every error body is `{"error": {"type": ..., "message": ..., "details": ...}}`.
+"""
+
+from typing import Any, ClassVar
+
+
+class MemoryServiceError(Exception):
+    status_code: ClassVar[int] = 500
+    error_type: ClassVar[str] = "internal_error"
+
+    def __init__(self, message: str, details: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class InvalidRequest(MemoryServiceError):
+    status_code = 400
+    error_type = "invalid_request"
+
+
+class NotFound(MemoryServiceError):
+    status_code = 404
+    error_type = "not_found"
+
+
+class Conflict(MemoryServiceError):
+    status_code = 409
+    error_type = "conflict"
+
+
+class LimitExceeded(MemoryServiceError):
+    status_code = 422
+    error_type = "limit_exceeded"
+
+
+class InputTooLong(MemoryServiceError):
+    """Text longer than the embedding model's token window: rejected, never truncated."""
+
+    status_code = 422
+    error_type = "input_too_long"
+
+
+class ServiceUnavailable(MemoryServiceError):
+    status_code = 503
+    error_type = "service_unavailable"
+
+
+class EmbedderUnavailable(ServiceUnavailable):
+    error_type = "embedder_unavailable"
+
+
+class StartupError(Exception):
+    """The service must not start; the message says why and what fixes it."""

@@ -1,0 +1,58 @@
+"""The one place errors become HTTP responses: `{"error": {"type", "message", "details"}}`."""
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from memory_service.core.errors import MemoryServiceError
+
+log = logging.getLogger(__name__)
+
+_HTTP_TYPES = {
+    400: "invalid_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+
+def error_response(status: int, error_type: str, message: str, details: Any = None) -> JSONResponse:
+    body = {"error": {"type": error_type, "message": message, "details": details}}
+    return JSONResponse(status_code=status, content=jsonable_encoder(body))
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(MemoryServiceError)
+    async def _domain(request: Request, exc: MemoryServiceError) -> JSONResponse:
+        return error_response(exc.status_code, exc.error_type, exc.message, exc.details)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"loc": list(error["loc"]), "msg": error["msg"], "type": error["type"]}
+            for error in exc.errors()
+        ]
+        return error_response(422, "validation_error", _summary(errors), errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        error_type = _HTTP_TYPES.get(exc.status_code, "http_error")
+        return error_response(exc.status_code, error_type, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(500, "internal_error", "internal server error")
+
+
+def _summary(errors: list[dict[str, Any]]) -> str:
+    first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
+    where = ".".join(str(part) for part in first["loc"])
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{where}: {first['msg']}{more}" if where else f"{first['msg']}{more}"

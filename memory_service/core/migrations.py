@@ -1,0 +1,40 @@
+"""Alembic entry points used by the CLI, `serve` and the tests.
+
+`alembic.ini` and `migrations/` sit at the top of the repository (the layout is fixed), so
+the service finds them relative to this package; run from a source checkout or an image
+that copies the whole tree.
+"""
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def alembic_config(database_url: str | None = None) -> Config:
+    """The Alembic config; `database_url` (an async psycopg URL) overrides the ini file."""
+    config = Config(str(PROJECT_ROOT / "alembic.ini"))
+    config.set_main_option("script_location", str(PROJECT_ROOT / "migrations"))
+    if database_url is not None:
+        # configparser interpolates `%`; percent-encoded URLs need it doubled.
+        config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
+    return config
+
+
+def head_revision() -> str:
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    if head is None:
+        raise RuntimeError("no migrations found")
+    return head
+
+
+def upgrade(database_url: str, revision: str = "head") -> None:
+    """Bring the schema to `revision`. Synchronous: Alembic runs its own event loop."""
+    command.upgrade(alembic_config(database_url), revision)
+
+
+def downgrade(database_url: str, revision: str) -> None:
+    command.downgrade(alembic_config(database_url), revision)

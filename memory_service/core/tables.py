@@ -1,0 +1,94 @@
+"""Table definitions, one MetaData for the whole service.
+
+These describe what the Alembic migrations create; `tests/core/test_migrations.py` checks
+that the two agree. The vector column is untyped (`vector`, no dimension) because the
+dimension belongs to the embedding space, not to the schema: each space gets its own
+partial expression index, `(embedding::vector(dim)) WHERE space_id = id`, created when the
+space is registered (`embeddings/spaces.py`). Vectors of two spaces therefore never share
+an index or a search.
+"""
+
+from pgvector.sqlalchemy import Vector
+from sqlalchemy import (
+    ARRAY,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Table,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+
+metadata = MetaData()
+
+MEMORY_STATUSES = ("pending", "embedded", "failed")
+
+embedding_space = Table(
+    "embedding_space",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", Text, nullable=False, unique=True),
+    Column("model", Text, nullable=False),
+    Column("dimension", Integer, nullable=False),
+    Column("normalized", Boolean, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("dimension > 0", name="embedding_space_dimension_positive"),
+)
+
+memory = Table(
+    "memory",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True, server_default=func.gen_random_uuid()),
+    Column("namespace", Text, nullable=False),
+    Column("content", Text, nullable=False),
+    Column("content_hash", LargeBinary, nullable=False),
+    Column("metadata", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column("tags", ARRAY(Text), nullable=False, server_default=text("'{}'::text[]")),
+    Column("agent_id", Text),
+    Column("user_id", Text),
+    Column("session_id", Text),
+    Column("importance", Float, nullable=False, server_default=text("0.5")),
+    Column("expires_at", DateTime(timezone=True)),
+    Column("status", Text, nullable=False, server_default=text("'pending'")),
+    Column("space_id", Integer, ForeignKey("embedding_space.id"), nullable=False),
+    Column("embedding", Vector()),
+    Column("embed_attempts", Integer, nullable=False, server_default=text("0")),
+    Column("last_error", Text),
+    Column("embedded_at", DateTime(timezone=True)),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    UniqueConstraint("namespace", "content_hash", name="memory_namespace_content_hash_key"),
+    CheckConstraint("status IN ('pending', 'embedded', 'failed')", name="memory_status_valid"),
+    CheckConstraint(
+        "(status = 'embedded') = (embedding IS NOT NULL)", name="memory_embedded_has_vector"
+    ),
+    CheckConstraint("importance >= 0 AND importance <= 1", name="memory_importance_range"),
+    Index("memory_namespace_created_at_id_idx", "namespace", "created_at", "id"),
+    Index(
+        "memory_pending_idx",
+        "space_id",
+        "created_at",
+        postgresql_where=text("status = 'pending'"),
+    ),
+    Index("memory_tags_idx", "tags", postgresql_using="gin"),
+    Index(
+        "memory_metadata_idx",
+        "metadata",
+        postgresql_using="gin",
+        postgresql_ops={"metadata": "jsonb_path_ops"},
+    ),
+    Index("memory_expires_at_idx", "expires_at", postgresql_where=text("expires_at IS NOT NULL")),
+)
+
+# Tables whose `embedding` column gets one vector index per embedding space.
+VECTOR_TABLES: tuple[Table, ...] = (memory,)

@@ -1,0 +1,84 @@
+"""The embedding provider interface.
+
+    ProviderError
+    ├── ProviderUnavailable   transient: down, slow, refused. Writes stay pending; retry later.
+    └── ProviderInputError    the provider refused this input; retrying cannot help.
+
+A provider turns texts into float32 vectors of its space's dimension. `embed` splits the
+input into batches of at most `max_batch` and checks every batch's shape, so a provider that
+returns the wrong count or dimension is an error, never silently stored.
+"""
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+Vectors = npt.NDArray[np.float32]
+
+
+class ProviderError(Exception):
+    def __init__(self, provider: str, message: str) -> None:
+        super().__init__(f"{provider}: {message}")
+        self.provider = provider
+
+
+class ProviderUnavailable(ProviderError):
+    pass
+
+
+class ProviderInputError(ProviderError):
+    def __init__(self, provider: str, message: str, index: int | None = None) -> None:
+        super().__init__(provider, message)
+        self.index = index
+
+
+class EmbeddingProvider(ABC):
+    """An async, batched embedder for one model.
+
+    `model_id`, `dimension` and `normalized` describe the embedding space it writes;
+    `max_input_tokens` is the model's window including special tokens.
+    """
+
+    name: str
+    model_id: str
+    dimension: int
+    normalized: bool
+    max_input_tokens: int
+    max_batch: int
+
+    async def embed(self, texts: Sequence[str]) -> Vectors:
+        """Embed `texts` in order, in batches of at most `max_batch`."""
+        parts = [
+            await self._checked_batch(texts[start : start + self.max_batch])
+            for start in range(0, len(texts), self.max_batch)
+        ]
+        if not parts:
+            return np.empty((0, self.dimension), dtype=np.float32)
+        return np.concatenate(parts)
+
+    async def _checked_batch(self, batch: Sequence[str]) -> Vectors:
+        vectors = await self._embed_batch(batch)
+        if vectors.shape != (len(batch), self.dimension):
+            raise ProviderUnavailable(
+                self.name,
+                f"returned shape {vectors.shape} for {len(batch)} texts of dimension "
+                f"{self.dimension}",
+            )
+        return vectors.astype(np.float32, copy=False)
+
+    @abstractmethod
+    async def _embed_batch(self, texts: Sequence[str]) -> Vectors:
+        """One provider call for at most `max_batch` texts."""
+
+    @abstractmethod
+    async def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Tokens each text takes in the model's window, special tokens included."""
+
+    async def check(self) -> None:
+        """Raise ProviderUnavailable unless the provider embeds right now."""
+        await self.embed(["readiness probe"])
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook, most providers hold nothing
+        """Release what the provider holds."""

@@ -1,0 +1,100 @@
+"""The background reconciler: embeds `pending` memories and purges expired ones.
+
+It runs in `serve` (one task) and is safe to run in several processes against one database
+(`repository.claim_pending` uses FOR UPDATE SKIP LOCKED). One batch is one transaction:
+rows are locked, embedded, updated and committed together, or, when the embedder is
+unavailable, released untouched for the next pass. An input the embedder refuses counts as
+an attempt on that row; after `max_attempts` the row is marked `failed` with its last error.
+"""
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from memory_service.embeddings.provider import (
+    EmbeddingProvider,
+    ProviderInputError,
+    ProviderUnavailable,
+)
+from memory_service.memories import repository
+
+log = logging.getLogger(__name__)
+
+LOG_EVERY_SECONDS = 60.0
+
+
+@dataclass
+class ReconcileReport:
+    embedded: int = 0
+    failed_attempts: int = 0
+    purged: int = 0
+    embedder_down: bool = False
+
+
+@dataclass
+class Reconciler:
+    engine: AsyncEngine
+    embedder: EmbeddingProvider
+    space_id: int
+    batch_size: int
+    max_attempts: int
+
+    async def run_once(self) -> ReconcileReport:
+        """Embed every pending row it can claim, then purge expired rows."""
+        report = ReconcileReport()
+        while not report.embedder_down:
+            claimed = await self._embed_one_batch(report)
+            if claimed < self.batch_size:
+                break
+        async with self.engine.begin() as conn:
+            report.purged = await repository.purge_expired(conn)
+        return report
+
+    async def _embed_one_batch(self, report: ReconcileReport) -> int:
+        async with self.engine.begin() as conn:
+            batch = await repository.claim_pending(conn, self.space_id, self.batch_size)
+            if not batch:
+                return 0
+            try:
+                vectors = await self.embedder.embed([item.content for item in batch])
+            except ProviderUnavailable as exc:
+                log.info("reconciler: embedder unavailable, %d rows wait: %s", len(batch), exc)
+                report.embedder_down = True
+                return len(batch)
+            except ProviderInputError as exc:
+                # Blame the row the provider named, or each row when it named none; the
+                # others stay pending for the next pass.
+                blamed = [batch[exc.index]] if exc.index is not None else batch
+                for item in blamed:
+                    await repository.record_failure(conn, item.id, str(exc), self.max_attempts)
+                report.failed_attempts += len(blamed)
+                return len(batch)
+            stored = await repository.store_vectors(conn, batch, vectors)
+            report.embedded += len(stored)
+            return len(batch)
+
+    async def run_forever(self, interval_seconds: float) -> None:
+        """Pass every `interval_seconds`; logs what it did at most once a minute."""
+        totals = ReconcileReport()
+        last_log = time.monotonic()
+        while True:
+            try:
+                report = await self.run_once()
+            except Exception:
+                log.exception("reconciler pass failed; retrying in %.1fs", interval_seconds)
+            else:
+                totals.embedded += report.embedded
+                totals.failed_attempts += report.failed_attempts
+                totals.purged += report.purged
+                if time.monotonic() - last_log >= LOG_EVERY_SECONDS:
+                    log.info(
+                        "reconciler: embedded %d, failed attempts %d, purged %d expired",
+                        totals.embedded,
+                        totals.failed_attempts,
+                        totals.purged,
+                    )
+                    totals, last_log = ReconcileReport(), time.monotonic()
+            await asyncio.sleep(interval_seconds)

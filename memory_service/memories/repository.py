@@ -1,0 +1,292 @@
+"""All SQL of the memories domain. Functions take a connection; callers own the transaction."""
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import numpy as np
+from sqlalchemy import (
+    ColumnElement,
+    Row,
+    bindparam,
+    case,
+    delete,
+    func,
+    literal_column,
+    or_,
+    select,
+    tuple_,
+    update,
+)
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from memory_service.core.tables import memory
+from memory_service.embeddings.provider import Vectors
+from memory_service.embeddings.spaces import EmbeddingSpace
+from memory_service.memories.schemas import MemoryFilters
+
+AnyRow = Row[*tuple[Any, ...]]
+
+# Every column a client sees; the vector itself is never sent back.
+PUBLIC_COLUMNS = (
+    memory.c.id,
+    memory.c.namespace,
+    memory.c.content,
+    memory.c.metadata,
+    memory.c.tags,
+    memory.c.agent_id,
+    memory.c.user_id,
+    memory.c.session_id,
+    memory.c.importance,
+    memory.c.expires_at,
+    memory.c.status,
+    memory.c.created_at,
+    memory.c.updated_at,
+    memory.c.embedded_at,
+)
+
+
+class DuplicateContent(Exception):
+    """A content change collided with another memory of the namespace."""
+
+
+@dataclass(frozen=True)
+class PendingText:
+    id: UUID
+    content: str
+    content_hash: bytes
+
+
+def content_hash(content: str) -> bytes:
+    return hashlib.sha256(content.encode()).digest()
+
+
+def _live() -> ColumnElement[bool]:
+    """Not expired. Expired memories are gone to every reader; the reconciler purges them."""
+    return or_(memory.c.expires_at.is_(None), memory.c.expires_at > func.now())
+
+
+def filter_clauses(namespace: str, filters: MemoryFilters) -> list[ColumnElement[bool]]:
+    clauses = [memory.c.namespace == namespace]
+    for scope in ("agent_id", "user_id", "session_id"):
+        value = getattr(filters, scope)
+        if value is not None:
+            clauses.append(memory.c[scope] == value)
+    if filters.tags_any:
+        clauses.append(memory.c.tags.overlap(filters.tags_any))
+    if filters.tags_all:
+        clauses.append(memory.c.tags.contains(filters.tags_all))
+    if filters.metadata:
+        clauses.append(memory.c.metadata.contains(filters.metadata))
+    if filters.created_after is not None:
+        clauses.append(memory.c.created_at > filters.created_after)
+    if filters.created_before is not None:
+        clauses.append(memory.c.created_at < filters.created_before)
+    return clauses
+
+
+async def upsert_memories(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> list[AnyRow]:
+    """Insert rows; a row whose content already exists in its namespace merges into it.
+
+    Merge rule: metadata is shallow-merged (incoming keys win), tags are unioned in first-seen
+    order, every other stored field is kept. An expired duplicate is deleted first, so the
+    write starts a fresh memory. Rows must have distinct (namespace, content_hash). Returns
+    one row per input with the public columns plus `created`, in no particular order.
+    """
+    keys = [(row["namespace"], row["content_hash"]) for row in rows]
+    await conn.execute(
+        delete(memory).where(
+            tuple_(memory.c.namespace, memory.c.content_hash).in_(keys),
+            memory.c.expires_at <= func.now(),
+        )
+    )
+    values = pg_insert(memory).values(list(rows))
+    statement = values.on_conflict_do_update(
+        constraint="memory_namespace_content_hash_key",
+        set_={
+            "metadata": memory.c.metadata.op("||")(values.excluded.metadata),
+            "tags": _TAGS_UNION,
+            "updated_at": func.now(),
+        },
+    ).returning(*PUBLIC_COLUMNS, literal_column("(xmax = 0)").label("created"))
+    return list((await conn.execute(statement)).all())
+
+
+_TAGS_UNION: ColumnElement[list[str]] = literal_column(
+    "ARRAY(SELECT t FROM unnest(memory.tags || excluded.tags) WITH ORDINALITY AS u(t, n) "
+    "GROUP BY t ORDER BY min(n))"
+)
+
+
+async def store_vectors(
+    conn: AsyncConnection, items: Sequence[PendingText], vectors: Vectors
+) -> dict[UUID, datetime]:
+    """Attach vectors to pending rows whose content is still the one that was embedded.
+
+    The content-hash guard drops a vector computed for text that a concurrent PATCH has
+    since replaced; that row stays pending for the new text. Returns embedded_at by id.
+    """
+    statement = (
+        update(memory)
+        .where(
+            memory.c.id == bindparam("b_id"),
+            memory.c.content_hash == bindparam("b_hash"),
+            memory.c.status == "pending",
+        )
+        .values(
+            embedding=bindparam("b_embedding"),
+            status="embedded",
+            embedded_at=func.now(),
+            last_error=None,
+        )
+        .returning(memory.c.id, memory.c.embedded_at)
+    )
+    params = [
+        {"b_id": item.id, "b_hash": item.content_hash, "b_embedding": np.asarray(vector)}
+        for item, vector in zip(items, vectors, strict=True)
+    ]
+    result = await conn.execute(statement, params)
+    return {row.id: row.embedded_at for row in result}
+
+
+async def search(
+    conn: AsyncConnection,
+    space: EmbeddingSpace,
+    query_vector: Vectors,
+    namespace: str,
+    filters: MemoryFilters,
+    k: int,
+    min_score: float | None,
+) -> list[AnyRow]:
+    """Top-k embedded, live memories by cosine similarity, in one round trip.
+
+    The inner query is what the space's vector index serves (ORDER BY distance LIMIT k);
+    `min_score` filters its result, so a threshold never turns the index scan into a sort.
+    """
+    distance = space.vector_of(memory).op("<=>")(query_vector)
+    nearest = (
+        select(*PUBLIC_COLUMNS, (1 - distance).label("score"))
+        .where(
+            memory.c.space_id == space.id,
+            memory.c.status == "embedded",
+            _live(),
+            *filter_clauses(namespace, filters),
+        )
+        .order_by(distance)
+        .limit(k)
+        .subquery()
+    )
+    outer = select(nearest)
+    if min_score is not None:
+        outer = outer.where(nearest.c.score >= min_score)
+    return list((await conn.execute(outer.order_by(nearest.c.score.desc()))).all())
+
+
+async def get_memory(conn: AsyncConnection, memory_id: UUID) -> AnyRow | None:
+    statement = select(*PUBLIC_COLUMNS).where(memory.c.id == memory_id, _live())
+    return (await conn.execute(statement)).first()
+
+
+async def list_memories(
+    conn: AsyncConnection, namespace: str, limit: int, after: tuple[datetime, UUID] | None
+) -> list[AnyRow]:
+    """Newest first, keyset-paginated on (created_at, id): a page never repeats or skips a
+    row that existed when the listing began, whatever is inserted meanwhile."""
+    statement = select(*PUBLIC_COLUMNS).where(memory.c.namespace == namespace, _live())
+    if after is not None:
+        statement = statement.where(tuple_(memory.c.created_at, memory.c.id) < tuple_(*after))
+    statement = statement.order_by(memory.c.created_at.desc(), memory.c.id.desc()).limit(limit)
+    return list((await conn.execute(statement)).all())
+
+
+async def update_memory(
+    conn: AsyncConnection, memory_id: UUID, values: dict[str, Any]
+) -> AnyRow | None:
+    """Apply `values`; a new content resets the row to pending. None when absent or expired.
+
+    Raises DuplicateContent when the new content already exists in the namespace.
+    """
+    if "content" in values:
+        values = {
+            **values,
+            "content_hash": content_hash(values["content"]),
+            "status": "pending",
+            "embedding": None,
+            "embedded_at": None,
+            "embed_attempts": 0,
+            "last_error": None,
+        }
+    statement = (
+        update(memory)
+        .where(memory.c.id == memory_id, _live())
+        .values(**values, updated_at=func.now())
+        .returning(*PUBLIC_COLUMNS)
+    )
+    try:
+        async with conn.begin_nested():
+            return (await conn.execute(statement)).first()
+    except IntegrityError as exc:
+        if "memory_namespace_content_hash_key" in str(exc.orig):
+            raise DuplicateContent from exc
+        raise
+
+
+async def find_by_content(conn: AsyncConnection, namespace: str, content: str) -> UUID | None:
+    statement = select(memory.c.id).where(
+        memory.c.namespace == namespace, memory.c.content_hash == content_hash(content)
+    )
+    found: UUID | None = (await conn.execute(statement)).scalar_one_or_none()
+    return found
+
+
+async def delete_memory(conn: AsyncConnection, memory_id: UUID) -> bool:
+    result = await conn.execute(delete(memory).where(memory.c.id == memory_id, _live()))
+    return result.rowcount > 0
+
+
+async def forget(conn: AsyncConnection, namespace: str, filters: MemoryFilters) -> int:
+    result = await conn.execute(delete(memory).where(*filter_clauses(namespace, filters)))
+    return result.rowcount
+
+
+async def claim_pending(conn: AsyncConnection, space_id: int, limit: int) -> list[PendingText]:
+    """Lock up to `limit` pending rows of the space, oldest first.
+
+    `FOR UPDATE SKIP LOCKED` lets several reconcilers (processes sharing the database) work
+    side by side: each takes rows no other transaction holds, and a crashed one releases its
+    rows when its transaction ends, so nothing is embedded twice or lost.
+    """
+    statement = (
+        select(memory.c.id, memory.c.content, memory.c.content_hash)
+        .where(memory.c.space_id == space_id, memory.c.status == "pending")
+        .order_by(memory.c.created_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return [PendingText(*row) for row in await conn.execute(statement)]
+
+
+async def record_failure(
+    conn: AsyncConnection, memory_id: UUID, error: str, max_attempts: int
+) -> None:
+    """Count a failed attempt; at `max_attempts` the row becomes `failed`."""
+    attempts = memory.c.embed_attempts + 1
+    await conn.execute(
+        update(memory)
+        .where(memory.c.id == memory_id)
+        .values(
+            embed_attempts=attempts,
+            last_error=error,
+            status=case((attempts >= max_attempts, "failed"), else_=memory.c.status),
+        )
+    )
+
+
+async def purge_expired(conn: AsyncConnection) -> int:
+    result = await conn.execute(delete(memory).where(memory.c.expires_at <= func.now()))
+    return result.rowcount

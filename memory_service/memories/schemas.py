@@ -1,0 +1,147 @@
+"""Request and response bodies of the memories API."""
+
+from datetime import datetime
+from typing import Annotated, Literal
+from uuid import UUID
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    StringConstraints,
+    model_validator,
+)
+
+Namespace = Annotated[
+    str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")
+]
+# Content must carry at least one non-space character: a blank text has no meaning to embed.
+Text = Annotated[str, StringConstraints(min_length=1, pattern=r"\S")]
+ScopeId = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+Tag = Annotated[str, StringConstraints(min_length=1)]
+Metadata = dict[str, JsonValue]
+MemoryStatus = Literal["pending", "embedded", "failed"]
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class MemoryIn(StrictModel):
+    namespace: Namespace
+    content: Text
+    metadata: Metadata = Field(default_factory=dict)
+    tags: list[Tag] = Field(default_factory=list)
+    agent_id: ScopeId | None = None
+    user_id: ScopeId | None = None
+    session_id: ScopeId | None = None
+    importance: float = Field(0.5, ge=0, le=1)
+    expires_at: AwareDatetime | None = None
+
+
+class MemoryBatchIn(StrictModel):
+    items: list[MemoryIn] = Field(min_length=1, max_length=1_000)
+
+
+class MemoryPatch(StrictModel):
+    """Fields present replace the stored ones (metadata and tags whole); `null` clears
+    `expires_at` and the scope ids. A content change re-embeds."""
+
+    content: Text | None = None
+    metadata: Metadata | None = None
+    tags: list[Tag] | None = None
+    agent_id: ScopeId | None = None
+    user_id: ScopeId | None = None
+    session_id: ScopeId | None = None
+    importance: float | None = Field(None, ge=0, le=1)
+    expires_at: AwareDatetime | None = None
+
+    @model_validator(mode="after")
+    def _not_null(self) -> "MemoryPatch":
+        nulled = [
+            name
+            for name in ("content", "metadata", "tags", "importance")
+            if name in self.model_fields_set and getattr(self, name) is None
+        ]
+        if nulled:
+            raise ValueError(f"{', '.join(nulled)} cannot be null")
+        if not self.model_fields_set:
+            raise ValueError("the patch changes nothing: give at least one field")
+        return self
+
+
+class MemoryFilters(StrictModel):
+    """All given conditions must hold. `metadata` is JSON containment: each key equals its value."""
+
+    agent_id: ScopeId | None = None
+    user_id: ScopeId | None = None
+    session_id: ScopeId | None = None
+    tags_any: list[Tag] | None = None
+    tags_all: list[Tag] | None = None
+    metadata: Metadata | None = None
+    created_after: AwareDatetime | None = None
+    created_before: AwareDatetime | None = None
+
+
+class MemorySearch(StrictModel):
+    namespace: Namespace
+    query: Text
+    k: int = Field(10, ge=1, le=100)
+    filters: MemoryFilters = Field(default_factory=MemoryFilters)
+    min_score: float | None = Field(None, ge=-1, le=1)
+
+
+class MemoryForget(StrictModel):
+    namespace: Namespace
+    filters: MemoryFilters = Field(default_factory=MemoryFilters)
+
+
+class MemoryOut(BaseModel):
+    id: UUID
+    namespace: str
+    content: str
+    metadata: Metadata
+    tags: list[str]
+    agent_id: str | None
+    user_id: str | None
+    session_id: str | None
+    importance: float
+    expires_at: datetime | None
+    status: MemoryStatus
+    created_at: datetime
+    updated_at: datetime
+    embedded_at: datetime | None
+
+
+class MemoryStored(MemoryOut):
+    created: bool
+
+
+class BatchItemOut(BaseModel):
+    id: UUID
+    status: MemoryStatus
+    created: bool
+
+
+class MemoryBatchOut(BaseModel):
+    items: list[BatchItemOut]
+
+
+class SearchHit(MemoryOut):
+    score: float = Field(description="Cosine similarity to the query; higher is closer.")
+
+
+class MemorySearchOut(BaseModel):
+    results: list[SearchHit]
+    embedding_model: str
+
+
+class MemoryPage(BaseModel):
+    items: list[MemoryOut]
+    next_cursor: str | None
+
+
+class ForgetOut(BaseModel):
+    deleted: int

@@ -1,0 +1,281 @@
+"""Memory use cases. Durable first: a memory is committed before it is embedded.
+
+A write runs as two transactions. The first stores the rows as `pending` and commits, so
+the write survives any embedder failure; the second attaches the vectors. If the embedder
+fails in between, the rows stay `pending` (and the response says so) until the reconciler
+embeds them. Vector search reads only `embedded` rows.
+
+Text longer than the model's token window is rejected with 422 `input_too_long` before
+anything is stored: truncating it would store a vector for text the memory does not hold.
+"""
+
+import base64
+import binascii
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from memory_service.core.errors import (
+    Conflict,
+    EmbedderUnavailable,
+    InputTooLong,
+    InvalidRequest,
+    LimitExceeded,
+    NotFound,
+)
+from memory_service.core.settings import Limits
+from memory_service.embeddings.provider import (
+    EmbeddingProvider,
+    ProviderError,
+    ProviderInputError,
+)
+from memory_service.embeddings.spaces import EmbeddingSpace
+from memory_service.memories import repository
+from memory_service.memories.repository import PendingText, content_hash
+from memory_service.memories.schemas import (
+    MemoryFilters,
+    MemoryIn,
+    MemoryOut,
+    MemoryPage,
+    MemoryPatch,
+    MemorySearch,
+    MemorySearchOut,
+    MemoryStored,
+    SearchHit,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class MemoryService:
+    engine: AsyncEngine
+    embedder: EmbeddingProvider
+    space: EmbeddingSpace
+    limits: Limits
+
+    async def store(self, items: Sequence[MemoryIn]) -> list[MemoryStored]:
+        """Store memories in one transaction; results in input order.
+
+        Identical content in a namespace is one memory (see `repository.upsert_memories` for
+        the merge rule); a repeat within the batch reports the first one's id, not created.
+        """
+        if len(items) > self.limits.max_batch_items:
+            raise LimitExceeded(
+                f"a batch holds at most {self.limits.max_batch_items} items",
+                {"field": "items", "limit": self.limits.max_batch_items, "actual": len(items)},
+            )
+        indexed = len(items) > 1
+        for index, item in enumerate(items):
+            self._check_item(item.content, item.metadata, item.tags, index if indexed else None)
+        await self._check_tokens([item.content for item in items], "content", indexed)
+
+        first_of: dict[tuple[str, bytes], int] = {}
+        for index, item in enumerate(items):
+            first_of.setdefault((item.namespace, content_hash(item.content)), index)
+        rows = [
+            {
+                **items[index].model_dump(),
+                "content_hash": key[1],
+                "space_id": self.space.id,
+            }
+            for key, index in first_of.items()
+        ]
+        async with self.engine.begin() as conn:
+            stored = await repository.upsert_memories(conn, rows)
+        by_key = {(row.namespace, content_hash(row.content)): row for row in stored}
+
+        pending = [
+            PendingText(row.id, row.content, content_hash(row.content))
+            for row in stored
+            if row.status == "pending"
+        ]
+        embedded_at = await self._embed(pending)
+        results = []
+        for index, item in enumerate(items):
+            key = (item.namespace, content_hash(item.content))
+            row = by_key[key]
+            out = _with_embedding(MemoryOut.model_validate(row._mapping), embedded_at)
+            created = bool(row.created) and first_of[key] == index
+            results.append(MemoryStored(**out.model_dump(), created=created))
+        return results
+
+    async def search(self, request: MemorySearch) -> MemorySearchOut:
+        if request.k > self.limits.max_k:
+            raise LimitExceeded(
+                f"k is at most {self.limits.max_k}",
+                {"field": "k", "limit": self.limits.max_k, "actual": request.k},
+            )
+        _check_length("query", request.query, self.limits.max_query_chars, None)
+        await self._check_tokens([request.query], "query", False)
+        try:
+            vectors = await self.embedder.embed([request.query])
+        except ProviderInputError as exc:
+            raise InputTooLong(str(exc), {"field": "query"}) from exc
+        except ProviderError as exc:
+            raise EmbedderUnavailable(
+                "no embedder is available for this search; retry shortly",
+                {"provider": exc.provider, "space": self.space.name},
+            ) from exc
+        async with self.engine.connect() as conn:
+            rows = await repository.search(
+                conn,
+                self.space,
+                vectors[0],
+                request.namespace,
+                request.filters,
+                request.k,
+                request.min_score,
+            )
+        return MemorySearchOut(
+            results=[SearchHit.model_validate(row._mapping) for row in rows],
+            embedding_model=self.space.model,
+        )
+
+    async def get(self, memory_id: UUID) -> MemoryOut:
+        async with self.engine.connect() as conn:
+            row = await repository.get_memory(conn, memory_id)
+        if row is None:
+            raise NotFound(f"memory {memory_id} does not exist", {"id": str(memory_id)})
+        return MemoryOut.model_validate(row._mapping)
+
+    async def list(self, namespace: str, limit: int, cursor: str | None) -> MemoryPage:
+        if limit > self.limits.max_page_size:
+            raise LimitExceeded(
+                f"limit is at most {self.limits.max_page_size}",
+                {"field": "limit", "limit": self.limits.max_page_size, "actual": limit},
+            )
+        after = decode_cursor(cursor) if cursor else None
+        async with self.engine.connect() as conn:
+            rows = await repository.list_memories(conn, namespace, limit + 1, after)
+        items = [MemoryOut.model_validate(row._mapping) for row in rows[:limit]]
+        next_cursor = encode_cursor(items[-1]) if len(rows) > limit else None
+        return MemoryPage(items=items, next_cursor=next_cursor)
+
+    async def update(self, memory_id: UUID, patch: MemoryPatch) -> MemoryOut:
+        values: dict[str, Any] = patch.model_dump(include=patch.model_fields_set)
+        self._check_item(
+            values.get("content", ""), values.get("metadata", {}), values.get("tags", []), None
+        )
+        async with self.engine.begin() as conn:
+            current = await repository.get_memory(conn, memory_id)
+            if current is None:
+                raise NotFound(f"memory {memory_id} does not exist", {"id": str(memory_id)})
+            if values.get("content") == current.content:
+                del values["content"]
+            if "content" in values:
+                await self._check_tokens([values["content"]], "content", False)
+            try:
+                row = await repository.update_memory(conn, memory_id, values)
+            except repository.DuplicateContent as exc:
+                existing = await repository.find_by_content(
+                    conn, current.namespace, values["content"]
+                )
+                raise Conflict(
+                    "another memory in this namespace has that content",
+                    {"id": str(existing) if existing else None},
+                ) from exc
+        if row is None:
+            raise NotFound(f"memory {memory_id} does not exist", {"id": str(memory_id)})
+        out = MemoryOut.model_validate(row._mapping)
+        if "content" in values:
+            pending = [PendingText(out.id, out.content, content_hash(out.content))]
+            out = _with_embedding(out, await self._embed(pending))
+        return out
+
+    async def delete(self, memory_id: UUID) -> None:
+        async with self.engine.begin() as conn:
+            deleted = await repository.delete_memory(conn, memory_id)
+        if not deleted:
+            raise NotFound(f"memory {memory_id} does not exist", {"id": str(memory_id)})
+
+    async def forget(self, namespace: str, filters: MemoryFilters) -> int:
+        async with self.engine.begin() as conn:
+            return await repository.forget(conn, namespace, filters)
+
+    async def _embed(self, pending: Sequence[PendingText]) -> dict[UUID, datetime]:
+        """Embed committed pending rows now; on any provider failure leave them pending."""
+        if not pending:
+            return {}
+        try:
+            vectors = await self.embedder.embed([item.content for item in pending])
+        except ProviderError as exc:
+            log.warning("embedding deferred for %d memories: %s", len(pending), exc)
+            return {}
+        async with self.engine.begin() as conn:
+            return await repository.store_vectors(conn, pending, vectors)
+
+    def _check_item(
+        self, content: str, metadata: dict[str, Any], tags: Sequence[str], index: int | None
+    ) -> None:
+        _check_length("content", content, self.limits.max_content_chars, index)
+        size = len(json.dumps(metadata, separators=(",", ":"), ensure_ascii=False).encode())
+        if size > self.limits.max_metadata_bytes:
+            raise LimitExceeded(
+                f"metadata is {size} bytes as JSON, the limit is {self.limits.max_metadata_bytes}",
+                _where(
+                    index,
+                    {"field": "metadata", "limit": self.limits.max_metadata_bytes, "actual": size},
+                ),
+            )
+        if len(tags) > self.limits.max_tags:
+            raise LimitExceeded(
+                f"at most {self.limits.max_tags} tags",
+                _where(
+                    index, {"field": "tags", "limit": self.limits.max_tags, "actual": len(tags)}
+                ),
+            )
+        for tag in tags:
+            _check_length("tags", tag, self.limits.max_tag_chars, index)
+
+    async def _check_tokens(self, texts: Sequence[str], field: str, indexed: bool) -> None:
+        window = self.embedder.max_input_tokens
+        for index, tokens in enumerate(await self.embedder.count_tokens(texts)):
+            if tokens > window:
+                where = f" of item {index}" if indexed else ""
+                raise InputTooLong(
+                    f"{field}{where} is {tokens} tokens long; {self.space.model} reads at most "
+                    f"{window}. Split it: text is never truncated.",
+                    _where(
+                        index if indexed else None,
+                        {"field": field, "tokens": tokens, "max_tokens": window},
+                    ),
+                )
+
+
+def _where(index: int | None, details: dict[str, Any]) -> dict[str, Any]:
+    return details if index is None else {"index": index, **details}
+
+
+def _check_length(field: str, value: str, limit: int, index: int | None) -> None:
+    if len(value) > limit:
+        raise LimitExceeded(
+            f"{field} is {len(value)} characters, the limit is {limit}",
+            _where(index, {"field": field, "limit": limit, "actual": len(value)}),
+        )
+
+
+def _with_embedding(out: MemoryOut, embedded_at: dict[UUID, datetime]) -> MemoryOut:
+    if out.id not in embedded_at:
+        return out
+    return out.model_copy(update={"status": "embedded", "embedded_at": embedded_at[out.id]})
+
+
+def encode_cursor(last: MemoryOut) -> str:
+    payload = json.dumps({"created_at": last.created_at.isoformat(), "id": str(last.id)})
+    return base64.urlsafe_b64encode(payload.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        payload = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        return datetime.fromisoformat(payload["created_at"]), UUID(payload["id"])
+    except (binascii.Error, ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+        raise InvalidRequest("cursor is not one this service issued", {"field": "cursor"}) from exc
