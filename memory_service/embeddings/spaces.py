@@ -2,20 +2,26 @@
 
 A space is recorded the first time a service writes into it. A later start whose embedder
 disagrees on model or dimension is refused: mixing vectors of two models in one index would
-silently corrupt every search. Registering a space also creates its vector index on every
-vector table: `diskann` (pgvectorscale) with cosine distance where the extension is
-installed, HNSW otherwise, as a partial expression index `(embedding::vector(dim)) WHERE
-space_id = id`. The dimension is data, not schema, which is why this DDL lives here and
-not in a migration; search queries repeat the same cast so the planner matches the index.
+silently corrupt every search.
+
+The migrations create `embedding` columns untyped (`vector`), because the dimension comes
+from the embedding space, not from the schema. The first space registered in a database
+types them (`vector(dim)`): pgvectorscale's `diskann` indexes typed columns only, not
+expressions. So one database stores one dimension; a space of another dimension is refused
+with a clear error. Each space then gets its own partial index on every vector table,
+`USING diskann (embedding vector_cosine_ops) WHERE space_id = id` (HNSW where vectorscale
+is missing), and every search filters on `space_id`, so two spaces never share a search.
+This DDL depends on data, which is why it lives here and not in a migration.
 """
 
 from dataclasses import dataclass
 
+from alembic.operations import Operations
+from alembic.runtime.migration import MigrationContext
 from pgvector.sqlalchemy import Vector
-from sqlalchemy import Index, Table, cast, func, insert, select, text
+from sqlalchemy import Connection, Index, Table, func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.schema import CreateIndex
-from sqlalchemy.sql.elements import ColumnElement
 
 from memory_service.core.errors import StartupError
 from memory_service.core.tables import VECTOR_TABLES, embedding_space
@@ -29,10 +35,6 @@ class EmbeddingSpace:
     dimension: int
     normalized: bool
 
-    def vector_of(self, table: Table) -> ColumnElement[object]:
-        """The table's embedding column cast to this space's dimension, as its index has it."""
-        return cast(table.c.embedding, Vector(self.dimension))
-
 
 def vector_index_name(table: Table, space_id: int) -> str:
     return f"{table.name}_embedding_space_{space_id}_idx"
@@ -43,7 +45,8 @@ async def register_space(
 ) -> EmbeddingSpace:
     """Return the space `name`, recording it (and building its indexes) at first use.
 
-    Raises StartupError when the recorded space has another model or dimension.
+    Raises StartupError when the recorded space has another model or dimension, or when the
+    database already stores vectors of another dimension.
     """
     async with engine.begin() as conn:
         # Serialize concurrent first starts of several processes on the same database.
@@ -52,6 +55,7 @@ async def register_space(
             await conn.execute(select(embedding_space).where(embedding_space.c.name == name))
         ).first()
         if row is None:
+            await _type_vector_columns(conn, name, dimension)
             space_id = (
                 await conn.execute(
                     insert(embedding_space)
@@ -73,19 +77,43 @@ async def register_space(
     return space
 
 
+async def _type_vector_columns(conn: AsyncConnection, name: str, dimension: int) -> None:
+    for table in VECTOR_TABLES:
+        current = (
+            await conn.execute(
+                text(
+                    "SELECT atttypmod FROM pg_attribute "
+                    "WHERE attrelid = CAST(:table AS regclass) AND attname = 'embedding'"
+                ),
+                {"table": table.name},
+            )
+        ).scalar_one()
+        if current == dimension:
+            continue
+        if current != -1:
+            raise StartupError(
+                f"this database stores {current}-dim vectors; space {name!r} would need "
+                f"{dimension}-dim. One database holds one dimension: use a fresh database "
+                "(MEMORY_DATABASE_URL or MEMORY_DATA_DIR) for this model."
+            )
+        await conn.run_sync(_alter_vector_type, table.name, dimension)
+
+
+def _alter_vector_type(conn: Connection, table_name: str, dimension: int) -> None:
+    operations = Operations(MigrationContext.configure(conn))
+    operations.alter_column(table_name, "embedding", type_=Vector(dimension))
+
+
 async def _create_vector_indexes(conn: AsyncConnection, space: EmbeddingSpace) -> None:
     has_vectorscale = (
         await conn.execute(text("SELECT 1 FROM pg_extension WHERE extname = 'vectorscale'"))
     ).first() is not None
-    method, ops = (
-        ("diskann", "vector_cosine_ops") if has_vectorscale else ("hnsw", "vector_cosine_ops")
-    )
     for table in VECTOR_TABLES:
         index = Index(
             vector_index_name(table, space.id),
-            space.vector_of(table).label("embedding"),
-            postgresql_using=method,
-            postgresql_ops={"embedding": ops},
+            table.c.embedding,
+            postgresql_using="diskann" if has_vectorscale else "hnsw",
+            postgresql_ops={"embedding": "vector_cosine_ops"},
             postgresql_where=table.c.space_id == space.id,
         )
         await conn.execute(CreateIndex(index, if_not_exists=True))

@@ -168,7 +168,7 @@ async def search(
     The inner query is what the space's vector index serves (ORDER BY distance LIMIT k);
     `min_score` filters its result, so a threshold never turns the index scan into a sort.
     """
-    distance = space.vector_of(memory).op("<=>")(query_vector)
+    distance = memory.c.embedding.cosine_distance(query_vector)
     nearest = (
         select(*PUBLIC_COLUMNS, (1 - distance).label("score"))
         .where(
