@@ -82,6 +82,9 @@ async def open_resources(
 def create_app(settings: Settings, resources: Resources) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if not settings.reconciler:
+            yield
+            return
         task = asyncio.create_task(
             resources.reconciler.run_forever(settings.reconcile_interval_seconds),
             name="reconciler",

@@ -55,6 +55,7 @@ class Settings(BaseSettings):
     )
     embed_batch_size: int = Field(64, ge=1, le=2_048)
 
+    reconciler: bool = Field(True, description="Run the pending-embedding reconciler in `serve`.")
     reconcile_interval_seconds: float = Field(5.0, gt=0)
     reconcile_batch_size: int = Field(64, ge=1, le=2_048)
     reconcile_max_attempts: int = Field(5, ge=1)

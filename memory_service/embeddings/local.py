@@ -39,7 +39,7 @@ class LocalProvider(EmbeddingProvider):
         self._model = model
         self._executor = executor
         self.model_id = model_id
-        self.dimension = int(model.get_sentence_embedding_dimension())
+        self.dimension = int(model.get_embedding_dimension())
         self.normalized = any(type(module).__name__ == "Normalize" for module in model)
         self.max_input_tokens = int(model.max_seq_length)
         self.max_batch = max_batch

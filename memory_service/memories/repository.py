@@ -7,17 +7,18 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-import numpy as np
+from pgvector import Vector
 from sqlalchemy import (
     ColumnElement,
     Row,
-    bindparam,
+    Select,
     case,
     delete,
     func,
     literal_column,
     or_,
     select,
+    text,
     tuple_,
     update,
 )
@@ -128,42 +129,44 @@ async def store_vectors(
 ) -> dict[UUID, datetime]:
     """Attach vectors to pending rows whose content is still the one that was embedded.
 
-    The content-hash guard drops a vector computed for text that a concurrent PATCH has
-    since replaced; that row stays pending for the new text. Returns embedded_at by id.
+    One statement for the whole batch. The content-hash guard drops a vector computed for
+    text that a concurrent PATCH has since replaced; that row stays pending for the new
+    text. Returns embedded_at by id for the rows it embedded.
     """
-    statement = (
-        update(memory)
-        .where(
-            memory.c.id == bindparam("b_id"),
-            memory.c.content_hash == bindparam("b_hash"),
-            memory.c.status == "pending",
-        )
-        .values(
-            embedding=bindparam("b_embedding"),
-            status="embedded",
-            embedded_at=func.now(),
-            last_error=None,
-        )
-        .returning(memory.c.id, memory.c.embedded_at)
+    result = await conn.execute(
+        _STORE_VECTORS,
+        {
+            "ids": [item.id for item in items],
+            "hashes": [item.content_hash for item in items],
+            "embeddings": [Vector(vector).to_text() for vector in vectors],
+        },
     )
-    params = [
-        {"b_id": item.id, "b_hash": item.content_hash, "b_embedding": np.asarray(vector)}
-        for item, vector in zip(items, vectors, strict=True)
-    ]
-    result = await conn.execute(statement, params)
     return {row.id: row.embedded_at for row in result}
 
 
-async def search(
-    conn: AsyncConnection,
+_STORE_VECTORS = text(
+    """
+    UPDATE memory
+    SET embedding = CAST(v.embedding AS vector), status = 'embedded',
+        embedded_at = now(), last_error = NULL
+    FROM unnest(CAST(:ids AS uuid[]), CAST(:hashes AS bytea[]), CAST(:embeddings AS text[]))
+        AS v(id, content_hash, embedding)
+    WHERE memory.id = v.id AND memory.content_hash = v.content_hash
+        AND memory.status = 'pending'
+    RETURNING memory.id, memory.embedded_at
+    """
+)
+
+
+def search_statement(
     space: EmbeddingSpace,
     query_vector: Vectors,
     namespace: str,
     filters: MemoryFilters,
     k: int,
     min_score: float | None,
-) -> list[AnyRow]:
-    """Top-k embedded, live memories by cosine similarity, in one round trip.
+) -> Select[Any]:
+    """Top-k embedded, live memories of the space by cosine similarity, in one round trip.
 
     The inner query is what the space's vector index serves (ORDER BY distance LIMIT k);
     `min_score` filters its result, so a threshold never turns the index scan into a sort.
@@ -184,7 +187,11 @@ async def search(
     outer = select(nearest)
     if min_score is not None:
         outer = outer.where(nearest.c.score >= min_score)
-    return list((await conn.execute(outer.order_by(nearest.c.score.desc()))).all())
+    return outer.order_by(nearest.c.score.desc())
+
+
+async def search(conn: AsyncConnection, statement: Select[Any]) -> list[AnyRow]:
+    return list((await conn.execute(statement)).all())
 
 
 async def get_memory(conn: AsyncConnection, memory_id: UUID) -> AnyRow | None:

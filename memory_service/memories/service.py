@@ -77,18 +77,16 @@ class MemoryService:
         await self._check_tokens([item.content for item in items], "content", indexed)
 
         first_of: dict[tuple[str, bytes], int] = {}
+        rows: dict[tuple[str, bytes], dict[str, Any]] = {}
         for index, item in enumerate(items):
-            first_of.setdefault((item.namespace, content_hash(item.content)), index)
-        rows = [
-            {
-                **items[index].model_dump(),
-                "content_hash": key[1],
-                "space_id": self.space.id,
-            }
-            for key, index in first_of.items()
-        ]
+            key = (item.namespace, content_hash(item.content))
+            if key in rows:
+                _merge_repeat(rows[key], item)
+                continue
+            first_of[key] = index
+            rows[key] = {**item.model_dump(), "content_hash": key[1], "space_id": self.space.id}
         async with self.engine.begin() as conn:
-            stored = await repository.upsert_memories(conn, rows)
+            stored = await repository.upsert_memories(conn, list(rows.values()))
         by_key = {(row.namespace, content_hash(row.content)): row for row in stored}
 
         pending = [
@@ -124,8 +122,7 @@ class MemoryService:
                 {"provider": exc.provider, "space": self.space.name},
             ) from exc
         async with self.engine.connect() as conn:
-            rows = await repository.search(
-                conn,
+            statement = repository.search_statement(
                 self.space,
                 vectors[0],
                 request.namespace,
@@ -133,6 +130,7 @@ class MemoryService:
                 request.k,
                 request.min_score,
             )
+            rows = await repository.search(conn, statement)
         return MemorySearchOut(
             results=[SearchHit.model_validate(row._mapping) for row in rows],
             embedding_model=self.space.model,
@@ -247,6 +245,13 @@ class MemoryService:
                         {"field": field, "tokens": tokens, "max_tokens": window},
                     ),
                 )
+
+
+def _merge_repeat(row: dict[str, Any], repeat: MemoryIn) -> None:
+    """A repeat within one batch merges like a repeat across requests: metadata keys of the
+    later item win, tags are unioned in first-seen order, other fields stay the first's."""
+    row["metadata"] = {**row["metadata"], **repeat.metadata}
+    row["tags"] = list(dict.fromkeys([*row["tags"], *repeat.tags]))
 
 
 def _where(index: int | None, details: dict[str, Any]) -> dict[str, Any]:

