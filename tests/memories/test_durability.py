@@ -1,0 +1,163 @@
+"""Durable writes: a memory is kept when the embedder fails, and embedded once it is back."""
+
+import asyncio
+from collections.abc import Sequence
+
+import httpx
+import pytest
+from sqlalchemy import text
+
+from memory_service.app import Resources
+from memory_service.core.settings import Settings
+from memory_service.embeddings.provider import ProviderInputError, Vectors
+from memory_service.memories.reconciler import Reconciler
+from tests.fakes import FlakyProvider
+from tests.memories.factories import memory_body
+
+
+async def status_of(client: httpx.AsyncClient, memory_id: str) -> str:
+    status: str = (await client.get(f"/v1/memories/{memory_id}")).json()["status"]
+    return status
+
+
+class TestPendingWrites:
+    async def test_write_while_embedder_down_is_kept_pending_then_reconciled(
+        self, client: httpx.AsyncClient, embedder: FlakyProvider, resources: Resources
+    ) -> None:
+        embedder.down = True
+        response = await client.post(
+            "/v1/memories", json=memory_body("The spare key is under the blue flowerpot.")
+        )
+        assert response.status_code == 201
+        stored = response.json()
+        assert stored["status"] == "pending"
+        assert stored["embedded_at"] is None
+        assert await status_of(client, stored["id"]) == "pending"
+
+        embedder.down = False
+        await client.post("/v1/memories", json=memory_body("The car is parked on level 3."))
+        before = (
+            await client.post(
+                "/v1/memories/search",
+                json={"namespace": "agent-1", "query": "where is the spare key?", "k": 10},
+            )
+        ).json()["results"]
+        assert stored["id"] not in [hit["id"] for hit in before], "pending rows are never recalled"
+
+        report = await resources.reconciler.run_once()
+        assert report.embedded == 1
+        after = (
+            await client.post(
+                "/v1/memories/search",
+                json={"namespace": "agent-1", "query": "where is the spare key?", "k": 10},
+            )
+        ).json()["results"]
+        assert after[0]["id"] == stored["id"]
+        assert await status_of(client, stored["id"]) == "embedded"
+
+    async def test_batch_while_embedder_down_is_all_pending(
+        self, client: httpx.AsyncClient, embedder: FlakyProvider, resources: Resources
+    ) -> None:
+        embedder.down = True
+        items = [memory_body(f"Pending fact number {i}.") for i in range(5)]
+        response = await client.post("/v1/memories/batch", json={"items": items})
+        assert response.status_code == 200
+        assert {item["status"] for item in response.json()["items"]} == {"pending"}
+
+        report = await resources.reconciler.run_once()
+        assert report.embedder_down and report.embedded == 0
+        embedder.down = False
+        assert (await resources.reconciler.run_once()).embedded == 5
+
+    async def test_content_patch_while_down_goes_pending(
+        self, client: httpx.AsyncClient, embedder: FlakyProvider, resources: Resources
+    ) -> None:
+        stored = (await client.post("/v1/memories", json=memory_body("Old text."))).json()
+        embedder.down = True
+        patched = (
+            await client.patch(f"/v1/memories/{stored['id']}", json={"content": "New text."})
+        ).json()
+        assert patched["status"] == "pending"
+        embedder.down = False
+        assert (await resources.reconciler.run_once()).embedded == 1
+        assert await status_of(client, stored["id"]) == "embedded"
+
+    async def test_storing_a_pending_duplicate_embeds_it(
+        self, client: httpx.AsyncClient, embedder: FlakyProvider
+    ) -> None:
+        embedder.down = True
+        first = (await client.post("/v1/memories", json=memory_body("Retry me."))).json()
+        embedder.down = False
+        again = await client.post("/v1/memories", json=memory_body("Retry me."))
+        assert again.status_code == 200
+        assert again.json()["id"] == first["id"]
+        assert again.json()["status"] == "embedded"
+
+    async def test_reconciler_batches_and_leaves_nothing_pending(
+        self, client: httpx.AsyncClient, embedder: FlakyProvider, resources: Resources
+    ) -> None:
+        embedder.down = True
+        items = [memory_body(f"Backlog item {i}.") for i in range(150)]
+        await client.post("/v1/memories/batch", json={"items": items})
+        embedder.down = False
+        reconciler = Reconciler(resources.engine, embedder, resources.space.id, 64, 5)
+        report = await reconciler.run_once()
+        assert report.embedded == 150
+        async with resources.engine.connect() as conn:
+            pending = await conn.scalar(
+                text("SELECT count(*) FROM memory WHERE status <> 'embedded'")
+            )
+        assert pending == 0
+
+
+class RejectingProvider(FlakyProvider):
+    """Refuses any text containing a marker, the way a server answers 400 for one input."""
+
+    async def _embed_batch(self, texts: Sequence[str]) -> Vectors:
+        for index, text_ in enumerate(texts):
+            if "POISON" in text_:
+                raise ProviderInputError(self.name, "input rejected", index)
+        return await super()._embed_batch(texts)
+
+
+class TestFailedRows:
+    async def test_a_rejected_row_fails_after_max_attempts_without_blocking_others(
+        self, client: httpx.AsyncClient, embedder: FlakyProvider, resources: Resources
+    ) -> None:
+        embedder.down = True
+        await client.post(
+            "/v1/memories/batch",
+            json={"items": [memory_body("POISON row."), memory_body("Healthy row.")]},
+        )
+        rejecting = RejectingProvider(embedder.inner)
+        reconciler = Reconciler(resources.engine, rejecting, resources.space.id, 64, 2)
+        await reconciler.run_once()
+        await reconciler.run_once()
+        await reconciler.run_once()
+        async with resources.engine.connect() as conn:
+            result = await conn.execute(text("SELECT content, status FROM memory"))
+            rows = {content: status for content, status in result}
+            error = await conn.scalar(
+                text("SELECT last_error FROM memory WHERE content = 'POISON row.'")
+            )
+        assert rows == {"POISON row.": "failed", "Healthy row.": "embedded"}
+        assert error is not None and "input rejected" in error
+
+
+class TestReconcilerInTheApp:
+    @pytest.fixture
+    def settings(self, database_url: str) -> Settings:
+        return Settings(database_url=database_url, reconciler=True, reconcile_interval_seconds=0.05)
+
+    async def test_lifespan_reconciler_embeds_pending_rows(
+        self, client: httpx.AsyncClient, embedder: FlakyProvider
+    ) -> None:
+        embedder.down = True
+        stored = (await client.post("/v1/memories", json=memory_body("Background me."))).json()
+        assert stored["status"] == "pending"
+        embedder.down = False
+        for _ in range(400):  # bounded wait for the background task, not a timing assertion
+            if await status_of(client, stored["id"]) == "embedded":
+                break
+            await asyncio.sleep(0.05)
+        assert await status_of(client, stored["id"]) == "embedded"
