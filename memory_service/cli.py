@@ -4,6 +4,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import signal
 import sys
 from collections.abc import Iterator
 
@@ -90,7 +91,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _terminate(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run a command. SIGTERM and Ctrl-C unwind like an exception, so the embedded
+    PostgreSQL is stopped on the way out (uvicorn re-raises the signal it caught once it
+    has shut down); the exit status is then 128 + the signal number, as shells report it."""
+    signal.signal(signal.SIGTERM, _terminate)
     args = build_parser().parse_args(argv)
     overrides = {
         key: value
@@ -113,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     except StartupError as exc:
         log.error("%s", exc)
         return 2
+    except KeyboardInterrupt:
+        return 128 + signal.SIGINT
 
 
 if __name__ == "__main__":
