@@ -113,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # pgserver narrates every step of the embedded server's life at INFO.
+    logging.getLogger("pgserver").setLevel(logging.WARNING)
     try:
         if args.command == "serve":
             return serve(settings)

@@ -8,12 +8,18 @@ and a second `serve` can share one data folder.
 
 import contextlib
 import logging
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
-from pgserver import get_server  # type: ignore[attr-defined]
+
+with warnings.catch_warnings():
+    # platformdirs warns, at pgserver's import, that XDG_RUNTIME_DIR is unset (true on
+    # servers and CI); pgserver then uses /tmp/runtime-<uid>, which is fine.
+    warnings.simplefilter("ignore")
+    from pgserver import get_server  # type: ignore[attr-defined]
 from psycopg import errors, sql
 
 log = logging.getLogger(__name__)
