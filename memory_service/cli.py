@@ -4,9 +4,11 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 from collections.abc import Iterator
+from typing import Any
 
 import uvicorn
 
@@ -39,7 +41,7 @@ async def _serve(settings: Settings) -> int:
     from memory_service.app import create_app, open_resources
 
     try:
-        async with open_resources(settings) as resources:
+        async with open_resources(settings, environ=os.environ) as resources:
             app = create_app(settings, resources)
             config = uvicorn.Config(
                 app, host=settings.host, port=settings.port, log_level=settings.log_level
@@ -77,6 +79,51 @@ def db_current(settings: Settings) -> int:
     return 0 if current == head else 1
 
 
+def providers(settings: Settings, url: str | None) -> int:
+    """Print the running service's /v1/providers as a table."""
+    import httpx
+
+    base = url or f"http://{settings.host}:{settings.port}"
+    try:
+        response = httpx.get(f"{base}/v1/providers", timeout=10)
+        response.raise_for_status()
+    except httpx.HTTPError as exc:
+        print(f"cannot read {base}/v1/providers: {exc}", file=sys.stderr)
+        return 1
+    print(format_providers(response.json()))
+    return 0
+
+
+def format_providers(body: dict[str, Any]) -> str:
+    space = body["space"]
+    lines = [
+        f"space {space['name']}: {space['model']} ({space['dimension']}-dim); "
+        f"best: {body['best'] or 'none'}",
+        f"score = {body['score_formula']}",
+        "",
+    ]
+    header = ("provider", "kind", "state", "score", "latency", "errors", "parity", "eligibility")
+    rows = [header]
+    for p in body["providers"]:
+        rows.append(
+            (
+                p["name"],
+                p["kind"],
+                p["state"],
+                "-" if p["score"] is None else f"{p['score']:.3f}",
+                "-" if p["latency_ms"] is None else f"{p['latency_ms']:.0f} ms",
+                f"{p['error_rate']:.2f}",
+                "-" if p["parity"] is None else f"{p['parity']:.4f}",
+                p["reason"],
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        lines.append("  ".join([*cells, row[-1]]))
+    return "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="memory-service", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -88,6 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     upgrade_cmd = db_actions.add_parser("upgrade", help="bring the schema to head")
     upgrade_cmd.add_argument("revision", nargs="?", default="head")
     db_actions.add_parser("current", help="print the schema revision; exit 1 when not at head")
+    providers_cmd = commands.add_parser("providers", help="print the providers' states as a table")
+    providers_cmd.add_argument("--url", help="the service (default http://HOST:PORT from settings)")
     return parser
 
 
@@ -118,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return serve(settings)
+        if args.command == "providers":
+            return providers(settings, args.url)
         if args.action == "upgrade":
             return db_upgrade(settings, args.revision)
         return db_current(settings)

@@ -39,7 +39,7 @@ fi
 # Keep the environment out of git and out of `ruff check .` (both honour .gitignore files).
 echo "*" > "$VENV/.gitignore"
 
-PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
+PIP=("$VENV/bin/python" -m pip --disable-pip-version-check --progress-bar off)
 CONSTRAINTS="$VENV/constraints.txt"
 echo "torch==$TORCH_VERSION" > "$CONSTRAINTS"
 

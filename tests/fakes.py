@@ -29,5 +29,5 @@ class FlakyProvider(EmbeddingProvider):
             raise ProviderUnavailable(self.name, "connection refused (switched off by the test)")
         return await self.inner._embed_batch(texts)
 
-    async def count_tokens(self, texts: Sequence[str]) -> list[int]:
+    async def count_tokens(self, texts: Sequence[str]) -> list[int] | None:
         return await self.inner.count_tokens(texts)

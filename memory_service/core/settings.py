@@ -1,6 +1,7 @@
 """The one settings class. Read at entry points (CLI, app factory, scripts) and passed down."""
 
 from pathlib import Path
+from typing import Any
 
 import platformdirs
 from pydantic import BaseModel, Field, field_validator
@@ -54,6 +55,20 @@ class Settings(BaseSettings):
         None, description="Model id recorded for the space. Unset: the model folder's name."
     )
     embed_batch_size: int = Field(64, ge=1, le=2_048)
+
+    providers_file: Path | None = Field(
+        None, description="Provider YAML (see providers.yaml). Unset: the bundled model alone."
+    )
+    providers: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Per-provider overrides: MEMORY_PROVIDERS__<NAME>__<FIELD>=value.",
+    )
+    probe_interval_seconds: float = Field(10.0, gt=0)
+    breaker_failure_threshold: int = Field(3, ge=1)
+    breaker_cooldown_seconds: float = Field(15.0, gt=0)
+    parity_min_cosine: float = Field(0.99, gt=0, le=1)
+    coalesce_window_ms: float = Field(5.0, ge=0, le=1_000)
+    coalesce_max_batch: int = Field(256, ge=1, le=4_096)
 
     reconciler: bool = Field(True, description="Run the pending-embedding reconciler in `serve`.")
     reconcile_interval_seconds: float = Field(5.0, gt=0)

@@ -41,6 +41,9 @@ embedding_space = Table(
     Column("dimension", Integer, nullable=False),
     Column("normalized", Boolean, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("reference_texts", ARRAY(Text)),
+    Column("reference_vectors", LargeBinary),
+    Column("reference_provider", Text),
     CheckConstraint("dimension > 0", name="embedding_space_dimension_positive"),
 )
 

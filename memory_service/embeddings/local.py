@@ -34,8 +34,11 @@ def bundled_model_path() -> Path:
 
 
 class LocalProvider(EmbeddingProvider):
-    def __init__(self, model: Any, model_id: str, executor: ThreadPoolExecutor, max_batch: int):
+    def __init__(
+        self, model: Any, model_id: str, executor: ThreadPoolExecutor, max_batch: int, path: Path
+    ):
         self.name = "local"
+        self.path = path
         self._model = model
         self._executor = executor
         self.model_id = model_id
@@ -58,7 +61,7 @@ class LocalProvider(EmbeddingProvider):
             raise ProviderUnavailable("local", f"no sentence-transformers model in {path}")
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="local-embedder")
         model = await asyncio.get_running_loop().run_in_executor(executor, _load_model, path)
-        return cls(model, model_id, executor, max_batch)
+        return cls(model, model_id, executor, max_batch, path)
 
     async def _embed_batch(self, texts: Sequence[str]) -> Vectors:
         loop = asyncio.get_running_loop()

@@ -1,8 +1,13 @@
 """The embedding provider interface.
 
     ProviderError
-    ├── ProviderUnavailable   transient: down, slow, refused. Writes stay pending; retry later.
-    └── ProviderInputError    the provider refused this input; retrying cannot help.
+    ├── ProviderUnavailable        the provider cannot serve now: fail over, or stay pending
+    │   ├── ProviderConnectError   refused, unreachable, connect timeout
+    │   ├── ProviderTimeout        no answer within the read timeout
+    │   ├── ProviderServerError    5xx, or the connection dropped mid-answer
+    │   ├── ProviderModelNotFound  the server does not serve the configured model (404)
+    │   └── ProviderBadResponse    an answer of the wrong shape, count, order or dimension
+    └── ProviderInputError         the provider refused this input (4xx): never retried
 
 A provider turns texts into float32 vectors of its space's dimension. `embed` splits the
 input into batches of at most `max_batch` and checks every batch's shape, so a provider that
@@ -25,6 +30,26 @@ class ProviderError(Exception):
 
 
 class ProviderUnavailable(ProviderError):
+    pass
+
+
+class ProviderConnectError(ProviderUnavailable):
+    pass
+
+
+class ProviderTimeout(ProviderUnavailable):
+    pass
+
+
+class ProviderServerError(ProviderUnavailable):
+    pass
+
+
+class ProviderModelNotFound(ProviderUnavailable):
+    pass
+
+
+class ProviderBadResponse(ProviderUnavailable):
     pass
 
 
@@ -61,7 +86,7 @@ class EmbeddingProvider(ABC):
     async def _checked_batch(self, batch: Sequence[str]) -> Vectors:
         vectors = await self._embed_batch(batch)
         if vectors.shape != (len(batch), self.dimension):
-            raise ProviderUnavailable(
+            raise ProviderBadResponse(
                 self.name,
                 f"returned shape {vectors.shape} for {len(batch)} texts of dimension "
                 f"{self.dimension}",
@@ -72,9 +97,13 @@ class EmbeddingProvider(ABC):
     async def _embed_batch(self, texts: Sequence[str]) -> Vectors:
         """One provider call for at most `max_batch` texts."""
 
-    @abstractmethod
-    async def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        """Tokens each text takes in the model's window, special tokens included."""
+    async def count_tokens(self, texts: Sequence[str]) -> list[int] | None:
+        """Tokens each text takes in the model's window, special tokens included; None when
+        the provider cannot count locally (a remote server then rejects over-long input)."""
+        return None
+
+    async def probe(self) -> None:  # noqa: B027 - most providers have nothing beyond a canary
+        """Protocol-level probe (health and model endpoints); raise ProviderUnavailable kinds."""
 
     async def check(self) -> None:
         """Raise ProviderUnavailable unless the provider embeds right now."""

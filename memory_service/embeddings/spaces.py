@@ -14,17 +14,20 @@ is missing), and every search filters on `space_id`, so two spaces never share a
 This DDL depends on data, which is why it lives here and not in a migration.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 from alembic.operations import Operations
 from alembic.runtime.migration import MigrationContext
 from pgvector.sqlalchemy import Vector
-from sqlalchemy import Connection, Index, Table, func, insert, select, text
+from sqlalchemy import Connection, Index, Table, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.schema import CreateIndex
 
 from memory_service.core.errors import StartupError
 from memory_service.core.tables import VECTOR_TABLES, embedding_space
+from memory_service.embeddings.provider import Vectors
 
 
 @dataclass(frozen=True)
@@ -117,3 +120,37 @@ async def _create_vector_indexes(conn: AsyncConnection, space: EmbeddingSpace) -
             postgresql_where=table.c.space_id == space.id,
         )
         await conn.execute(CreateIndex(index, if_not_exists=True))
+
+
+async def load_references(engine: AsyncEngine, space_id: int) -> Vectors | None:
+    """The space's reference canary vectors, or None before they are captured."""
+    async with engine.connect() as conn:
+        row = (
+            await conn.execute(
+                select(embedding_space.c.reference_vectors, embedding_space.c.dimension).where(
+                    embedding_space.c.id == space_id
+                )
+            )
+        ).first()
+    if row is None or row.reference_vectors is None:
+        return None
+    return np.frombuffer(row.reference_vectors, dtype="<f4").reshape(-1, row.dimension)
+
+
+async def capture_references(
+    engine: AsyncEngine, space_id: int, texts: Sequence[str], vectors: Vectors, provider: str
+) -> Vectors:
+    """Record the references unless some process already has; return those that hold."""
+    async with engine.begin() as conn:
+        await conn.execute(
+            update(embedding_space)
+            .where(embedding_space.c.id == space_id, embedding_space.c.reference_vectors.is_(None))
+            .values(
+                reference_texts=list(texts),
+                reference_vectors=np.ascontiguousarray(vectors, dtype="<f4").tobytes(),
+                reference_provider=provider,
+            )
+        )
+    references = await load_references(engine, space_id)
+    assert references is not None
+    return references

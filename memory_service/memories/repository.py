@@ -256,6 +256,11 @@ async def delete_memory(conn: AsyncConnection, memory_id: UUID) -> bool:
     return result.rowcount > 0
 
 
+async def delete_ids(conn: AsyncConnection, ids: Sequence[UUID]) -> None:
+    if ids:
+        await conn.execute(delete(memory).where(memory.c.id.in_(ids)))
+
+
 async def forget(conn: AsyncConnection, namespace: str, filters: MemoryFilters) -> int:
     result = await conn.execute(delete(memory).where(*filter_clauses(namespace, filters)))
     return result.rowcount

@@ -94,7 +94,14 @@ class MemoryService:
             for row in stored
             if row.status == "pending"
         ]
-        embedded_at = await self._embed(pending)
+        try:
+            embedded_at = await self._embed(pending)
+        except ProviderInputError as exc:
+            # A remote embedder refused the text (too long for its window): undo the rows this
+            # request created, so a rejected write changes nothing.
+            async with self.engine.begin() as conn:
+                await repository.delete_ids(conn, [row.id for row in stored if row.created])
+            raise InputTooLong(f"the embedder refused the content: {exc}", None) from exc
         results = []
         for index, item in enumerate(items):
             key = (item.namespace, content_hash(item.content))
@@ -184,7 +191,12 @@ class MemoryService:
         out = MemoryOut.model_validate(row._mapping)
         if "content" in values:
             pending = [PendingText(out.id, out.content, content_hash(out.content))]
-            out = _with_embedding(out, await self._embed(pending))
+            try:
+                out = _with_embedding(out, await self._embed(pending))
+            except ProviderInputError as exc:
+                # Known only to a remote embedder; the reconciler records it and marks the
+                # memory `failed` after its attempts.
+                log.warning("memory %s: the embedder refused the new content: %s", out.id, exc)
         return out
 
     async def delete(self, memory_id: UUID) -> None:
@@ -198,11 +210,14 @@ class MemoryService:
             return await repository.forget(conn, namespace, filters)
 
     async def _embed(self, pending: Sequence[PendingText]) -> dict[UUID, datetime]:
-        """Embed committed pending rows now; on any provider failure leave them pending."""
+        """Embed committed pending rows now. When the embedder is unavailable they stay
+        pending; ProviderInputError (the input is at fault) propagates to the caller."""
         if not pending:
             return {}
         try:
             vectors = await self.embedder.embed([item.content for item in pending])
+        except ProviderInputError:
+            raise
         except ProviderError as exc:
             log.warning("embedding deferred for %d memories: %s", len(pending), exc)
             return {}
@@ -233,8 +248,11 @@ class MemoryService:
             _check_length("tags", tag, self.limits.max_tag_chars, index)
 
     async def _check_tokens(self, texts: Sequence[str], field: str, indexed: bool) -> None:
+        counts = await self.embedder.count_tokens(texts)
+        if counts is None:
+            return  # a remote embedder refuses over-long input itself; see `_embed`
         window = self.embedder.max_input_tokens
-        for index, tokens in enumerate(await self.embedder.count_tokens(texts)):
+        for index, tokens in enumerate(counts):
             if tokens > window:
                 where = f" of item {index}" if indexed else ""
                 raise InputTooLong(

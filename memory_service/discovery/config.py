@@ -1,0 +1,154 @@
+"""Provider configuration: a YAML file (`MEMORY_PROVIDERS_FILE`) plus environment overrides.
+
+    spaces:                      # embedding spaces, by name (MEMORY_EMBEDDING_SPACE picks one)
+      default: {model: mxbai-embed-large, dimension: 1024, normalized: true}
+    providers:                   # a discriminated union on `kind`
+      - {name: vllm-mxbai, kind: vllm, base_url: "http://127.0.0.1:8001",
+         model: mxbai-embed-large, space: default, priority: 10, ...}
+
+A provider's `model` is the name its server serves; `space` names the space it is declared
+for, whose `model` is the embedding model's identity. `base_url` is the server root (no
+`/v1`). Any field can be overridden per provider from the environment:
+`MEMORY_PROVIDERS__<NAME>__<FIELD>=value`, with the name upper-cased and `-` written `_`.
+API keys are never in the file: `api_key_env` names the variable that holds one, read by
+the entry point that loads this file.
+
+Without a file, the service runs the embedded default: the bundled local model alone.
+"""
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from memory_service.core.errors import StartupError
+
+
+class SpaceConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(min_length=1)
+    dimension: int = Field(gt=0, le=16_000)
+    normalized: bool = True
+
+
+class _ProviderBase(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$", max_length=64)
+    space: str
+    priority: int = Field(100, ge=0, description="Lower is preferred.")
+    connect_timeout: float = Field(2.0, gt=0)
+    read_timeout: float = Field(30.0, gt=0)
+    max_batch: int = Field(64, ge=1, le=4_096)
+
+
+class _HttpProvider(_ProviderBase):
+    base_url: str = Field(pattern=r"^https?://")
+    model: str = Field(min_length=1, description="The model name the server serves.")
+    api_key_env: str | None = None
+    api_key: str | None = Field(None, exclude=True, description="Resolved from api_key_env.")
+
+
+class OpenAIProviderConfig(_HttpProvider):
+    """vLLM, or any OpenAI-compatible server (TEI, infinity, OpenAI)."""
+
+    kind: Literal["vllm", "openai"]
+
+
+class OllamaProviderConfig(_HttpProvider):
+    kind: Literal["ollama"]
+    keep_alive: str = "5m"
+
+
+class LocalProviderConfig(_ProviderBase):
+    """A sentence-transformers folder run in-process; default: the bundled model."""
+
+    kind: Literal["local"]
+    path: Path | None = None
+
+
+ProviderConfig = Annotated[
+    OpenAIProviderConfig | OllamaProviderConfig | LocalProviderConfig,
+    Field(discriminator="kind"),
+]
+
+
+class ProvidersConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    spaces: dict[str, SpaceConfig]
+    providers: list[ProviderConfig] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ProvidersConfig":
+        names = [provider.name for provider in self.providers]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"provider names repeat: {repeated}")
+        for provider in self.providers:
+            if provider.space not in self.spaces:
+                raise ValueError(
+                    f"provider {provider.name!r} names unknown space {provider.space!r}"
+                )
+        return self
+
+
+def embedded_default(
+    space: str, model: str, dimension: int, normalized: bool, path: Path | None
+) -> ProvidersConfig:
+    """One local model (the bundled one unless `path`), serving the space `space`."""
+    return ProvidersConfig(
+        spaces={space: SpaceConfig(model=model, dimension=dimension, normalized=normalized)},
+        providers=[
+            LocalProviderConfig(name="local", kind="local", space=space, priority=100, path=path)
+        ],
+    )
+
+
+def load_providers(
+    path: Path | None,
+    space: str,
+    overrides: Mapping[str, Mapping[str, Any]],
+    environ: Mapping[str, str],
+    default: ProvidersConfig | None = None,
+) -> ProvidersConfig:
+    """Read `path` (or take `default`), override, validate; raise StartupError with the
+    reason when anything is off."""
+    if path is None:
+        if default is None:
+            raise StartupError("no providers file and no default configuration")
+        raw: dict[str, Any] = default.model_dump(mode="json", exclude_none=True)
+    else:
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise StartupError(f"cannot read providers file {path}: {exc}") from exc
+    providers = raw.get("providers", [])
+    known = {_env_key(str(entry.get("name", ""))) for entry in providers}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise StartupError(f"MEMORY_PROVIDERS__* overrides name unknown providers: {unknown}")
+    for entry in providers:
+        entry.update(overrides.get(_env_key(str(entry.get("name", ""))), {}))
+        if entry.get("api_key_env"):
+            entry["api_key"] = environ.get(str(entry["api_key_env"]))
+    try:
+        config = ProvidersConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise StartupError(
+            f"invalid provider configuration ({path or 'built-in'}):\n{exc}"
+        ) from exc
+    if space not in config.spaces:
+        raise StartupError(
+            f"MEMORY_EMBEDDING_SPACE={space!r} is not a space of {path or 'the built-in default'}"
+            f"; spaces: {sorted(config.spaces)}"
+        )
+    return config
+
+
+def _env_key(name: str) -> str:
+    """How a provider name appears in environment variables, as pydantic-settings reads them."""
+    return name.lower().replace("-", "_")

@@ -1,0 +1,53 @@
+"""GET /v1/providers: every provider, its state, score and why it is or is not eligible."""
+
+from dataclasses import asdict
+from typing import Any
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel
+
+from memory_service.discovery import scoring
+from memory_service.discovery.registry import Discovery
+
+router = APIRouter(prefix="/v1/providers", tags=["providers"])
+
+
+class ProviderOut(BaseModel):
+    name: str
+    kind: str
+    space: str
+    model: str
+    priority: int
+    state: str
+    eligible: bool
+    reason: str
+    score: float | None
+    latency_ms: float | None
+    error_rate: float
+    consecutive_failures: int
+    parity: float | None
+    last_error: str | None
+
+
+class ProvidersOut(BaseModel):
+    space: dict[str, Any]
+    best: str | None
+    score_formula: str
+    providers: list[ProviderOut]
+
+
+@router.get("", response_model=ProvidersOut)
+async def list_providers(request: Request) -> ProvidersOut:
+    """Provider states, scores and eligibility for the service's embedding space."""
+    discovery: Discovery | None = request.app.state.resources.discovery
+    formula = (scoring.__doc__ or "").split("\n\n")[1].strip()
+    if discovery is None:
+        space = request.app.state.resources.space
+        return ProvidersOut(space=asdict(space), best=None, score_formula=formula, providers=[])
+    best = discovery.best_provider()
+    return ProvidersOut(
+        space=asdict(discovery.space),
+        best=best.name if best else None,
+        score_formula=formula,
+        providers=[ProviderOut(**asdict(status)) for status in discovery.status()],
+    )

@@ -1,0 +1,88 @@
+"""Request coalescing: concurrent embed calls become one provider call.
+
+Callers of `embed` within `window_seconds` of the first one share a flush, up to
+`max_batch` texts (a flush starts at once when that many are waiting). Identical texts in
+a flush are embedded once. Each caller gets its own vectors back, in its own order, or the
+flush's error. A single call larger than `max_batch` is passed through on its own.
+"""
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from memory_service.embeddings.provider import EmbeddingProvider, Vectors
+
+
+@dataclass
+class _Waiting:
+    texts: list[str]
+    future: asyncio.Future[Vectors]
+
+
+class CoalescingEmbedder(EmbeddingProvider):
+    def __init__(self, inner: EmbeddingProvider, window_seconds: float, max_batch: int) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.model_id = inner.model_id
+        self.dimension = inner.dimension
+        self.normalized = inner.normalized
+        self.max_batch = max_batch
+        self.window_seconds = window_seconds
+        self._waiting: list[_Waiting] = []
+        self._waiting_texts = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._flushes: set[asyncio.Task[None]] = set()
+
+    @property
+    def max_input_tokens(self) -> int:  # type: ignore[override]
+        return self.inner.max_input_tokens
+
+    async def embed(self, texts: Sequence[str]) -> Vectors:
+        if not texts:
+            return np.empty((0, self.dimension), dtype=np.float32)
+        if len(texts) >= self.max_batch:
+            return await self.inner.embed(texts)
+        loop = asyncio.get_running_loop()
+        waiting = _Waiting(list(texts), loop.create_future())
+        self._waiting.append(waiting)
+        self._waiting_texts += len(texts)
+        if self._waiting_texts >= self.max_batch:
+            self._flush()
+        elif self._timer is None:
+            self._timer = loop.call_later(self.window_seconds, self._flush)
+        return await waiting.future
+
+    def _flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        batch, self._waiting, self._waiting_texts = self._waiting, [], 0
+        if batch:
+            task = asyncio.create_task(self._embed_batch_of(batch))
+            self._flushes.add(task)
+            task.add_done_callback(self._flushes.discard)
+
+    async def _embed_batch_of(self, batch: list[_Waiting]) -> None:
+        unique = list(dict.fromkeys(text for waiting in batch for text in waiting.texts))
+        try:
+            vectors = await self.inner.embed(unique)
+        except Exception as exc:
+            for waiting in batch:
+                if not waiting.future.done():
+                    waiting.future.set_exception(exc)
+            return
+        row_of = {text: row for row, text in enumerate(unique)}
+        for waiting in batch:
+            if not waiting.future.done():
+                waiting.future.set_result(vectors[[row_of[text] for text in waiting.texts]])
+
+    async def _embed_batch(self, texts: Sequence[str]) -> Vectors:
+        return await self.embed(texts)
+
+    async def count_tokens(self, texts: Sequence[str]) -> list[int] | None:
+        return await self.inner.count_tokens(texts)
+
+    async def check(self) -> None:
+        await self.inner.check()

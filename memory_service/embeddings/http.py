@@ -1,0 +1,78 @@
+"""One HTTP call to a provider, with every failure mapped onto the provider error tree.
+
+Connect and read timeouts are separate (`httpx.Timeout(read, connect=...)`): a dead host
+should cost the connect timeout, a slow model the read timeout.
+"""
+
+import json
+from typing import Any
+
+import httpx
+
+from memory_service.embeddings.provider import (
+    ProviderConnectError,
+    ProviderInputError,
+    ProviderModelNotFound,
+    ProviderServerError,
+    ProviderTimeout,
+    ProviderUnavailable,
+)
+
+
+async def send(
+    http: httpx.AsyncClient,
+    provider: str,
+    method: str,
+    url: str,
+    *,
+    timeouts: httpx.Timeout,
+    payload: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> httpx.Response:
+    """The response, whatever its status; transport failures raise ProviderUnavailable kinds."""
+    try:
+        return await http.request(method, url, json=payload, headers=headers, timeout=timeouts)
+    except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+        raise ProviderConnectError(provider, f"cannot connect to {url}: {exc!r}") from exc
+    except httpx.TimeoutException as exc:
+        raise ProviderTimeout(provider, f"no answer from {url} in time: {exc!r}") from exc
+    except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+        raise ProviderServerError(provider, f"connection to {url} dropped: {exc!r}") from exc
+    except httpx.HTTPError as exc:
+        raise ProviderUnavailable(provider, f"{url}: {exc!r}") from exc
+
+
+def error_message(response: httpx.Response) -> str:
+    """The server's own words: OpenAI/vLLM `{"error": {"message"}}`, older vLLM
+    `{"object": "error", "message"}`, Ollama `{"error": "..."}`, or the raw text."""
+    try:
+        body = response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return f"HTTP {response.status_code}: {response.text[:300]}"
+    if isinstance(body, dict):
+        error = body.get("error")
+        if isinstance(error, dict) and isinstance(error.get("message"), str):
+            return f"HTTP {response.status_code}: {error['message']}"
+        if isinstance(error, str):
+            return f"HTTP {response.status_code}: {error}"
+        if isinstance(body.get("message"), str):
+            return f"HTTP {response.status_code}: {body['message']}"
+        if isinstance(body.get("detail"), str):
+            return f"HTTP {response.status_code}: {body['detail']}"
+    return f"HTTP {response.status_code}: {response.text[:300]}"
+
+
+def raise_for_status(provider: str, response: httpx.Response) -> None:
+    """2xx passes. 404: the model is not served here. Other 4xx: the input (or the request)
+    is at fault, except 401/403/408/429, which say the provider cannot serve us now."""
+    status = response.status_code
+    if status < 300:
+        return
+    message = error_message(response)
+    if status == 404:
+        raise ProviderModelNotFound(provider, message)
+    if status >= 500:
+        raise ProviderServerError(provider, message)
+    if status in (401, 403, 408, 429):
+        raise ProviderUnavailable(provider, message)
+    raise ProviderInputError(provider, message)
