@@ -23,6 +23,8 @@ from memory_service.core.settings import Settings
 from memory_service.embeddings.local import LocalProvider
 from tests.fakes import FlakyProvider
 
+pytest_plugins = ["tests.servers.fixtures"]
+
 TEMPLATE = "memory_template"
 
 

@@ -1,0 +1,87 @@
+"""Request coalescing over the real model: many concurrent calls, one provider call."""
+
+import asyncio
+from collections.abc import Sequence
+
+import numpy as np
+
+from memory_service.embeddings.batching import CoalescingEmbedder
+from memory_service.embeddings.local import LocalProvider
+from memory_service.embeddings.provider import ProviderUnavailable, Vectors
+from tests.fakes import FlakyProvider
+
+
+class Recording(FlakyProvider):
+    """Records what each provider call received."""
+
+    def __init__(self, inner: LocalProvider) -> None:
+        super().__init__(inner)
+        self.max_batch = 1024
+        self.batches: list[list[str]] = []
+
+    async def _embed_batch(self, texts: Sequence[str]) -> Vectors:
+        self.batches.append(list(texts))
+        return await super()._embed_batch(texts)
+
+
+class TestCoalescingEmbedder:
+    async def test_concurrent_calls_share_one_provider_call(
+        self, local_provider: LocalProvider
+    ) -> None:
+        inner = Recording(local_provider)
+        coalescer = CoalescingEmbedder(inner, window_seconds=0.05, max_batch=256)
+        texts = [f"memory number {i}" for i in range(64)]
+        results = await asyncio.gather(*(coalescer.embed([text]) for text in texts))
+        assert len(inner.batches) == 1
+        assert sorted(inner.batches[0]) == sorted(texts)
+        direct = await local_provider.embed(texts)
+        for text_index, vectors in enumerate(results):
+            assert vectors.shape == (1, 384)
+            assert np.allclose(vectors[0], direct[text_index], atol=1e-5)
+
+    async def test_identical_texts_are_embedded_once_and_each_caller_keeps_its_order(
+        self, local_provider: LocalProvider
+    ) -> None:
+        inner = Recording(local_provider)
+        coalescer = CoalescingEmbedder(inner, window_seconds=0.05, max_batch=256)
+        first, second, third = await asyncio.gather(
+            coalescer.embed(["alpha", "beta"]),
+            coalescer.embed(["beta", "alpha", "alpha"]),
+            coalescer.embed(["gamma"]),
+        )
+        assert inner.batches == [["alpha", "beta", "gamma"]]
+        assert np.array_equal(first[0], second[1]) and np.array_equal(second[1], second[2])
+        assert np.array_equal(first[1], second[0])
+        assert not np.allclose(third[0], first[0])
+
+    async def test_a_full_batch_flushes_without_waiting_for_the_window(
+        self, local_provider: LocalProvider
+    ) -> None:
+        inner = Recording(local_provider)
+        coalescer = CoalescingEmbedder(inner, window_seconds=3600, max_batch=8)
+        results = await asyncio.gather(*(coalescer.embed([f"t{i}"]) for i in range(8)))
+        assert len(results) == 8 and len(inner.batches) == 1
+
+    async def test_the_provider_error_reaches_every_caller(
+        self, local_provider: LocalProvider
+    ) -> None:
+        inner = Recording(local_provider)
+        inner.down = True
+        coalescer = CoalescingEmbedder(inner, window_seconds=0.01, max_batch=256)
+        outcomes = await asyncio.gather(
+            *(coalescer.embed([f"x{i}"]) for i in range(5)), return_exceptions=True
+        )
+        assert all(isinstance(outcome, ProviderUnavailable) for outcome in outcomes)
+        assert inner.calls == 1
+
+    async def test_a_call_larger_than_the_batch_passes_through(
+        self, local_provider: LocalProvider
+    ) -> None:
+        inner = Recording(local_provider)
+        coalescer = CoalescingEmbedder(inner, window_seconds=3600, max_batch=4)
+        vectors = await coalescer.embed([f"big {i}" for i in range(10)])
+        assert vectors.shape == (10, 384) and len(inner.batches) == 1
+
+    async def test_empty_input(self, local_provider: LocalProvider) -> None:
+        coalescer = CoalescingEmbedder(local_provider, window_seconds=0.01, max_batch=4)
+        assert (await coalescer.embed([])).shape == (0, 384)
