@@ -34,6 +34,7 @@ class Fault(enum.Enum):
     WRONG_DIMENSION = "wrong_dimension"
     OTHER_MODEL = "other_model"
     NO_BASE64 = "no_base64"
+    SHUFFLED = "shuffled"
     LEGACY_ONLY = "legacy_only"
 
 
@@ -115,7 +116,12 @@ class FaultSwitch:
 
 
 class OpenAIFaults(FaultSwitch):
-    supported = FaultSwitch.supported | {Fault.NO_BASE64}
+    supported = FaultSwitch.supported | {Fault.NO_BASE64, Fault.SHUFFLED}
+
+    def shuffled(self) -> None:
+        """List `data` items in reverse order, each keeping its `index`: the OpenAI contract
+        promises the index, not the order, and a client must place items by it."""
+        self.set(FaultSetting(Fault.SHUFFLED))
 
     def no_base64(self) -> None:
         """Refuse `encoding_format: "base64"` the way vLLM 0.4.x did (see `vllm_wire`)."""

@@ -132,7 +132,9 @@ class OpenAICompatServer(LoopbackServer[OpenAIFaults]):
         request_id = f"embd-{request.headers.get('x-request-id') or vllm_wire.random_uuid()}"
         prompt_tokens = sum(min(count, self.max_model_len) for count in counts)
         model = self.served_model_names[0]
-        return vllm_wire.embedding_response(parsed, request_id, model, vectors, prompt_tokens)
+        return vllm_wire.embedding_response(
+            parsed, request_id, model, vectors, prompt_tokens, setting.fault is Fault.SHUFFLED
+        )
 
     def _length_error(self, texts: list[str], counts: list[int]) -> Response | None:
         """The first prompt vLLM's renderer refuses, checked as it does: characters, then tokens."""

@@ -313,8 +313,10 @@ def embedding_response(
     model: str,
     vectors: Vectors,
     prompt_tokens: int,
+    reverse: bool = False,
 ) -> Response:
-    """`EmbeddingResponse` as JSON (float, base64) or the raw `bytes`/`bytes_only` body."""
+    """`EmbeddingResponse` as JSON (float, base64) or the raw `bytes`/`bytes_only` body;
+    `reverse` lists the items last first (the SHUFFLED fault)."""
     created = int(time.time())
     if request.encoding_format in ("bytes", "bytes_only"):
         return _bytes_response(request, request_id, created, model, vectors, prompt_tokens)
@@ -322,6 +324,8 @@ def embedding_response(
         {"index": index, "object": "embedding", "embedding": _encoded(request, vector)}
         for index, vector in enumerate(vectors)
     ]
+    if reverse:
+        data.reverse()
     usage: dict[str, JSON] = {
         "prompt_tokens": prompt_tokens,
         "total_tokens": prompt_tokens,
