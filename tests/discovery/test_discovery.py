@@ -1,0 +1,332 @@
+"""Discovery, parity, failover and coalescing: the service against two loopback providers.
+
+vLLM (priority 10) and Ollama (priority 20) both serve the bundled model for the service's
+space, over real sockets, with the real model's vectors.
+"""
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import text
+
+from memory_service.app import Resources, create_app, open_resources
+from memory_service.cli import format_providers
+from memory_service.core.settings import Settings
+from memory_service.discovery.registry import Discovery
+from memory_service.embeddings.local import LocalProvider
+from tests.memories.factories import assert_error, memory_body
+from tests.servers import OllamaServer, OpenAICompatServer
+
+COOLDOWN = 0.2
+
+
+def providers_file(path: Path, vllm_url: str, ollama_url: str, extra: str = "") -> Path:
+    path.write_text(
+        f"""
+spaces:
+  default: {{model: all-MiniLM-L6-v2, dimension: 384, normalized: true}}
+  big: {{model: mxbai-embed-large, dimension: 1024, normalized: true}}
+providers:
+  - {{name: vllm, kind: vllm, base_url: "{vllm_url}", model: all-MiniLM-L6-v2,
+      space: default, priority: 10, connect_timeout: 0.5, read_timeout: 1.0, max_batch: 64}}
+  - {{name: ollama, kind: ollama, base_url: "{ollama_url}", model: all-minilm,
+      space: default, priority: 20, connect_timeout: 0.5, read_timeout: 1.0, max_batch: 64}}
+{extra}"""
+    )
+    return path
+
+
+@pytest.fixture
+def settings(
+    database_url: str, tmp_path: Path, vllm: OpenAICompatServer, ollama: OllamaServer
+) -> Settings:
+    return Settings(
+        database_url=database_url,
+        providers_file=providers_file(tmp_path / "providers.yaml", vllm.url, ollama.url),
+        reconciler=False,
+        probe_interval_seconds=3600,
+        breaker_failure_threshold=2,
+        breaker_cooldown_seconds=COOLDOWN,
+        coalesce_window_ms=20,
+    )
+
+
+@pytest.fixture
+async def resources(
+    settings: Settings,
+    local_provider: LocalProvider,
+    vllm: OpenAICompatServer,
+    ollama: OllamaServer,
+) -> AsyncIterator[Resources]:
+    """Opened (which probes every provider once); the logs then hold only the test's calls."""
+    async with open_resources(settings, local=local_provider) as opened:
+        vllm.requests.clear()
+        ollama.requests.clear()
+        yield opened
+
+
+@pytest.fixture
+async def client(settings: Settings, resources: Resources) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings, resources)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http,
+    ):
+        yield http
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def discovery_of(resources: Resources) -> Discovery:
+    assert resources.discovery is not None
+    return resources.discovery
+
+
+def embed_calls(vllm: OpenAICompatServer, ollama: OllamaServer) -> tuple[int, int]:
+    return vllm.requests.count("/v1/embeddings"), ollama.requests.count("/api/embed")
+
+
+def embedded_texts(server: OpenAICompatServer | OllamaServer, path: str) -> list[str]:
+    texts: list[str] = []
+    for call in server.requests.matching(path):
+        assert isinstance(call.body, dict) and isinstance(call.body["input"], list)
+        texts += [str(item) for item in call.body["input"]]
+    return texts
+
+
+class TestProbesAndScores:
+    async def test_both_answer_and_the_primary_is_best(
+        self, resources: Resources, vllm: OpenAICompatServer, ollama: OllamaServer
+    ) -> None:
+        discovery = discovery_of(resources)
+        await discovery.probe_all()
+        best = discovery.best_provider("embed", "default")
+        assert best is not None and best.name == "vllm"
+        status = {row.name: row for row in discovery.status()}
+        assert status["vllm"].eligible and status["ollama"].eligible
+        assert status["vllm"].parity == pytest.approx(1.0, abs=1e-5)
+        assert status["ollama"].parity == pytest.approx(1.0, abs=1e-5)
+        assert status["vllm"].score is not None and status["ollama"].score is not None
+        assert status["vllm"].score > status["ollama"].score
+        assert [call.path for call in vllm.requests.all()][:3] == [
+            "/health",
+            "/v1/models",
+            "/v1/embeddings",
+        ]
+        assert ollama.requests.count("/api/tags") == 1
+        async with resources.engine.connect() as conn:
+            captured = await conn.scalar(text("SELECT reference_provider FROM embedding_space"))
+        assert captured == "vllm", "references come from the preferred provider"
+
+    async def test_the_providers_endpoint_and_table(self, client: httpx.AsyncClient) -> None:
+        response = await client.get("/v1/providers")
+        assert response.status_code == 200
+        body = response.json()
+        assert body["best"] == "vllm"
+        assert body["space"]["model"] == "all-MiniLM-L6-v2"
+        assert "score = (1 - error_rate)" in body["score_formula"]
+        names = [provider["name"] for provider in body["providers"]]
+        assert names == ["vllm", "ollama"]
+        assert all(provider["reason"] == "eligible" for provider in body["providers"])
+        table = format_providers(body)
+        assert "best: vllm" in table
+        assert table.splitlines()[3].startswith("provider")
+        assert any(line.startswith("ollama") and "eligible" in line for line in table.splitlines())
+
+    async def test_a_provider_of_another_space_is_listed_but_never_eligible(
+        self,
+        database_url: str,
+        tmp_path: Path,
+        vllm: OpenAICompatServer,
+        ollama: OllamaServer,
+        local_provider: LocalProvider,
+        settings: Settings,
+    ) -> None:
+        extra = (
+            f'  - {{name: big-vllm, kind: vllm, base_url: "{vllm.url}", model: all-MiniLM-L6-v2,'
+            " space: big, priority: 1}\n"
+        )
+        path = providers_file(tmp_path / "extra.yaml", vllm.url, ollama.url, extra)
+        with_big = settings.model_copy(update={"providers_file": path})
+        async with open_resources(with_big, local=local_provider) as opened:
+            status = {row.name: row for row in discovery_of(opened).status()}
+        assert not status["big-vllm"].eligible
+        assert "declared for space 'big' (mxbai-embed-large" in status["big-vllm"].reason
+
+
+class TestParity:
+    async def test_a_provider_serving_another_model_is_never_written_into_the_space(
+        self,
+        resources: Resources,
+        client: httpx.AsyncClient,
+        vllm: OpenAICompatServer,
+        ollama: OllamaServer,
+    ) -> None:
+        discovery = discovery_of(resources)
+        ollama.faults.other_model()
+        await discovery.probe_all()
+        status = {row.name: row for row in discovery.status()}
+        assert not status["ollama"].eligible
+        assert status["ollama"].reason.startswith("parity failed: canary cosine")
+        assert status["ollama"].parity is not None and status["ollama"].parity < 0.99
+
+        vllm.faults.error_500()
+        ollama.requests.clear()
+        stored = await client.post("/v1/memories", json=memory_body("Never mix spaces."))
+        assert stored.status_code == 201 and stored.json()["status"] == "pending"
+        assert ollama.requests.count("/api/embed") == 0, "no memory text went to ollama"
+        search = await client.post(
+            "/v1/memories/search", json={"namespace": "agent-1", "query": "spaces"}
+        )
+        assert search.status_code == 503
+        error = assert_error(search.json(), "embedder_unavailable")
+        assert error["details"]["space"] == "default"
+
+    async def test_a_wrong_dimension_fails_the_probe(
+        self, resources: Resources, vllm: OpenAICompatServer
+    ) -> None:
+        discovery = discovery_of(resources)
+        vllm.faults.wrong_dimension(100)
+        await discovery.probe_all()
+        await discovery.probe_all()
+        status = {row.name: row for row in discovery.status()}
+        assert not status["vllm"].eligible
+        assert status["vllm"].last_error is not None and "100" in status["vllm"].last_error
+        best = discovery.best_provider()
+        assert best is not None and best.name == "ollama"
+
+
+class TestFailover:
+    @pytest.mark.parametrize("fault", ["error_500", "drop", "hang"])
+    async def test_a_failing_primary_costs_no_request(
+        self,
+        client: httpx.AsyncClient,
+        vllm: OpenAICompatServer,
+        ollama: OllamaServer,
+        fault: str,
+    ) -> None:
+        getattr(vllm.faults, fault)()
+        response = await client.post("/v1/memories", json=memory_body(f"Failover on {fault}."))
+        assert response.status_code == 201
+        assert response.json()["status"] == "embedded"
+        assert vllm.requests.count("/v1/embeddings") == 1
+        assert embedded_texts(ollama, "/api/embed") == [f"Failover on {fault}."]
+        search = await client.post(
+            "/v1/memories/search", json={"namespace": "agent-1", "query": "failover", "k": 1}
+        )
+        assert search.status_code == 200
+        assert search.json()["results"][0]["id"] == response.json()["id"]
+
+    async def test_an_input_error_is_returned_not_retried(
+        self, client: httpx.AsyncClient, vllm: OpenAICompatServer, ollama: OllamaServer
+    ) -> None:
+        response = await client.post("/v1/memories", json=memory_body("word " * 300))
+        assert response.status_code == 422
+        error = assert_error(response.json(), "input_too_long")
+        assert "maximum context length is 256" in error["message"]
+        assert embed_calls(vllm, ollama) == (1, 0), "vllm's 400 is returned, not retried"
+        listing = await client.get("/v1/memories", params={"namespace": "agent-1"})
+        assert listing.json()["items"] == [], "the rejected write changed nothing"
+
+    async def test_a_failing_provider_drops_in_the_ranking(
+        self, client: httpx.AsyncClient, resources: Resources, vllm: OpenAICompatServer
+    ) -> None:
+        vllm.faults.error_500()
+        await client.post("/v1/memories", json=memory_body("one failure"))
+        best = discovery_of(resources).best_provider()
+        assert best is not None and best.name == "ollama", "errors lower the score"
+        await client.post("/v1/memories", json=memory_body("goes to ollama first"))
+        assert vllm.requests.count("/v1/embeddings") == 1
+
+    async def test_an_open_breaker_costs_a_request_nothing(
+        self,
+        client: httpx.AsyncClient,
+        resources: Resources,
+        vllm: OpenAICompatServer,
+        ollama: OllamaServer,
+    ) -> None:
+        discovery = discovery_of(resources)
+        clock = Clock()
+        for provider in discovery.providers:
+            provider.breaker.clock = clock
+        vllm.faults.error_500()
+        await discovery.probe_all()
+        await discovery.probe_all()
+        status = {row.name: row for row in discovery.status()}
+        assert status["vllm"].state == "open"
+        assert status["vllm"].reason.startswith("circuit open")
+
+        ollama.faults.error_500()
+        vllm.requests.clear()
+        ollama.requests.clear()
+        response = await client.post("/v1/memories", json=memory_body("nobody can embed me"))
+        assert response.json()["status"] == "pending"
+        assert ollama.requests.count("/api/embed") == 1
+        assert len(vllm.requests) == 0, "the open breaker kept the request away from vllm"
+
+        vllm.faults.ok()
+        clock.now += COOLDOWN  # the cooldown passes; the next probe is the trial
+        await discovery.probe_all()
+        assert {row.name: row.state for row in discovery.status()}["vllm"] == "closed"
+        assert vllm.requests.count("/health") == 1
+
+    async def test_all_down_keeps_writes_pending_until_a_provider_returns(
+        self,
+        client: httpx.AsyncClient,
+        resources: Resources,
+        vllm: OpenAICompatServer,
+        ollama: OllamaServer,
+    ) -> None:
+        vllm.faults.error_500()
+        ollama.faults.error_500()
+        items = [memory_body(f"Kept while everything is down {i}.") for i in range(3)]
+        response = await client.post("/v1/memories/batch", json={"items": items})
+        assert response.status_code == 200
+        assert {item["status"] for item in response.json()["items"]} == {"pending"}
+        assert (await resources.reconciler.run_once()).embedder_down
+
+        ollama.faults.ok()
+        await asyncio.sleep(COOLDOWN * 1.5)
+        report = await resources.reconciler.run_once()
+        assert report.embedded == 3
+        results = await client.post(
+            "/v1/memories/search",
+            json={"namespace": "agent-1", "query": "everything is down", "k": 5},
+        )
+        assert len(results.json()["results"]) == 3
+
+
+class TestCoalescing:
+    async def test_concurrent_stores_share_one_provider_call(
+        self, client: httpx.AsyncClient, resources: Resources, vllm: OpenAICompatServer
+    ) -> None:
+        vectors = await asyncio.gather(
+            *(resources.embedder.embed([f"concurrent memory {i}"]) for i in range(32))
+        )
+        assert len(vectors) == 32
+        assert vllm.requests.count("/v1/embeddings") == 1
+        assert sorted(embedded_texts(vllm, "/v1/embeddings")) == sorted(
+            f"concurrent memory {i}" for i in range(32)
+        )
+
+    async def test_concurrent_http_stores_are_coalesced(
+        self, client: httpx.AsyncClient, vllm: OpenAICompatServer
+    ) -> None:
+        responses = await asyncio.gather(
+            *(client.post("/v1/memories", json=memory_body(f"store {i}")) for i in range(16))
+        )
+        assert {response.status_code for response in responses} == {201}
+        calls = vllm.requests.count("/v1/embeddings")
+        assert len(embedded_texts(vllm, "/v1/embeddings")) == 16
+        assert calls < 16, f"{calls} provider calls for 16 concurrent stores"
