@@ -73,6 +73,7 @@ async def open_resources(
                 RoutedEmbedder(discovery),
                 settings.coalesce_window_ms / 1000,
                 settings.coalesce_max_batch,
+                settings.coalesce_max_in_flight,
             )
             space = discovery.space
         else:

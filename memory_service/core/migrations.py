@@ -5,6 +5,9 @@ the service finds them relative to this package; run from a source checkout or a
 that copies the whole tree.
 """
 
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from alembic import command
@@ -32,9 +35,23 @@ def head_revision() -> str:
 
 
 def upgrade(database_url: str, revision: str = "head") -> None:
-    """Bring the schema to `revision`. Synchronous: Alembic runs its own event loop."""
-    command.upgrade(alembic_config(database_url), revision)
+    """Bring the schema to `revision`. Blocking; safe to call from async code too."""
+    _outside_event_loop(command.upgrade, alembic_config(database_url), revision)
 
 
 def downgrade(database_url: str, revision: str) -> None:
-    command.downgrade(alembic_config(database_url), revision)
+    _outside_event_loop(command.downgrade, alembic_config(database_url), revision)
+
+
+def _outside_event_loop(
+    action: Callable[[Config, str], None], config: Config, revision: str
+) -> None:
+    """migrations/env.py runs its own event loop (`asyncio.run`), which cannot start inside a
+    running one; from async code the migration therefore runs on a worker thread."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        action(config, revision)
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="alembic") as pool:
+        pool.submit(action, config, revision).result()

@@ -69,6 +69,7 @@ class Settings(BaseSettings):
     parity_min_cosine: float = Field(0.99, gt=0, le=1)
     coalesce_window_ms: float = Field(5.0, ge=0, le=1_000)
     coalesce_max_batch: int = Field(256, ge=1, le=4_096)
+    coalesce_max_in_flight: int = Field(1, ge=1, le=64)
 
     reconciler: bool = Field(True, description="Run the pending-embedding reconciler in `serve`.")
     reconcile_interval_seconds: float = Field(5.0, gt=0)

@@ -1,9 +1,12 @@
 """Request coalescing: concurrent embed calls become one provider call.
 
 Callers of `embed` within `window_seconds` of the first one share a flush, up to
-`max_batch` texts (a flush starts at once when that many are waiting). Identical texts in
-a flush are embedded once. Each caller gets its own vectors back, in its own order, or the
-flush's error. A single call larger than `max_batch` is passed through on its own.
+`max_batch` texts (a flush starts at once when that many are waiting). At most
+`max_in_flight` flushes run at a time; callers arriving meanwhile wait and go together in
+the next flush as soon as one returns, so under load batches grow by themselves (as group
+commit does), while an idle service pays at most the window. Identical texts in a flush are
+embedded once. Each caller gets its own vectors back, in its own order, or the flush's
+error. A single call of `max_batch` texts or more is passed through on its own.
 """
 
 import asyncio
@@ -22,8 +25,16 @@ class _Waiting:
 
 
 class CoalescingEmbedder(EmbeddingProvider):
-    def __init__(self, inner: EmbeddingProvider, window_seconds: float, max_batch: int) -> None:
+    def __init__(
+        self,
+        inner: EmbeddingProvider,
+        window_seconds: float,
+        max_batch: int,
+        max_in_flight: int = 1,
+    ) -> None:
         self.inner = inner
+        self.max_in_flight = max_in_flight
+        self._in_flight = 0
         self.name = inner.name
         self.model_id = inner.model_id
         self.dimension = inner.dimension
@@ -50,21 +61,31 @@ class CoalescingEmbedder(EmbeddingProvider):
         self._waiting_texts += len(texts)
         if self._waiting_texts >= self.max_batch:
             self._flush()
-        elif self._timer is None:
+        elif self._timer is None and self._in_flight < self.max_in_flight:
             self._timer = loop.call_later(self.window_seconds, self._flush)
         return await waiting.future
 
     def _flush(self) -> None:
+        """Send what waits, unless the in-flight limit is reached: a returning flush will."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if not self._waiting or self._in_flight >= self.max_in_flight:
+            return
         batch, self._waiting, self._waiting_texts = self._waiting, [], 0
-        if batch:
-            task = asyncio.create_task(self._embed_batch_of(batch))
-            self._flushes.add(task)
-            task.add_done_callback(self._flushes.discard)
+        self._in_flight += 1
+        task = asyncio.create_task(self._embed_batch_of(batch))
+        self._flushes.add(task)
+        task.add_done_callback(self._flushes.discard)
 
     async def _embed_batch_of(self, batch: list[_Waiting]) -> None:
+        try:
+            await self._deliver(batch)
+        finally:
+            self._in_flight -= 1
+            self._flush()  # whoever arrived during this call has waited long enough
+
+    async def _deliver(self, batch: list[_Waiting]) -> None:
         unique = list(dict.fromkeys(text for waiting in batch for text in waiting.texts))
         try:
             vectors = await self.inner.embed(unique)

@@ -33,7 +33,7 @@ providers:
   - {{name: vllm, kind: vllm, base_url: "{vllm_url}", model: all-MiniLM-L6-v2,
       space: default, priority: 10, connect_timeout: 0.5, read_timeout: 1.0, max_batch: 64}}
   - {{name: ollama, kind: ollama, base_url: "{ollama_url}", model: all-minilm,
-      space: default, priority: 20, connect_timeout: 0.5, read_timeout: 1.0, max_batch: 64}}
+      space: default, priority: 20, connect_timeout: 0.5, read_timeout: 10.0, max_batch: 64}}
 {extra}"""
     )
     return path
