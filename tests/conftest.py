@@ -17,10 +17,11 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from memory_service.app import Resources, create_app, open_resources
+from memory_service.app import Resources, open_resources
 from memory_service.core import migrations
 from memory_service.core.settings import Settings
 from memory_service.embeddings.local import LocalProvider
+from tests.apps import http_app
 from tests.fakes import FlakyProvider
 
 pytest_plugins = ["tests.servers.fixtures"]
@@ -147,9 +148,5 @@ async def resources(settings: Settings, embedder: FlakyProvider) -> AsyncIterato
 
 @pytest.fixture
 async def client(settings: Settings, resources: Resources) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings, resources)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http,
-    ):
+    async with http_app(settings, resources) as http:
         yield http

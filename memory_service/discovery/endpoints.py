@@ -7,33 +7,16 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel
 
 from memory_service.discovery import scoring
-from memory_service.discovery.registry import Discovery
+from memory_service.discovery.registry import Discovery, ProviderStatus
 
 router = APIRouter(prefix="/v1/providers", tags=["providers"])
-
-
-class ProviderOut(BaseModel):
-    name: str
-    kind: str
-    space: str
-    model: str
-    priority: int
-    state: str
-    eligible: bool
-    reason: str
-    score: float | None
-    latency_ms: float | None
-    error_rate: float
-    consecutive_failures: int
-    parity: float | None
-    last_error: str | None
 
 
 class ProvidersOut(BaseModel):
     space: dict[str, Any]
     best: str | None
     score_formula: str
-    providers: list[ProviderOut]
+    providers: list[ProviderStatus]
 
 
 @router.get("", response_model=ProvidersOut)
@@ -49,5 +32,5 @@ async def list_providers(request: Request) -> ProvidersOut:
         space=asdict(discovery.space),
         best=best.name if best else None,
         score_formula=formula,
-        providers=[ProviderOut(**asdict(status)) for status in discovery.status()],
+        providers=discovery.status(),
     )

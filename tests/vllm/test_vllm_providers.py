@@ -6,7 +6,6 @@ provider is a port bound but never listening, so connecting to it is refused at 
 nothing else can take the port while a test runs.
 """
 
-import contextlib
 import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -16,7 +15,7 @@ import numpy as np
 import pytest
 from sqlalchemy import text
 
-from memory_service.app import Resources, create_app, open_resources
+from memory_service.app import Resources, open_resources
 from memory_service.core.settings import Settings
 from memory_service.discovery.registry import Discovery
 from memory_service.embeddings.local import BUNDLED_MODEL_ID, LocalProvider
@@ -26,6 +25,7 @@ from memory_service.embeddings.provider import (
     ProviderModelNotFound,
     Vectors,
 )
+from tests.apps import http_app
 from tests.memories.factories import memory_body
 
 pytestmark = pytest.mark.vllm
@@ -148,16 +148,6 @@ def settings(database_url: str, tmp_path: Path, vllm_server: str, refused_url: s
 async def resources(settings: Settings, local_provider: LocalProvider) -> AsyncIterator[Resources]:
     async with open_resources(settings, local=local_provider) as opened:
         yield opened
-
-
-@contextlib.asynccontextmanager
-async def http_app(settings: Settings, resources: Resources) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings, resources)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http,
-    ):
-        yield http
 
 
 @pytest.fixture
