@@ -4,9 +4,8 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy import text
 
-from memory_service.core.db import current_revision
+from memory_service.core.db import current_revision, ping
 from memory_service.core.handlers import error_response
 from memory_service.core.migrations import head_revision
 from memory_service.discovery.endpoints import router as providers_router
@@ -30,8 +29,7 @@ async def ready(request: Request) -> dict[str, Any] | JSONResponse:
     resources = request.app.state.resources
     checks: dict[str, str] = {}
     try:
-        async with resources.engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
+        await ping(resources.engine)
         checks["database"] = "ok"
         current, head = await current_revision(resources.engine), head_revision()
         checks["schema"] = "ok" if current == head else f"at {current}, head is {head}"

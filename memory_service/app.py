@@ -67,10 +67,13 @@ async def open_resources(
         stack.push_async_callback(engine.dispose)
         await ensure_schema_at_head(engine)
         discovery = None
+        # The reconciler sends large batches of its own: it needs no coalescing.
+        background_embedder = embedder
         if embedder is None:
             discovery = await _open_discovery(settings, engine, environ or {}, local, stack)
+            background_embedder = RoutedEmbedder(discovery)
             embedder = CoalescingEmbedder(
-                RoutedEmbedder(discovery),
+                background_embedder,
                 settings.coalesce_window_ms / 1000,
                 settings.coalesce_max_batch,
                 settings.coalesce_max_in_flight,
@@ -91,7 +94,7 @@ async def open_resources(
             memories=MemoryService(engine, embedder, space, settings.limits),
             reconciler=Reconciler(
                 engine,
-                embedder,
+                background_embedder or embedder,
                 space.id,
                 settings.reconcile_batch_size,
                 settings.reconcile_max_attempts,

@@ -130,6 +130,14 @@ class TestEmbeddedServe:
         assert current.returncode == 0, current.stderr
         assert "(at head)" in current.stdout
         assert httpx.get(f"http://127.0.0.1:{port}/ready").status_code == 200, "still serving"
+        table = run(["providers", "--url", f"http://127.0.0.1:{port}"], clean_env())
+        assert table.returncode == 0, table.stderr
+        assert "best: local" in table.stdout
+        assert re.search(
+            r"^local\s+local\s+closed\s+\S+\s+\d+ ms\s+0\.00\s+1\.0000\s+eligible$",
+            table.stdout,
+            re.MULTILINE,
+        ), table.stdout
 
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 128 + signal.SIGTERM
@@ -146,8 +154,8 @@ class TestEmbeddedServe:
             clean_env(MEMORY_DATA_DIR=str(data_dir), MEMORY_LOCAL_MODEL_ID="mxbai-embed-large"),
         )
         assert refused.returncode == 2
-        assert "all-MiniLM-L6-v2 (384-dim)" in refused.stderr
-        assert "mxbai-embed-large (384-dim)" in refused.stderr
+        assert "all-MiniLM-L6-v2 (384-dim, normalized)" in refused.stderr
+        assert "mxbai-embed-large (384-dim, normalized)" in refused.stderr
         assert "must never be mixed" in refused.stderr
 
 

@@ -23,6 +23,12 @@ def create_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:
     )
 
 
+async def ping(engine: AsyncEngine) -> None:
+    """One round trip; raises when the database does not answer."""
+    async with engine.connect() as conn:
+        await conn.execute(text("SELECT 1"))
+
+
 async def current_revision(engine: AsyncEngine) -> str | None:
     """The Alembic revision the database is at; None for an empty database."""
     async with engine.connect() as conn:

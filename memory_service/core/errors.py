@@ -6,6 +6,7 @@
     ├── Conflict (409 conflict)
     ├── LimitExceeded (422 limit_exceeded)
     ├── InputTooLong (422 input_too_long)
+    ├── InputRejected (422 input_rejected)
     └── ServiceUnavailable (503 service_unavailable)
         └── EmbedderUnavailable (503 embedder_unavailable)
 
@@ -52,6 +53,13 @@ class InputTooLong(MemoryServiceError):
 
     status_code = 422
     error_type = "input_too_long"
+
+
+class InputRejected(MemoryServiceError):
+    """The embedder refused a query (a remote server's 4xx for its input)."""
+
+    status_code = 422
+    error_type = "input_rejected"
 
 
 class ServiceUnavailable(MemoryServiceError):

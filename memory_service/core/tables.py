@@ -1,11 +1,10 @@
 """Table definitions, one MetaData for the whole service.
 
 These describe what the Alembic migrations create; `tests/core/test_migrations.py` checks
-that the two agree. The vector column is untyped (`vector`, no dimension) because the
-dimension belongs to the embedding space, not to the schema: each space gets its own
-partial expression index, `(embedding::vector(dim)) WHERE space_id = id`, created when the
-space is registered (`embeddings/spaces.py`). Vectors of two spaces therefore never share
-an index or a search.
+that the two agree. The migrations create the vector column untyped (`vector`): the
+dimension belongs to the embedding space, not to the schema. The first space registered
+types it, and each space gets its own partial index `WHERE space_id = id`
+(`embeddings/spaces.py`), so vectors of two spaces never share an index or a search.
 """
 
 from pgvector.sqlalchemy import Vector

@@ -54,6 +54,11 @@ class CircuitBreaker:
         ):
             self.state, self.opened_at = BreakerState.OPEN, self.clock()
 
+    def release_trial(self) -> None:
+        """A half-open trial ended without a verdict (cancelled): let the next caller try."""
+        if self.state is BreakerState.HALF_OPEN:
+            self._trial_taken = False
+
     def reopens_in(self) -> float | None:
         """Seconds until an open breaker lets a trial through; None unless open."""
         if self.state is not BreakerState.OPEN or self.opened_at is None:

@@ -23,7 +23,7 @@ class ProvidersOut(BaseModel):
 async def list_providers(request: Request) -> ProvidersOut:
     """Provider states, scores and eligibility for the service's embedding space."""
     discovery: Discovery | None = request.app.state.resources.discovery
-    formula = (scoring.__doc__ or "").split("\n\n")[1].strip()
+    formula = scoring.FORMULA
     if discovery is None:
         space = request.app.state.resources.space
         return ProvidersOut(space=asdict(space), best=None, score_formula=formula, providers=[])

@@ -87,9 +87,11 @@ class Discovery:
         self._parity_min = parity_min_cosine
         self._clock = clock
         self._references: Vectors | None = None
+        self._canary_texts: tuple[str, ...] = CANARY_TEXTS
 
     async def probe_all(self) -> None:
         """Probe every provider concurrently, then judge parity in priority order."""
+        await self._load_references()
         due = [provider for provider in self.providers if provider.breaker.allow()]
         canaries = await asyncio.gather(*(self._probe(provider) for provider in due))
         for provider, vectors in sorted(
@@ -103,19 +105,39 @@ class Discovery:
         provider.last_probe_at = started
         try:
             await provider.client.probe()
-            vectors = await provider.client.embed(CANARY_TEXTS)
+            vectors = await provider.client.embed(self._canary_texts)
+        except asyncio.CancelledError:
+            provider.breaker.release_trial()
+            raise
         except ProviderError as exc:
             self.observe(provider, None, str(exc))
+            return None
+        except Exception as exc:  # a bug or a library error must not stall the breaker
+            self.observe(provider, None, f"{type(exc).__name__}: {exc}")
             return None
         self.observe(provider, (self._clock() - started) * 1000, None)
         return vectors
 
-    async def _parity(self, provider: ManagedProvider, vectors: Vectors) -> float:
+    async def _load_references(self) -> None:
+        """Probe with the canary texts the space's references were made of, once they exist."""
         if self._references is None:
-            self._references = await load_references(self._engine, self.space.id)
+            stored = await load_references(self._engine, self.space.id)
+            if stored is not None:
+                self._canary_texts, self._references = stored
+
+    async def _parity(self, provider: ManagedProvider, vectors: Vectors) -> float:
+        """The lowest canary cosine against the references; -1 when the space is normalized
+        and the vectors are not unit length (another model, or another pooling)."""
+        if self.space.normalized and not np.allclose(
+            np.linalg.norm(vectors, axis=1), 1.0, atol=1e-3
+        ):
+            log.warning(
+                "%s: canary vectors are not unit length in a normalized space", provider.name
+            )
+            return -1.0
         if self._references is None:
             self._references = await capture_references(
-                self._engine, self.space.id, CANARY_TEXTS, vectors, provider.name
+                self._engine, self.space.id, self._canary_texts, vectors, provider.name
             )
             log.info("space %s: reference vectors captured from %s", self.space.name, provider.name)
         return min_cosine(self._references, vectors)
@@ -133,8 +155,12 @@ class Discovery:
             provider.breaker.record_failure()
 
     def _declared_for(self, provider: ManagedProvider) -> bool:
-        declared = provider.declared
-        return (declared.model, declared.dimension) == (self.space.model, self.space.dimension)
+        declared, space = provider.declared, self.space
+        return (declared.model, declared.dimension, declared.normalized) == (
+            space.model,
+            space.dimension,
+            space.normalized,
+        )
 
     def ineligibility(self, provider: ManagedProvider) -> str | None:
         """Why the provider may not embed for the space now; None when it may."""

@@ -9,6 +9,7 @@ pending and searches answer 503. Vectors only ever come from providers eligible 
 service's space, so spaces are never mixed.
 """
 
+import asyncio
 import time
 from collections.abc import Sequence
 
@@ -52,6 +53,13 @@ class RoutedEmbedder(EmbeddingProvider):
             except ProviderUnavailable as exc:
                 self.discovery.observe(provider, None, str(exc))
                 tried.append(f"{provider.name}: {exc}")
+                continue
+            except asyncio.CancelledError:
+                provider.breaker.release_trial()
+                raise
+            except Exception as exc:  # a bug or a library error: still this provider's failure
+                self.discovery.observe(provider, None, f"{type(exc).__name__}: {exc}")
+                tried.append(f"{provider.name}: {type(exc).__name__}: {exc}")
                 continue
             self.discovery.observe(provider, (time.monotonic() - started) * 1000, None)
             return vectors

@@ -14,6 +14,7 @@ failed parity and undeclared spaces are excluded before scoring, never merely sc
 
 from dataclasses import dataclass
 
+FORMULA = "score = (1 - error_rate) / ((1 + latency_ms / 100) * (1 + priority / 10))"
 ALPHA = 0.3
 LATENCY_SCALE_MS = 100.0
 PRIORITY_SCALE = 10.0

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from memory_service.embeddings.provider import EmbeddingProvider, Vectors
+from memory_service.embeddings.provider import EmbeddingProvider, ProviderInputError, Vectors
 
 
 @dataclass
@@ -89,21 +89,41 @@ class CoalescingEmbedder(EmbeddingProvider):
         unique = list(dict.fromkeys(text for waiting in batch for text in waiting.texts))
         try:
             vectors = await self.inner.embed(unique)
+        except ProviderInputError as exc:
+            if len(batch) > 1:
+                await self._deliver_one_by_one(batch)  # one caller's bad text is its own
+                return
+            _fail(batch, exc)
+            return
         except Exception as exc:
-            for waiting in batch:
-                if not waiting.future.done():
-                    waiting.future.set_exception(exc)
+            _fail(batch, exc)
             return
         row_of = {text: row for row, text in enumerate(unique)}
         for waiting in batch:
             if not waiting.future.done():
                 waiting.future.set_result(vectors[[row_of[text] for text in waiting.texts]])
 
-    async def _embed_batch(self, texts: Sequence[str]) -> Vectors:
-        return await self.embed(texts)
+    async def _deliver_one_by_one(self, batch: list[_Waiting]) -> None:
+        for waiting in batch:
+            try:
+                result = await self.inner.embed(waiting.texts)
+            except Exception as exc:
+                _fail([waiting], exc)
+            else:
+                if not waiting.future.done():
+                    waiting.future.set_result(result)
+
+    async def _embed_batch(self, texts: Sequence[str]) -> Vectors:  # pragma: no cover
+        raise AssertionError("embed() is overridden: every call goes through the queue")
 
     async def count_tokens(self, texts: Sequence[str]) -> list[int] | None:
         return await self.inner.count_tokens(texts)
 
     async def check(self) -> None:
         await self.inner.check()
+
+
+def _fail(batch: list[_Waiting], exc: BaseException) -> None:
+    for waiting in batch:
+        if not waiting.future.done():
+            waiting.future.set_exception(exc)

@@ -16,7 +16,6 @@ Probes: `GET /api/version` and `GET /api/tags`, which must list the model (`name
 `name:latest`).
 """
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -128,10 +127,6 @@ class OllamaEmbeddings(EmbeddingProvider):
 
 
 def _route_missing(response: httpx.Response) -> bool:
-    """A 404 without Ollama's JSON error body: the route itself does not exist."""
-    if response.status_code != 404:
-        return False
-    try:
-        return not isinstance(response.json(), dict)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return True
+    """Gin's own 404 (`404 page not found`, plain text): Ollama has no such route. Any other
+    404, such as a proxy's page for a wrong base_url, is not taken for an old Ollama."""
+    return response.status_code == 404 and response.text.strip() == "404 page not found"

@@ -74,11 +74,18 @@ class EmbeddingProvider(ABC):
     max_batch: int
 
     async def embed(self, texts: Sequence[str]) -> Vectors:
-        """Embed `texts` in order, in batches of at most `max_batch`."""
-        parts = [
-            await self._checked_batch(texts[start : start + self.max_batch])
-            for start in range(0, len(texts), self.max_batch)
-        ]
+        """Embed `texts` in order, in batches of at most `max_batch`.
+
+        A ProviderInputError's `index`, when the provider names one, indexes `texts`.
+        """
+        parts = []
+        for start in range(0, len(texts), self.max_batch):
+            try:
+                parts.append(await self._checked_batch(texts[start : start + self.max_batch]))
+            except ProviderInputError as exc:
+                if exc.index is not None and start:
+                    exc.index += start
+                raise
         if not parts:
             return np.empty((0, self.dimension), dtype=np.float32)
         return np.concatenate(parts)
@@ -111,3 +118,28 @@ class EmbeddingProvider(ABC):
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook, most providers hold nothing
         """Release what the provider holds."""
+
+
+Embedded = Vectors | ProviderInputError
+
+
+async def embed_each(provider: EmbeddingProvider, texts: Sequence[str]) -> list[Embedded]:
+    """One result per text: its vector, or the error for a text the provider refuses.
+
+    A refusal (a 4xx for the input) is narrowed down by halving the batch, so one bad text
+    never costs the others their vectors. ProviderUnavailable propagates: nothing was refused,
+    the provider is just not there.
+    """
+    if not texts:
+        return []
+    try:
+        vectors = await provider.embed(texts)
+    except ProviderInputError as exc:
+        if len(texts) == 1:
+            return [exc]
+        middle = len(texts) // 2
+        return [
+            *await embed_each(provider, texts[:middle]),
+            *await embed_each(provider, texts[middle:]),
+        ]
+    return list(vectors)

@@ -70,14 +70,20 @@ async def register_space(
             await _create_vector_indexes(conn, space)
             return space
     space = EmbeddingSpace(row.id, row.name, row.model, row.dimension, row.normalized)
-    if (space.model, space.dimension) != (model, dimension):
+    if (space.model, space.dimension, space.normalized) != (model, dimension, normalized):
+        recorded = _describe(space.model, space.dimension, space.normalized)
+        configured = _describe(model, dimension, normalized)
         raise StartupError(
-            f"embedding space {name!r} holds vectors of {space.model} ({space.dimension}-dim), "
-            f"but the configured embedder is {model} ({dimension}-dim). Vectors of two models "
+            f"embedding space {name!r} holds vectors of {recorded}, but the configured "
+            f"embedder is {configured}. Vectors of two models "
             "must never be mixed: configure the original model again, or use another "
             "MEMORY_EMBEDDING_SPACE or a fresh database for the new one."
         )
     return space
+
+
+def _describe(model: str, dimension: int, normalized: bool) -> str:
+    return f"{model} ({dimension}-dim, {'normalized' if normalized else 'not normalized'})"
 
 
 async def _type_vector_columns(conn: AsyncConnection, name: str, dimension: int) -> None:
@@ -122,19 +128,24 @@ async def _create_vector_indexes(conn: AsyncConnection, space: EmbeddingSpace) -
         await conn.execute(CreateIndex(index, if_not_exists=True))
 
 
-async def load_references(engine: AsyncEngine, space_id: int) -> Vectors | None:
-    """The space's reference canary vectors, or None before they are captured."""
+async def load_references(
+    engine: AsyncEngine, space_id: int
+) -> tuple[tuple[str, ...], Vectors] | None:
+    """The space's canary texts and reference vectors, or None before they are captured."""
     async with engine.connect() as conn:
         row = (
             await conn.execute(
-                select(embedding_space.c.reference_vectors, embedding_space.c.dimension).where(
-                    embedding_space.c.id == space_id
-                )
+                select(
+                    embedding_space.c.reference_texts,
+                    embedding_space.c.reference_vectors,
+                    embedding_space.c.dimension,
+                ).where(embedding_space.c.id == space_id)
             )
         ).first()
     if row is None or row.reference_vectors is None:
         return None
-    return np.frombuffer(row.reference_vectors, dtype="<f4").reshape(-1, row.dimension)
+    vectors = np.frombuffer(row.reference_vectors, dtype="<f4").reshape(-1, row.dimension)
+    return tuple(row.reference_texts), vectors
 
 
 async def capture_references(
@@ -153,4 +164,4 @@ async def capture_references(
         )
     references = await load_references(engine, space_id)
     assert references is not None
-    return references
+    return references[1]

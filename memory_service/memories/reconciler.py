@@ -3,8 +3,10 @@
 It runs in `serve` (one task) and is safe to run in several processes against one database
 (`repository.claim_pending` uses FOR UPDATE SKIP LOCKED). One batch is one transaction:
 rows are locked, embedded, updated and committed together, or, when the embedder is
-unavailable, released untouched for the next pass. An input the embedder refuses counts as
-an attempt on that row; after `max_attempts` the row is marked `failed` with its last error.
+unavailable, released untouched for the next pass. A text the embedder refuses is found by
+halving the batch (`embed_each`), so the other rows are embedded all the same; the refusal
+counts as an attempt on that row, and after `max_attempts` the row is `failed` with its last
+error. A pass that met a refusal ends there: the next attempt waits for the next pass.
 """
 
 import asyncio
@@ -12,12 +14,14 @@ import logging
 import time
 from dataclasses import dataclass
 
+import numpy as np
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from memory_service.embeddings.provider import (
     EmbeddingProvider,
     ProviderInputError,
     ProviderUnavailable,
+    embed_each,
 )
 from memory_service.memories import repository
 
@@ -45,36 +49,43 @@ class Reconciler:
     async def run_once(self) -> ReconcileReport:
         """Embed every pending row it can claim, then purge expired rows."""
         report = ReconcileReport()
-        while not report.embedder_down:
-            claimed = await self._embed_one_batch(report)
-            if claimed < self.batch_size:
+        while True:
+            claimed, refused = await self._embed_one_batch(report)
+            if report.embedder_down or refused or claimed < self.batch_size:
                 break
         async with self.engine.begin() as conn:
             report.purged = await repository.purge_expired(conn)
         return report
 
-    async def _embed_one_batch(self, report: ReconcileReport) -> int:
+    async def _embed_one_batch(self, report: ReconcileReport) -> tuple[int, int]:
+        """(rows claimed, rows refused) for one batch."""
         async with self.engine.begin() as conn:
             batch = await repository.claim_pending(conn, self.space_id, self.batch_size)
             if not batch:
-                return 0
+                return 0, 0
             try:
-                vectors = await self.embedder.embed([item.content for item in batch])
+                results = await embed_each(self.embedder, [item.content for item in batch])
             except ProviderUnavailable as exc:
                 log.info("reconciler: embedder unavailable, %d rows wait: %s", len(batch), exc)
                 report.embedder_down = True
-                return len(batch)
-            except ProviderInputError as exc:
-                # Blame the row the provider named, or each row when it named none; the
-                # others stay pending for the next pass.
-                blamed = [batch[exc.index]] if exc.index is not None else batch
-                for item in blamed:
-                    await repository.record_failure(conn, item.id, str(exc), self.max_attempts)
-                report.failed_attempts += len(blamed)
-                return len(batch)
-            stored = await repository.store_vectors(conn, batch, vectors)
-            report.embedded += len(stored)
-            return len(batch)
+                return len(batch), 0
+            done = [
+                (item, result)
+                for item, result in zip(batch, results, strict=True)
+                if not isinstance(result, ProviderInputError)
+            ]
+            if done:
+                stored = await repository.store_vectors(
+                    conn, [item for item, _ in done], np.stack([vector for _, vector in done])
+                )
+                report.embedded += len(stored)
+            refused = 0
+            for item, result in zip(batch, results, strict=True):
+                if isinstance(result, ProviderInputError):
+                    await repository.record_failure(conn, item.id, str(result), self.max_attempts)
+                    refused += 1
+            report.failed_attempts += refused
+            return len(batch), refused
 
     async def run_forever(self, interval_seconds: float) -> None:
         """Pass every `interval_seconds`; logs what it did at most once a minute."""

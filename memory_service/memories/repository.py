@@ -49,6 +49,7 @@ PUBLIC_COLUMNS = (
     memory.c.created_at,
     memory.c.updated_at,
     memory.c.embedded_at,
+    memory.c.last_error,
 )
 
 
@@ -99,6 +100,8 @@ async def upsert_memories(conn: AsyncConnection, rows: Sequence[dict[str, Any]])
     write starts a fresh memory. Rows must have distinct (namespace, content_hash). Returns
     one row per input with the public columns plus `created`, in no particular order.
     """
+    # One lock order for every writer: two batches sharing contents cannot deadlock.
+    rows = sorted(rows, key=lambda row: (row["namespace"], row["content_hash"]))
     keys = [(row["namespace"], row["content_hash"]) for row in rows]
     await conn.execute(
         delete(memory).where(
@@ -256,11 +259,6 @@ async def delete_memory(conn: AsyncConnection, memory_id: UUID) -> bool:
     return result.rowcount > 0
 
 
-async def delete_ids(conn: AsyncConnection, ids: Sequence[UUID]) -> None:
-    if ids:
-        await conn.execute(delete(memory).where(memory.c.id.in_(ids)))
-
-
 async def forget(conn: AsyncConnection, namespace: str, filters: MemoryFilters) -> int:
     result = await conn.execute(delete(memory).where(*filter_clauses(namespace, filters)))
     return result.rowcount
@@ -296,6 +294,19 @@ async def record_failure(
             last_error=error,
             status=case((attempts >= max_attempts, "failed"), else_=memory.c.status),
         )
+    )
+
+
+async def mark_refused(conn: AsyncConnection, item: PendingText, error: str) -> None:
+    """The embedder refused this text: `failed`, with its words, unless the content changed."""
+    await conn.execute(
+        update(memory)
+        .where(
+            memory.c.id == item.id,
+            memory.c.content_hash == item.content_hash,
+            memory.c.status == "pending",
+        )
+        .values(status="failed", last_error=error, embed_attempts=memory.c.embed_attempts + 1)
     )
 
 

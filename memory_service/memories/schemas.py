@@ -113,6 +113,9 @@ class MemoryOut(BaseModel):
     created_at: datetime
     updated_at: datetime
     embedded_at: datetime | None
+    last_error: str | None = Field(
+        None, description="Why the last embedding attempt failed, when it did."
+    )
 
 
 class MemoryStored(MemoryOut):

@@ -5,8 +5,11 @@ the write survives any embedder failure; the second attaches the vectors. If the
 fails in between, the rows stay `pending` (and the response says so) until the reconciler
 embeds them. Vector search reads only `embedded` rows.
 
-Text longer than the model's token window is rejected with 422 `input_too_long` before
-anything is stored: truncating it would store a vector for text the memory does not hold.
+Text longer than the model's token window is never truncated. Where the service can count
+the model's tokens itself (a local model of the space), it is rejected with 422
+`input_too_long` before anything is stored. Where only a remote server knows its limit, the
+memory is stored, the server refuses the text, and the memory becomes `failed` with the
+server's message in `last_error`, in the response as well.
 """
 
 import base64
@@ -16,14 +19,16 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeGuard
 from uuid import UUID
 
+import numpy as np
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from memory_service.core.errors import (
     Conflict,
     EmbedderUnavailable,
+    InputRejected,
     InputTooLong,
     InvalidRequest,
     LimitExceeded,
@@ -31,9 +36,12 @@ from memory_service.core.errors import (
 )
 from memory_service.core.settings import Limits
 from memory_service.embeddings.provider import (
+    Embedded,
     EmbeddingProvider,
     ProviderError,
     ProviderInputError,
+    Vectors,
+    embed_each,
 )
 from memory_service.embeddings.spaces import EmbeddingSpace
 from memory_service.memories import repository
@@ -94,19 +102,12 @@ class MemoryService:
             for row in stored
             if row.status == "pending"
         ]
-        try:
-            embedded_at = await self._embed(pending)
-        except ProviderInputError as exc:
-            # A remote embedder refused the text (too long for its window): undo the rows this
-            # request created, so a rejected write changes nothing.
-            async with self.engine.begin() as conn:
-                await repository.delete_ids(conn, [row.id for row in stored if row.created])
-            raise InputTooLong(f"the embedder refused the content: {exc}", None) from exc
+        outcome = await self._embed(pending)
         results = []
         for index, item in enumerate(items):
             key = (item.namespace, content_hash(item.content))
             row = by_key[key]
-            out = _with_embedding(MemoryOut.model_validate(row._mapping), embedded_at)
+            out = outcome.apply(MemoryOut.model_validate(row._mapping))
             created = bool(row.created) and first_of[key] == index
             results.append(MemoryStored(**out.model_dump(), created=created))
         return results
@@ -122,7 +123,9 @@ class MemoryService:
         try:
             vectors = await self.embedder.embed([request.query])
         except ProviderInputError as exc:
-            raise InputTooLong(str(exc), {"field": "query"}) from exc
+            raise InputRejected(
+                f"the embedder refused the query: {exc}", {"field": "query"}
+            ) from exc
         except ProviderError as exc:
             raise EmbedderUnavailable(
                 "no embedder is available for this search; retry shortly",
@@ -191,12 +194,7 @@ class MemoryService:
         out = MemoryOut.model_validate(row._mapping)
         if "content" in values:
             pending = [PendingText(out.id, out.content, content_hash(out.content))]
-            try:
-                out = _with_embedding(out, await self._embed(pending))
-            except ProviderInputError as exc:
-                # Known only to a remote embedder; the reconciler records it and marks the
-                # memory `failed` after its attempts.
-                log.warning("memory %s: the embedder refused the new content: %s", out.id, exc)
+            out = (await self._embed(pending)).apply(out)
         return out
 
     async def delete(self, memory_id: UUID) -> None:
@@ -209,20 +207,35 @@ class MemoryService:
         async with self.engine.begin() as conn:
             return await repository.forget(conn, namespace, filters)
 
-    async def _embed(self, pending: Sequence[PendingText]) -> dict[UUID, datetime]:
-        """Embed committed pending rows now. When the embedder is unavailable they stay
-        pending; ProviderInputError (the input is at fault) propagates to the caller."""
+    async def _embed(self, pending: Sequence[PendingText]) -> "EmbedOutcome":
+        """Embed committed pending rows now. When no embedder is available they stay pending.
+        A text the embedder refuses (only a remote server knows some limits) marks its own
+        memory `failed` with the provider's message; the others are embedded regardless."""
         if not pending:
-            return {}
+            return EmbedOutcome({}, {})
         try:
-            vectors = await self.embedder.embed([item.content for item in pending])
-        except ProviderInputError:
-            raise
+            results = await embed_each(self.embedder, [item.content for item in pending])
         except ProviderError as exc:
             log.warning("embedding deferred for %d memories: %s", len(pending), exc)
-            return {}
+            return EmbedOutcome({}, {})
+        done = [(item, r) for item, r in zip(pending, results, strict=True) if _is_vector(r)]
+        refused = {
+            item.id: str(result)
+            for item, result in zip(pending, results, strict=True)
+            if isinstance(result, ProviderInputError)
+        }
         async with self.engine.begin() as conn:
-            return await repository.store_vectors(conn, pending, vectors)
+            embedded_at = (
+                await repository.store_vectors(
+                    conn, [item for item, _ in done], np.stack([v for _, v in done])
+                )
+                if done
+                else {}
+            )
+            for item in pending:
+                if item.id in refused:
+                    await repository.mark_refused(conn, item, refused[item.id])
+        return EmbedOutcome(embedded_at, refused)
 
     def _check_item(
         self, content: str, metadata: dict[str, Any], tags: Sequence[str], index: int | None
@@ -284,10 +297,24 @@ def _check_length(field: str, value: str, limit: int, index: int | None) -> None
         )
 
 
-def _with_embedding(out: MemoryOut, embedded_at: dict[UUID, datetime]) -> MemoryOut:
-    if out.id not in embedded_at:
+@dataclass(frozen=True)
+class EmbedOutcome:
+    embedded_at: dict[UUID, datetime]
+    refused: dict[UUID, str]
+
+    def apply(self, out: MemoryOut) -> MemoryOut:
+        """The memory as it is after this embedding attempt."""
+        if out.id in self.embedded_at:
+            return out.model_copy(
+                update={"status": "embedded", "embedded_at": self.embedded_at[out.id]}
+            )
+        if out.id in self.refused:
+            return out.model_copy(update={"status": "failed", "last_error": self.refused[out.id]})
         return out
-    return out.model_copy(update={"status": "embedded", "embedded_at": embedded_at[out.id]})
+
+
+def _is_vector(result: Embedded) -> TypeGuard[Vectors]:
+    return not isinstance(result, ProviderInputError)
 
 
 def encode_cursor(last: MemoryOut) -> str:

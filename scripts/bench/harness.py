@@ -76,9 +76,11 @@ def serve_process(database_url: str, **settings: str) -> Iterator[str]:
     try:
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
+        while True:
             if process.poll() is not None:
                 raise SystemExit(f"memory-service serve exited with {process.returncode}")
+            if time.monotonic() > deadline:
+                raise SystemExit("memory-service serve did not answer /health within 120 s")
             with contextlib.suppress(httpx.TransportError):
                 if httpx.get(f"{url}/health", timeout=1).status_code == 200:
                     break

@@ -32,7 +32,7 @@ spaces:
   big: {{model: mxbai-embed-large, dimension: 1024, normalized: true}}
 providers:
   - {{name: vllm, kind: vllm, base_url: "{vllm_url}", model: all-MiniLM-L6-v2,
-      space: default, priority: 10, connect_timeout: 0.5, read_timeout: 1.0, max_batch: 64}}
+      space: default, priority: 10, connect_timeout: 0.5, read_timeout: 10.0, max_batch: 64}}
   - {{name: ollama, kind: ollama, base_url: "{ollama_url}", model: all-minilm,
       space: default, priority: 20, connect_timeout: 0.5, read_timeout: 10.0, max_batch: 64}}
 {extra}"""
@@ -208,10 +208,24 @@ class TestFailover:
     @pytest.mark.parametrize("fault", ["error_500", "drop", "hang"])
     async def test_a_failing_primary_costs_no_request(
         self,
-        client: httpx.AsyncClient,
+        settings: Settings,
+        local_provider: LocalProvider,
         vllm: OpenAICompatServer,
         ollama: OllamaServer,
         fault: str,
+    ) -> None:
+        # A hang is cut by the read timeout: a short one here, for this test alone.
+        quick = settings.model_copy(update={"providers": {"vllm": {"read_timeout": 0.5}}})
+        async with (
+            open_resources(quick, local=local_provider) as opened,
+            http_app(quick, opened) as client,
+        ):
+            vllm.requests.clear()
+            ollama.requests.clear()
+            await self._fail_over(client, vllm, ollama, fault)
+
+    async def _fail_over(
+        self, client: httpx.AsyncClient, vllm: OpenAICompatServer, ollama: OllamaServer, fault: str
     ) -> None:
         getattr(vllm.faults, fault)()
         response = await client.post("/v1/memories", json=memory_body(f"Failover on {fault}."))
@@ -225,16 +239,35 @@ class TestFailover:
         assert search.status_code == 200
         assert search.json()["results"][0]["id"] == response.json()["id"]
 
-    async def test_an_input_error_is_returned_not_retried(
+    async def test_a_refused_text_is_not_retried_and_the_memory_says_why(
         self, client: httpx.AsyncClient, vllm: OpenAICompatServer, ollama: OllamaServer
     ) -> None:
+        """Without a local tokenizer only the server knows its window: the memory is kept,
+        `failed`, with the server's words; the refusal is not sent to another provider."""
         response = await client.post("/v1/memories", json=memory_body("word " * 300))
-        assert response.status_code == 422
-        error = assert_error(response.json(), "input_too_long")
-        assert "maximum context length is 256" in error["message"]
+        assert response.status_code == 201
+        stored = response.json()
+        assert stored["status"] == "failed"
+        assert "maximum context length is 256" in stored["last_error"]
         assert embed_calls(vllm, ollama) == (1, 0), "vllm's 400 is returned, not retried"
-        listing = await client.get("/v1/memories", params={"namespace": "agent-1"})
-        assert listing.json()["items"] == [], "the rejected write changed nothing"
+        fetched = (await client.get(f"/v1/memories/{stored['id']}")).json()
+        assert fetched["status"] == "failed" and fetched["content"] == "word " * 300
+
+    async def test_one_refused_text_in_a_batch_costs_the_others_nothing(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        items = [memory_body(f"short fact {i}") for i in range(5)]
+        items.insert(2, memory_body("word " * 300))
+        response = await client.post("/v1/memories/batch", json={"items": items})
+        statuses = [item["status"] for item in response.json()["items"]]
+        assert statuses == ["embedded", "embedded", "failed", "embedded", "embedded", "embedded"]
+
+    async def test_a_refused_query_is_422_input_rejected(self, client: httpx.AsyncClient) -> None:
+        response = await client.post(
+            "/v1/memories/search", json={"namespace": "agent-1", "query": "word " * 300}
+        )
+        assert response.status_code == 422
+        assert_error(response.json(), "input_rejected")
 
     async def test_a_failure_lowers_the_providers_score(
         self, client: httpx.AsyncClient, resources: Resources, vllm: OpenAICompatServer

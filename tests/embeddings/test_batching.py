@@ -7,7 +7,7 @@ import numpy as np
 
 from memory_service.embeddings.batching import CoalescingEmbedder
 from memory_service.embeddings.local import LocalProvider
-from memory_service.embeddings.provider import ProviderUnavailable, Vectors
+from memory_service.embeddings.provider import ProviderInputError, ProviderUnavailable, Vectors
 from tests.fakes import FlakyProvider
 
 
@@ -73,6 +73,20 @@ class TestCoalescingEmbedder:
         )
         assert all(isinstance(outcome, ProviderUnavailable) for outcome in outcomes)
         assert inner.calls == 1
+
+    async def test_one_callers_refused_text_fails_only_that_caller(
+        self, local_provider: LocalProvider
+    ) -> None:
+        coalescer = CoalescingEmbedder(local_provider, window_seconds=0.05, max_batch=256)
+        fine, refused, also_fine = await asyncio.gather(
+            coalescer.embed(["a fine sentence"]),
+            coalescer.embed(["word " * 300]),
+            coalescer.embed(["another fine one", "and more"]),
+            return_exceptions=True,
+        )
+        assert isinstance(refused, ProviderInputError)
+        assert isinstance(fine, np.ndarray) and fine.shape == (1, 384)
+        assert isinstance(also_fine, np.ndarray) and also_fine.shape == (2, 384)
 
     async def test_a_call_larger_than_the_batch_passes_through(
         self, local_provider: LocalProvider

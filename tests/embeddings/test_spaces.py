@@ -64,7 +64,9 @@ class TestRegisterSpace:
 
     async def test_a_changed_model_is_refused(self, engine: AsyncEngine) -> None:
         await register_space(engine, "default", "model-a", 384, True)
-        with pytest.raises(StartupError, match=r"model-a \(384-dim\).*model-b \(384-dim\)"):
+        with pytest.raises(
+            StartupError, match=r"model-a \(384-dim, normalized\).*model-b \(384-dim, normalized\)"
+        ):
             await register_space(engine, "default", "model-b", 384, True)
 
     async def test_a_changed_dimension_is_refused(self, engine: AsyncEngine) -> None:

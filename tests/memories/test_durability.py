@@ -111,12 +111,12 @@ class TestPendingWrites:
 
 
 class RejectingProvider(FlakyProvider):
-    """Refuses any text containing a marker, the way a server answers 400 for one input."""
+    """Refuses a whole call when any text contains a marker, naming no index: what vLLM and
+    Ollama do when one input of a batch is too long."""
 
     async def _embed_batch(self, texts: Sequence[str]) -> Vectors:
-        for index, text_ in enumerate(texts):
-            if "POISON" in text_:
-                raise ProviderInputError(self.name, "input rejected", index)
+        if any("POISON" in text_ for text_ in texts):
+            raise ProviderInputError(self.name, "input rejected")
         return await super()._embed_batch(texts)
 
 
@@ -142,6 +142,26 @@ class TestFailedRows:
             )
         assert rows == {"POISON row.": "failed", "Healthy row.": "embedded"}
         assert error is not None and "input rejected" in error
+
+    async def test_one_refused_row_in_a_full_batch_costs_the_others_nothing(
+        self, client: httpx.AsyncClient, embedder: FlakyProvider, resources: Resources
+    ) -> None:
+        embedder.down = True
+        items = [memory_body(f"Backlog {i}.") for i in range(63)]
+        items.insert(17, memory_body("POISON in the middle."))
+        await client.post("/v1/memories/batch", json={"items": items})
+        rejecting = RejectingProvider(embedder.inner)
+        rejecting.max_batch = 64
+        reconciler = Reconciler(resources.engine, rejecting, resources.space.id, 64, 3)
+        report = await reconciler.run_once()
+        assert report.embedded == 63
+        assert report.failed_attempts == 1, "only the refused row is charged, once per pass"
+        async with resources.engine.connect() as conn:
+            result = await conn.execute(
+                text("SELECT status, count(*) FROM memory GROUP BY status ORDER BY status")
+            )
+            counts = {status: count for status, count in result}
+        assert counts == {"embedded": 63, "pending": 1}
 
 
 class TestReconcilerInTheApp:
