@@ -91,7 +91,9 @@ async def open_resources(
             engine=engine,
             embedder=embedder,
             space=space,
-            memories=MemoryService(engine, embedder, space, settings.limits),
+            memories=MemoryService(
+                engine, embedder, space, settings.limits, settings.inline_embed_seconds
+            ),
             reconciler=Reconciler(
                 engine,
                 background_embedder or embedder,

@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     coalesce_max_batch: int = Field(256, ge=1, le=4_096)
     coalesce_max_in_flight: int = Field(1, ge=1, le=64)
 
+    inline_embed_seconds: float = Field(
+        10.0, gt=0, description="How long a write waits for its vector before answering pending."
+    )
     reconciler: bool = Field(True, description="Run the pending-embedding reconciler in `serve`.")
     reconcile_interval_seconds: float = Field(5.0, gt=0)
     reconcile_batch_size: int = Field(64, ge=1, le=2_048)

@@ -12,6 +12,7 @@ memory is stored, the server refuses the text, and the memory becomes `failed` w
 server's message in `last_error`, in the response as well.
 """
 
+import asyncio
 import base64
 import binascii
 import json
@@ -67,6 +68,9 @@ class MemoryService:
     embedder: EmbeddingProvider
     space: EmbeddingSpace
     limits: Limits
+    # A write is acknowledged once durable; waiting for its vector is bounded by this, after
+    # which the memory is answered `pending` and the reconciler embeds it.
+    inline_embed_seconds: float = 10.0
 
     async def store(self, items: Sequence[MemoryIn]) -> list[MemoryStored]:
         """Store memories in one transaction; results in input order.
@@ -214,9 +218,17 @@ class MemoryService:
         if not pending:
             return EmbedOutcome({}, {})
         try:
-            results = await embed_each(self.embedder, [item.content for item in pending])
+            async with asyncio.timeout(self.inline_embed_seconds):
+                results = await embed_each(self.embedder, [item.content for item in pending])
         except ProviderError as exc:
             log.warning("embedding deferred for %d memories: %s", len(pending), exc)
+            return EmbedOutcome({}, {})
+        except TimeoutError:
+            log.warning(
+                "embedding deferred for %d memories: no vectors within %.1fs",
+                len(pending),
+                self.inline_embed_seconds,
+            )
             return EmbedOutcome({}, {})
         done = [(item, r) for item, r in zip(pending, results, strict=True) if _is_vector(r)]
         refused = {

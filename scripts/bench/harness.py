@@ -44,6 +44,7 @@ def scratch_database() -> Iterator[str]:
 
 def providers_yaml(folder: Path, providers: Sequence[str]) -> Path:
     """A providers file for the bundled model's space with the given provider entries."""
+    folder.mkdir(parents=True, exist_ok=True)
     path = folder / "providers.yaml"
     entries = "\n".join(f"  - {entry}" for entry in providers)
     path.write_text(

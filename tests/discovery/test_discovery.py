@@ -269,6 +269,30 @@ class TestFailover:
         assert response.status_code == 422
         assert_error(response.json(), "input_rejected")
 
+    async def test_a_hanging_provider_costs_a_write_at_most_the_inline_deadline(
+        self,
+        settings: Settings,
+        local_provider: LocalProvider,
+        vllm: OpenAICompatServer,
+        ollama: OllamaServer,
+    ) -> None:
+        """Both providers hang longer than the write may wait: the write is acknowledged
+        `pending` (it is durable), and the reconciler embeds it once they answer."""
+        bounded = settings.model_copy(update={"inline_embed_seconds": 0.3})
+        async with (
+            open_resources(bounded, local=local_provider) as opened,
+            http_app(bounded, opened) as client,
+        ):
+            vllm.faults.hang()
+            ollama.faults.hang()
+            response = await client.post("/v1/memories", json=memory_body("Wait for me."))
+            assert response.status_code == 201
+            assert response.json()["status"] == "pending"
+            vllm.faults.ok()
+            ollama.faults.ok()
+            await asyncio.sleep(COOLDOWN * 1.5)  # any breaker the hang opened may try again
+            assert (await opened.reconciler.run_once()).embedded == 1
+
     async def test_a_failure_lowers_the_providers_score(
         self, client: httpx.AsyncClient, resources: Resources, vllm: OpenAICompatServer
     ) -> None:
