@@ -42,6 +42,8 @@ class Resources:
     space: EmbeddingSpace
     memories: MemoryService
     reconciler: Reconciler
+    # For bulk work (reconciler, ingestion): large batches of its own, no coalescing.
+    batch_embedder: EmbeddingProvider
     discovery: Discovery | None = None
 
 
@@ -94,6 +96,7 @@ async def open_resources(
             memories=MemoryService(
                 engine, embedder, space, settings.limits, settings.inline_embed_seconds
             ),
+            batch_embedder=background_embedder or embedder,
             reconciler=Reconciler(
                 engine,
                 background_embedder or embedder,

@@ -54,6 +54,22 @@ async def _serve(settings: Settings) -> int:
         return 2
 
 
+def ingest(settings: Settings, paths: list[str], namespace: str, prune: bool, fmt: str) -> int:
+    from memory_service.documents.command import ingest as run_ingest
+
+    with database_url(settings) as url:
+        if settings.embedded:
+            migrations.upgrade(url)
+        resolved = settings.model_copy(update={"database_url": url})
+        try:
+            return asyncio.run(
+                run_ingest(resolved, os.environ, paths, namespace, prune=prune, stdin_format=fmt)
+            )
+        except StartupError as exc:
+            log.error("%s", exc)
+            return 2
+
+
 def db_upgrade(settings: Settings, revision: str) -> int:
     with database_url(settings) as url:
         migrations.upgrade(url, revision)
@@ -135,6 +151,15 @@ def build_parser() -> argparse.ArgumentParser:
     upgrade_cmd = db_actions.add_parser("upgrade", help="bring the schema to head")
     upgrade_cmd.add_argument("revision", nargs="?", default="head")
     db_actions.add_parser("current", help="print the schema revision; exit 1 when not at head")
+    ingest_cmd = commands.add_parser("ingest", help="chunk, embed and store documents")
+    ingest_cmd.add_argument("paths", nargs="+", metavar="PATH", help="files, folders, or - (stdin)")
+    ingest_cmd.add_argument("--namespace", required=True)
+    ingest_cmd.add_argument(
+        "--prune", action="store_true", help="delete documents of the folders whose files are gone"
+    )
+    ingest_cmd.add_argument(
+        "--format", default="txt", choices=["txt", "md", "html", "jsonl"], help="of stdin"
+    )
     providers_cmd = commands.add_parser("providers", help="print the providers' states as a table")
     providers_cmd.add_argument("--url", help="the service (default http://HOST:PORT from settings)")
     return parser
@@ -169,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
             return serve(settings)
         if args.command == "providers":
             return providers(settings, args.url)
+        if args.command == "ingest":
+            return ingest(settings, args.paths, args.namespace, args.prune, args.format)
         if args.action == "upgrade":
             return db_upgrade(settings, args.revision)
         return db_current(settings)

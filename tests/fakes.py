@@ -2,7 +2,12 @@
 
 from collections.abc import Sequence
 
-from memory_service.embeddings.provider import EmbeddingProvider, ProviderUnavailable, Vectors
+from memory_service.embeddings.provider import (
+    EmbeddingProvider,
+    ProviderUnavailable,
+    Tokenizer,
+    Vectors,
+)
 
 
 class FlakyProvider(EmbeddingProvider):
@@ -31,3 +36,6 @@ class FlakyProvider(EmbeddingProvider):
 
     async def count_tokens(self, texts: Sequence[str]) -> list[int] | None:
         return await self.inner.count_tokens(texts)
+
+    def tokenizer(self) -> Tokenizer | None:
+        return self.inner.tokenizer()

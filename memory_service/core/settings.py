@@ -79,6 +79,10 @@ class Settings(BaseSettings):
     reconcile_batch_size: int = Field(64, ge=1, le=2_048)
     reconcile_max_attempts: int = Field(5, ge=1)
 
+    chunk_max_tokens: int = Field(256, ge=8, description="Chunk size, special tokens included.")
+    chunk_overlap_tokens: int = Field(32, ge=0)
+    ingest_batch_chunks: int = Field(512, ge=1, description="Chunks per embed call and commit.")
+
     pool_size: int = Field(10, ge=1)
     limits: Limits = Field(default_factory=Limits)
 

@@ -9,12 +9,14 @@ types it, and each space gets its own partial index `WHERE space_id = id`
 
 from pgvector.sqlalchemy import Vector
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     CheckConstraint,
     Column,
     DateTime,
     Float,
     ForeignKey,
+    Identity,
     Index,
     Integer,
     LargeBinary,
@@ -91,5 +93,40 @@ memory = Table(
     Index("memory_expires_at_idx", "expires_at", postgresql_where=text("expires_at IS NOT NULL")),
 )
 
+document = Table(
+    "document",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True, server_default=func.gen_random_uuid()),
+    Column("namespace", Text, nullable=False),
+    Column("source_uri", Text, nullable=False),
+    Column("title", Text),
+    Column("content_hash", LargeBinary, nullable=False),
+    Column("chunking", Text, nullable=False),
+    Column("metadata", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column("chunk_count", Integer, nullable=False),
+    Column("space_id", Integer, ForeignKey("embedding_space.id"), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    UniqueConstraint("namespace", "source_uri", name="document_namespace_source_uri_key"),
+)
+
+chunk = Table(
+    "chunk",
+    metadata,
+    Column("id", BigInteger, Identity(always=True), primary_key=True),
+    Column(
+        "document_id",
+        UUID(as_uuid=True),
+        ForeignKey("document.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("ordinal", Integer, nullable=False),
+    Column("text", Text, nullable=False),
+    Column("token_count", Integer, nullable=False),
+    Column("space_id", Integer, ForeignKey("embedding_space.id"), nullable=False),
+    Column("embedding", Vector(), nullable=False),
+    UniqueConstraint("document_id", "ordinal", name="chunk_document_id_ordinal_key"),
+)
+
 # Tables whose `embedding` column gets one vector index per embedding space.
-VECTOR_TABLES: tuple[Table, ...] = (memory,)
+VECTOR_TABLES: tuple[Table, ...] = (memory, chunk)

@@ -18,6 +18,7 @@ from memory_service.embeddings.provider import (
     EmbeddingProvider,
     ProviderInputError,
     ProviderUnavailable,
+    Tokenizer,
     Vectors,
 )
 
@@ -71,6 +72,9 @@ class RoutedEmbedder(EmbeddingProvider):
             self.name,
             f"no provider can embed space {self.discovery.space.name!r} now ({'; '.join(reasons)})",
         )
+
+    def tokenizer(self) -> Tokenizer | None:
+        return None if self._counter is None else self._counter.tokenizer()
 
     async def count_tokens(self, texts: Sequence[str]) -> list[int] | None:
         """Counted by a local provider of the same model when there is one; else None and

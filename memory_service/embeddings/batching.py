@@ -15,7 +15,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from memory_service.embeddings.provider import EmbeddingProvider, ProviderInputError, Vectors
+from memory_service.embeddings.provider import (
+    EmbeddingProvider,
+    ProviderInputError,
+    Tokenizer,
+    Vectors,
+)
 
 
 @dataclass
@@ -118,6 +123,9 @@ class CoalescingEmbedder(EmbeddingProvider):
 
     async def count_tokens(self, texts: Sequence[str]) -> list[int] | None:
         return await self.inner.count_tokens(texts)
+
+    def tokenizer(self) -> Tokenizer | None:
+        return self.inner.tokenizer()
 
     async def check(self) -> None:
         await self.inner.check()

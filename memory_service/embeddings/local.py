@@ -8,7 +8,7 @@ the fast tokenizer must not be used from two threads at once.
 
 import asyncio
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -16,9 +16,11 @@ from typing import Any
 import numpy as np
 
 from memory_service.embeddings.provider import (
+    CountTokens,
     EmbeddingProvider,
     ProviderInputError,
     ProviderUnavailable,
+    T,
     Vectors,
 )
 
@@ -84,11 +86,18 @@ class LocalProvider(EmbeddingProvider):
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._token_counts, list(texts))
 
-    def _token_counts(self, texts: list[str]) -> list[int]:
+    def _token_counts(self, texts: Sequence[str]) -> list[int]:
         if not texts:
             return []
-        encoded = self._model.tokenizer(texts, add_special_tokens=True, truncation=False)
+        encoded = self._model.tokenizer(list(texts), add_special_tokens=True, truncation=False)
         return [len(ids) for ids in encoded["input_ids"]]
+
+    def tokenizer(self) -> "LocalProvider":
+        return self
+
+    async def run_with_counter(self, work: Callable[[CountTokens], T]) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, work, self._token_counts)
 
     async def aclose(self) -> None:
         self._executor.shutdown(wait=True)

@@ -15,12 +15,25 @@ returns the wrong count or dimension is an error, never silently stored.
 """
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
 Vectors = npt.NDArray[np.float32]
+CountTokens = Callable[[Sequence[str]], list[int]]
+T = TypeVar("T")
+
+
+class Tokenizer(Protocol):
+    """The space model's own tokenizer, for work that must count tokens (chunking)."""
+
+    max_input_tokens: int
+
+    async def run_with_counter(self, work: Callable[[CountTokens], T]) -> T:
+        """Run `work(count_tokens)` where the tokenizer may be used, off the event loop."""
+        ...
 
 
 class ProviderError(Exception):
@@ -107,6 +120,10 @@ class EmbeddingProvider(ABC):
     async def count_tokens(self, texts: Sequence[str]) -> list[int] | None:
         """Tokens each text takes in the model's window, special tokens included; None when
         the provider cannot count locally (a remote server then rejects over-long input)."""
+        return None
+
+    def tokenizer(self) -> Tokenizer | None:
+        """The model's tokenizer when this process has it; None for remote-only models."""
         return None
 
     async def probe(self) -> None:  # noqa: B027 - most providers have nothing beyond a canary

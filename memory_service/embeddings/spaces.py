@@ -69,7 +69,11 @@ async def register_space(
             space = EmbeddingSpace(space_id, name, model, dimension, normalized)
             await _create_vector_indexes(conn, space)
             return space
-    space = EmbeddingSpace(row.id, row.name, row.model, row.dimension, row.normalized)
+        space = EmbeddingSpace(row.id, row.name, row.model, row.dimension, row.normalized)
+        if (space.model, space.dimension, space.normalized) == (model, dimension, normalized):
+            # Vector tables added by later migrations are typed and indexed here.
+            await _type_vector_columns(conn, name, dimension)
+            await _create_vector_indexes(conn, space)
     if (space.model, space.dimension, space.normalized) != (model, dimension, normalized):
         recorded = _describe(space.model, space.dimension, space.normalized)
         configured = _describe(model, dimension, normalized)

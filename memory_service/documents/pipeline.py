@@ -1,0 +1,190 @@
+"""Batch ingestion: documents in, chunks with vectors out, idempotent and resumable.
+
+For each document: hash its text; if the namespace already holds that source with the same
+hash and chunking, skip it (re-ingesting unchanged input is a no-op). Otherwise chunk it with
+the space's own tokenizer, and collect chunks until a batch is full. A batch is embedded in
+one call (the provider splits by its own batch size), then written in one transaction: each
+document row upserted, its old chunks deleted and the new ones copied in (binary COPY), so a
+changed document's chunks are replaced at once. A run that is interrupted keeps every batch
+it committed; the next run skips those documents and goes on: resumable, no duplicates.
+
+Unlike a memory, a document is not committed before it is embedded: the source stays on
+disk, so a batch whose embedding fails is reported and ingested again by the next run.
+"""
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from memory_service.core.errors import InvalidRequest
+from memory_service.documents import repository
+from memory_service.documents.chunking import Chunk, chunk_text
+from memory_service.documents.loaders import LoadedDocument, LoaderError
+from memory_service.documents.repository import NewDocument
+from memory_service.embeddings.provider import (
+    CountTokens,
+    Embedded,
+    EmbeddingProvider,
+    ProviderError,
+    ProviderInputError,
+    Tokenizer,
+    embed_each,
+)
+from memory_service.embeddings.spaces import EmbeddingSpace
+
+log = logging.getLogger(__name__)
+
+# Bump when `chunking.chunk_text` would cut the same text differently: stored documents are
+# then re-chunked on their next ingest, unchanged or not.
+CHUNKER_VERSION = 1
+
+
+@dataclass
+class IngestReport:
+    documents: int = 0
+    ingested: int = 0
+    unchanged: int = 0
+    chunks: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    pruned: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def chunks_per_second(self) -> float:
+        return self.chunks / self.seconds if self.seconds else 0.0
+
+
+@dataclass
+class _Pending:
+    document: LoadedDocument
+    content_hash: bytes
+    chunks: list[Chunk]
+
+
+Progress = Callable[[IngestReport], None]
+
+
+@dataclass
+class Ingestor:
+    engine: AsyncEngine
+    embedder: EmbeddingProvider
+    space: EmbeddingSpace
+    chunk_tokens: int
+    overlap_tokens: int
+    batch_chunks: int = 512
+
+    def __post_init__(self) -> None:
+        tokenizer = self.embedder.tokenizer()
+        if tokenizer is None:
+            raise InvalidRequest(
+                f"chunking needs {self.space.model}'s tokenizer in this process; "
+                "declare a local provider of that model for the space"
+            )
+        if self.chunk_tokens > tokenizer.max_input_tokens:
+            raise InvalidRequest(
+                f"chunks of {self.chunk_tokens} tokens exceed the model's window of "
+                f"{tokenizer.max_input_tokens}"
+            )
+        self._tokenizer: Tokenizer = tokenizer
+
+    @property
+    def chunking(self) -> str:
+        """What the stored chunks were made with; a change re-chunks unchanged documents."""
+        return (
+            f"{self.space.model};chunker={CHUNKER_VERSION};tokens={self.chunk_tokens};"
+            f"overlap={self.overlap_tokens}"
+        )
+
+    async def ingest(
+        self,
+        items: Iterable[LoadedDocument | LoaderError],
+        namespace: str,
+        progress: Progress | None = None,
+    ) -> IngestReport:
+        report = IngestReport()
+        started = time.perf_counter()
+        batch: list[_Pending] = []
+        for item in items:
+            report.documents += 1
+            pending = await self._prepare(item, namespace, report)
+            if pending is not None:
+                batch.append(pending)
+            if sum(len(p.chunks) for p in batch) >= self.batch_chunks:
+                await self._write(batch, namespace, report)
+                batch = []
+            report.seconds = time.perf_counter() - started
+            if progress is not None:
+                progress(report)
+        await self._write(batch, namespace, report)
+        report.seconds = time.perf_counter() - started
+        return report
+
+    async def _prepare(
+        self, item: LoadedDocument | LoaderError, namespace: str, report: IngestReport
+    ) -> _Pending | None:
+        if isinstance(item, LoaderError):
+            report.failed.append((item.source_uri, str(item)))
+            return None
+        content_hash = hashlib.sha256(item.text.encode()).digest()
+        async with self.engine.connect() as conn:
+            stored = await repository.stored_document(conn, namespace, item.source_uri)
+        if stored and (stored.content_hash, stored.chunking) == (content_hash, self.chunking):
+            report.unchanged += 1
+            return None
+        chunks = await self._tokenizer.run_with_counter(self._chunker(item.text))
+        return _Pending(item, content_hash, chunks)
+
+    def _chunker(self, text: str) -> Callable[[CountTokens], list[Chunk]]:
+        def work(count_tokens: CountTokens) -> list[Chunk]:
+            return chunk_text(
+                text, count_tokens, max_tokens=self.chunk_tokens, overlap_tokens=self.overlap_tokens
+            )
+
+        return work
+
+    async def _write(self, batch: list[_Pending], namespace: str, report: IngestReport) -> None:
+        if not batch:
+            return
+        texts = [chunk.text for pending in batch for chunk in pending.chunks]
+        try:
+            results = await embed_each(self.embedder, texts)
+        except ProviderError as exc:
+            report.failed += [(p.document.source_uri, f"not embedded: {exc}") for p in batch]
+            return
+        documents, position = [], 0
+        for pending in batch:
+            own = results[position : position + len(pending.chunks)]
+            position += len(pending.chunks)
+            refused = [r for r in own if isinstance(r, ProviderInputError)]
+            if refused:
+                report.failed.append((pending.document.source_uri, f"refused: {refused[0]}"))
+                continue
+            documents.append(_new_document(pending, own))
+        async with self.engine.begin() as conn:
+            report.chunks += await repository.replace_documents(
+                conn, namespace, self.space.id, self.chunking, documents
+            )
+        report.ingested += len(documents)
+
+    async def prune(self, namespace: str, folder_uris: list[str], seen: set[str]) -> list[str]:
+        async with self.engine.begin() as conn:
+            return await repository.prune(conn, namespace, folder_uris, seen)
+
+
+def _new_document(pending: _Pending, vectors: Sequence[Embedded]) -> NewDocument:
+    document = pending.document
+    return NewDocument(
+        source_uri=document.source_uri,
+        title=document.title,
+        metadata=dict(document.metadata),
+        content_hash=pending.content_hash,
+        chunks=[(chunk.text, chunk.token_count) for chunk in pending.chunks],
+        vectors=np.stack([vector for vector in vectors if not isinstance(vector, Exception)])
+        if vectors
+        else np.empty((0, 0), dtype=np.float32),
+    )
