@@ -30,7 +30,7 @@ from memory_service.embeddings.local import LocalProvider
 from memory_service.embeddings.provider import EmbeddingProvider
 from memory_service.embeddings.spaces import EmbeddingSpace, register_space
 from memory_service.memories.reconciler import Reconciler
-from memory_service.memories.service import MemoryService
+from memory_service.memories.service import MemoryService, VectorSettings
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,12 @@ async def open_resources(
             embedder=embedder,
             space=space,
             memories=MemoryService(
-                engine, embedder, space, settings.limits, settings.inline_embed_seconds
+                engine,
+                embedder,
+                space,
+                settings.limits,
+                settings.inline_embed_seconds,
+                VectorSettings(settings.diskann_search_list_size, settings.diskann_rescore),
             ),
             batch_embedder=background_embedder or embedder,
             reconciler=Reconciler(

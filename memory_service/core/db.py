@@ -2,7 +2,7 @@
 
 from sqlalchemy import text
 from sqlalchemy.exc import ProgrammingError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from memory_service.core.errors import StartupError
 from memory_service.core.migrations import head_revision
@@ -20,6 +20,13 @@ def create_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:
         pool_size=pool_size,
         pool_pre_ping=True,
         connect_args={"options": "-c plan_cache_mode=force_custom_plan"},
+    )
+
+
+async def set_local(conn: AsyncConnection, name: str, value: str) -> None:
+    """`SET LOCAL name = value` with a bound value: for the rest of this transaction only."""
+    await conn.execute(
+        text("SELECT set_config(:name, :value, true)"), {"name": name, "value": value}
     )
 
 

@@ -83,6 +83,13 @@ class Settings(BaseSettings):
     chunk_overlap_tokens: int = Field(32, ge=0)
     ingest_batch_chunks: int = Field(512, ge=1, description="Chunks per embed call and commit.")
 
+    diskann_search_list_size: int = Field(
+        100, ge=10, le=1_000, description="diskann.query_search_list_size per search."
+    )
+    diskann_rescore: int = Field(
+        50, ge=0, le=1_000, description="diskann.query_rescore per search."
+    )
+
     pool_size: int = Field(10, ge=1)
     limits: Limits = Field(default_factory=Limits)
 

@@ -91,6 +91,12 @@ class MemorySearch(StrictModel):
     k: int = Field(10, ge=1, le=100)
     filters: MemoryFilters = Field(default_factory=MemoryFilters)
     min_score: float | None = Field(None, ge=-1, le=1)
+    search_list_size: int | None = Field(
+        None, ge=10, le=1_000, description="diskann.query_search_list_size for this search."
+    )
+    rescore: int | None = Field(
+        None, ge=0, le=1_000, description="diskann.query_rescore for this search."
+    )
 
 
 class MemoryForget(StrictModel):

@@ -18,7 +18,7 @@ import binascii
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeGuard
 from uuid import UUID
@@ -26,6 +26,7 @@ from uuid import UUID
 import numpy as np
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from memory_service.core.db import set_local
 from memory_service.core.errors import (
     Conflict,
     EmbedderUnavailable,
@@ -71,6 +72,7 @@ class MemoryService:
     # A write is acknowledged once durable; waiting for its vector is bounded by this, after
     # which the memory is answered `pending` and the reconciler embeds it.
     inline_embed_seconds: float = 10.0
+    vector_settings: "VectorSettings" = field(default_factory=lambda: VectorSettings())
 
     async def store(self, items: Sequence[MemoryIn]) -> list[MemoryStored]:
         """Store memories in one transaction; results in input order.
@@ -135,7 +137,19 @@ class MemoryService:
                 "no embedder is available for this search; retry shortly",
                 {"provider": exc.provider, "space": self.space.name},
             ) from exc
-        async with self.engine.connect() as conn:
+        async with self.engine.begin() as conn:
+            await set_local(
+                conn,
+                "diskann.query_search_list_size",
+                str(request.search_list_size or self.vector_settings.search_list_size),
+            )
+            await set_local(
+                conn,
+                "diskann.query_rescore",
+                str(
+                    request.rescore if request.rescore is not None else self.vector_settings.rescore
+                ),
+            )
             statement = repository.search_statement(
                 self.space,
                 vectors[0],
@@ -307,6 +321,14 @@ def _check_length(field: str, value: str, limit: int, index: int | None) -> None
             f"{field} is {len(value)} characters, the limit is {limit}",
             _where(index, {"field": field, "limit": limit, "actual": len(value)}),
         )
+
+
+@dataclass(frozen=True)
+class VectorSettings:
+    """diskann query settings, set per transaction; a search request may override them."""
+
+    search_list_size: int = 100
+    rescore: int = 50
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 
 from memory_service.app import Resources
+from memory_service.core.db import set_local
 from memory_service.core.tables import memory
 from memory_service.embeddings.spaces import vector_index_name
 from memory_service.memories import repository
@@ -286,3 +287,31 @@ class TestVectorIndex:
 
 def vector_index_name_for_memory(space_id: int) -> str:
     return vector_index_name(memory, space_id)
+
+
+class TestDiskannSettings:
+    async def test_set_local_lasts_for_the_transaction_only(self, resources: Resources) -> None:
+        async with resources.engine.begin() as conn:
+            await set_local(conn, "diskann.query_search_list_size", "37")
+            inside = await conn.scalar(text("SHOW diskann.query_search_list_size"))
+        async with resources.engine.connect() as conn:
+            after = await conn.scalar(
+                text("SELECT current_setting('diskann.query_search_list_size', true)")
+            )
+        assert inside == "37"
+        assert after != "37"
+
+    async def test_a_request_may_override_them_within_bounds(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        await store_facts(client)
+        body = {"namespace": "agent-1", "query": "how old is the kid?", "k": 1}
+        # rescore 0 ranks by the index's compressed distances alone: served, maybe less exact.
+        tuned = await search(client, **{**body, "search_list_size": 10, "rescore": 0})
+        assert len(tuned) == 1
+        exact = await search(client, **{**body, "search_list_size": 200, "rescore": 200})
+        assert exact[0]["content"] == FACTS[0]
+        for override in ({"search_list_size": 5}, {"search_list_size": 5000}, {"rescore": -1}):
+            response = await client.post("/v1/memories/search", json={**body, **override})
+            assert response.status_code == 422
+            assert_error(response.json(), "validation_error")
