@@ -19,18 +19,21 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from memory_service.api import router
 from memory_service.core.db import create_engine, ensure_schema_at_head
+from memory_service.core.errors import InvalidRequest
 from memory_service.core.handlers import install_error_handlers
 from memory_service.core.settings import Settings
 from memory_service.discovery.config import embedded_default, load_providers
 from memory_service.discovery.factory import build_providers
 from memory_service.discovery.registry import Discovery
 from memory_service.discovery.routing import RoutedEmbedder
+from memory_service.documents.pipeline import Ingestor
 from memory_service.embeddings.batching import CoalescingEmbedder
 from memory_service.embeddings.local import LocalProvider
 from memory_service.embeddings.provider import EmbeddingProvider
 from memory_service.embeddings.spaces import EmbeddingSpace, register_space
 from memory_service.memories.reconciler import Reconciler
 from memory_service.memories.service import MemoryService, VectorSettings
+from memory_service.search.service import SearchService
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +44,13 @@ class Resources:
     embedder: EmbeddingProvider
     space: EmbeddingSpace
     memories: MemoryService
+    search: SearchService
     reconciler: Reconciler
     # For bulk work (reconciler, ingestion): large batches of its own, no coalescing.
     batch_embedder: EmbeddingProvider
     discovery: Discovery | None = None
+    documents: Ingestor | None = None
+    documents_unavailable: str = "document ingestion is not configured"
 
 
 @contextlib.asynccontextmanager
@@ -89,6 +95,9 @@ async def open_resources(
                 embedder.dimension,
                 embedder.normalized,
             )
+        documents, unavailable = _documents(
+            settings, engine, background_embedder or embedder, space
+        )
         yield Resources(
             engine=engine,
             embedder=embedder,
@@ -101,6 +110,14 @@ async def open_resources(
                 settings.inline_embed_seconds,
                 VectorSettings(settings.diskann_search_list_size, settings.diskann_rescore),
             ),
+            search=SearchService(
+                engine,
+                embedder,
+                space,
+                settings.limits,
+                settings.rrf_k,
+                VectorSettings(settings.diskann_search_list_size, settings.diskann_rescore),
+            ),
             batch_embedder=background_embedder or embedder,
             reconciler=Reconciler(
                 engine,
@@ -110,7 +127,27 @@ async def open_resources(
                 settings.reconcile_max_attempts,
             ),
             discovery=discovery,
+            documents=documents,
+            documents_unavailable=unavailable,
         )
+
+
+def _documents(
+    settings: Settings, engine: AsyncEngine, embedder: EmbeddingProvider, space: EmbeddingSpace
+) -> tuple[Ingestor | None, str]:
+    """The ingestor, or why there is none (chunking needs the space model's tokenizer)."""
+    try:
+        ingestor = Ingestor(
+            engine,
+            embedder,
+            space,
+            settings.chunk_max_tokens,
+            settings.chunk_overlap_tokens,
+            settings.ingest_batch_chunks,
+        )
+    except InvalidRequest as exc:
+        return None, exc.message
+    return ingestor, ""
 
 
 async def _open_discovery(
@@ -176,6 +213,7 @@ def create_app(settings: Settings, resources: Resources) -> FastAPI:
     app = FastAPI(title="memory-service", version="0.1.0", lifespan=lifespan)
     app.state.resources = resources
     app.state.memories = resources.memories
+    app.state.search = resources.search
     install_error_handlers(app)
     app.include_router(router)
     return app

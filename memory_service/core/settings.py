@@ -90,6 +90,10 @@ class Settings(BaseSettings):
         50, ge=0, le=1_000, description="diskann.query_rescore per search."
     )
 
+    rrf_k: int = Field(
+        60, ge=1, le=1_000, description="Reciprocal rank fusion constant of hybrid search."
+    )
+
     pool_size: int = Field(10, ge=1)
     limits: Limits = Field(default_factory=Limits)
 

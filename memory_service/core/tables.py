@@ -5,7 +5,14 @@ that the two agree. The migrations create the vector column untyped (`vector`): 
 dimension belongs to the embedding space, not to the schema. The first space registered
 types it, and each space gets its own partial index `WHERE space_id = id`
 (`embeddings/spaces.py`), so vectors of two spaces never share an index or a search.
+
+The `bm25` indexes exist only where the server has `pg_textsearch` (migration 0004); they are
+declared here for the servers this project runs on (the embedded one and timescaledb-ha,
+both of which ship it). On a server without it keyword search falls back to full text and
+this module declares two indexes the database lacks.
 """
+
+from typing import Any
 
 from pgvector.sqlalchemy import Vector
 from sqlalchemy import (
@@ -13,6 +20,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     Column,
+    ColumnElement,
     DateTime,
     Float,
     ForeignKey,
@@ -25,11 +33,18 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     func,
+    literal_column,
     text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 
 metadata = MetaData()
+
+
+def _english_tsvector(column: str) -> ColumnElement[Any]:
+    """`to_tsvector('english', column)`: the expression the full-text GIN indexes hold."""
+    return func.to_tsvector(literal_column("'english'"), literal_column(column))
+
 
 MEMORY_STATUSES = ("pending", "embedded", "failed")
 
@@ -91,6 +106,14 @@ memory = Table(
         postgresql_ops={"metadata": "jsonb_path_ops"},
     ),
     Index("memory_expires_at_idx", "expires_at", postgresql_where=text("expires_at IS NOT NULL")),
+    # Keyword search (migration 0004, `search/repository.py`).
+    Index("memory_content_fts_idx", _english_tsvector("content"), postgresql_using="gin"),
+    Index(
+        "memory_content_bm25_idx",
+        "content",
+        postgresql_using="bm25",
+        postgresql_with={"text_config": "english"},
+    ),
 )
 
 document = Table(
@@ -126,6 +149,13 @@ chunk = Table(
     Column("space_id", Integer, ForeignKey("embedding_space.id"), nullable=False),
     Column("embedding", Vector(), nullable=False),
     UniqueConstraint("document_id", "ordinal", name="chunk_document_id_ordinal_key"),
+    Index("chunk_text_fts_idx", _english_tsvector("text"), postgresql_using="gin"),
+    Index(
+        "chunk_text_bm25_idx",
+        "text",
+        postgresql_using="bm25",
+        postgresql_with={"text_config": "english"},
+    ),
 )
 
 # Tables whose `embedding` column gets one vector index per embedding space.

@@ -21,11 +21,12 @@ from dataclasses import dataclass, field
 import numpy as np
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from memory_service.core.errors import InvalidRequest
+from memory_service.core.errors import EmbedderUnavailable, InputRejected, InvalidRequest
 from memory_service.documents import repository
 from memory_service.documents.chunking import Chunk, chunk_text
 from memory_service.documents.loaders import LoadedDocument, LoaderError
 from memory_service.documents.repository import NewDocument
+from memory_service.documents.schemas import DocumentOut
 from memory_service.embeddings.provider import (
     CountTokens,
     Embedded,
@@ -170,6 +171,25 @@ class Ingestor:
                 conn, namespace, self.space.id, self.chunking, documents
             )
         report.ingested += len(documents)
+
+    async def ingest_one(self, document: LoadedDocument, namespace: str) -> DocumentOut:
+        """Ingest one document now; raises EmbedderUnavailable or InputRejected when it
+        could not be embedded (nothing is written then)."""
+        report = await self.ingest([document], namespace)
+        if report.failed:
+            _, error = report.failed[0]
+            if error.startswith("not embedded"):
+                raise EmbedderUnavailable(error, {"source_uri": document.source_uri})
+            raise InputRejected(error, {"source_uri": document.source_uri})
+        async with self.engine.connect() as conn:
+            stored = await repository.stored_document(conn, namespace, document.source_uri)
+        assert stored is not None
+        return DocumentOut(
+            id=stored.id,
+            source_uri=document.source_uri,
+            status="ingested" if report.ingested else "unchanged",
+            chunks=stored.chunk_count,
+        )
 
     async def prune(self, namespace: str, folder_uris: list[str], seen: set[str]) -> list[str]:
         async with self.engine.begin() as conn:

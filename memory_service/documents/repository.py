@@ -18,6 +18,7 @@ class StoredDocument:
     id: UUID
     content_hash: bytes
     chunking: str
+    chunk_count: int
 
 
 @dataclass(frozen=True)
@@ -35,12 +36,14 @@ async def stored_document(
 ) -> StoredDocument | None:
     row = (
         await conn.execute(
-            select(document.c.id, document.c.content_hash, document.c.chunking).where(
-                document.c.namespace == namespace, document.c.source_uri == source_uri
-            )
+            select(
+                document.c.id, document.c.content_hash, document.c.chunking, document.c.chunk_count
+            ).where(document.c.namespace == namespace, document.c.source_uri == source_uri)
         )
     ).first()
-    return None if row is None else StoredDocument(row.id, row.content_hash, row.chunking)
+    if row is None:
+        return None
+    return StoredDocument(row.id, row.content_hash, row.chunking, row.chunk_count)
 
 
 async def replace_documents(

@@ -130,6 +130,9 @@ async def _create_vector_indexes(conn: AsyncConnection, space: EmbeddingSpace) -
             postgresql_where=table.c.space_id == space.id,
         )
         await conn.execute(CreateIndex(index, if_not_exists=True))
+        # Building the Index attached it to the shared table metadata; it is data, not schema
+        # (and would otherwise leak into every later use of `metadata`).
+        table.indexes.discard(index)
 
 
 async def load_references(

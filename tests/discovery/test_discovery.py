@@ -16,6 +16,7 @@ from memory_service.app import Resources, open_resources
 from memory_service.cli import format_providers
 from memory_service.core.settings import Settings
 from memory_service.discovery.registry import Discovery
+from memory_service.embeddings.batching import CoalescingEmbedder
 from memory_service.embeddings.local import LocalProvider
 from tests.apps import http_app
 from tests.memories.factories import assert_error, memory_body
@@ -369,8 +370,11 @@ class TestCoalescing:
     async def test_concurrent_stores_share_one_provider_call(
         self, client: httpx.AsyncClient, resources: Resources, vllm: OpenAICompatServer
     ) -> None:
+        # The service's coalescer class over its real routed embedder; a window long enough
+        # that a loaded CI machine cannot split the 32 arrivals across two flushes.
+        coalescer = CoalescingEmbedder(resources.batch_embedder, window_seconds=1.0, max_batch=256)
         vectors = await asyncio.gather(
-            *(resources.embedder.embed([f"concurrent memory {i}"]) for i in range(32))
+            *(coalescer.embed([f"concurrent memory {i}"]) for i in range(32))
         )
         assert len(vectors) == 32
         assert vllm.requests.count("/v1/embeddings") == 1

@@ -29,7 +29,7 @@ class TestCoalescingEmbedder:
         self, local_provider: LocalProvider
     ) -> None:
         inner = Recording(local_provider)
-        coalescer = CoalescingEmbedder(inner, window_seconds=0.05, max_batch=256)
+        coalescer = CoalescingEmbedder(inner, window_seconds=1.0, max_batch=256)
         texts = [f"memory number {i}" for i in range(64)]
         results = await asyncio.gather(*(coalescer.embed([text]) for text in texts))
         assert len(inner.batches) == 1
@@ -43,7 +43,7 @@ class TestCoalescingEmbedder:
         self, local_provider: LocalProvider
     ) -> None:
         inner = Recording(local_provider)
-        coalescer = CoalescingEmbedder(inner, window_seconds=0.05, max_batch=256)
+        coalescer = CoalescingEmbedder(inner, window_seconds=1.0, max_batch=256)
         first, second, third = await asyncio.gather(
             coalescer.embed(["alpha", "beta"]),
             coalescer.embed(["beta", "alpha", "alpha"]),
@@ -67,7 +67,7 @@ class TestCoalescingEmbedder:
     ) -> None:
         inner = Recording(local_provider)
         inner.down = True
-        coalescer = CoalescingEmbedder(inner, window_seconds=0.01, max_batch=256)
+        coalescer = CoalescingEmbedder(inner, window_seconds=1.0, max_batch=256)
         outcomes = await asyncio.gather(
             *(coalescer.embed([f"x{i}"]) for i in range(5)), return_exceptions=True
         )
@@ -77,7 +77,7 @@ class TestCoalescingEmbedder:
     async def test_one_callers_refused_text_fails_only_that_caller(
         self, local_provider: LocalProvider
     ) -> None:
-        coalescer = CoalescingEmbedder(local_provider, window_seconds=0.05, max_batch=256)
+        coalescer = CoalescingEmbedder(local_provider, window_seconds=1.0, max_batch=256)
         fine, refused, also_fine = await asyncio.gather(
             coalescer.embed(["a fine sentence"]),
             coalescer.embed(["word " * 300]),
@@ -97,5 +97,5 @@ class TestCoalescingEmbedder:
         assert vectors.shape == (10, 384) and len(inner.batches) == 1
 
     async def test_empty_input(self, local_provider: LocalProvider) -> None:
-        coalescer = CoalescingEmbedder(local_provider, window_seconds=0.01, max_batch=4)
+        coalescer = CoalescingEmbedder(local_provider, window_seconds=1.0, max_batch=4)
         assert (await coalescer.embed([])).shape == (0, 384)

@@ -1,0 +1,248 @@
+"""All SQL of the search domain. Functions take a connection; callers own the transaction.
+
+A search is one statement: a UNION ALL of up to four ranked lists, (vector | keyword) x
+(memories | chunks), each an ordered, limited subquery of its own so that each keeps the
+shape its index serves:
+
+- vector: `ORDER BY embedding <=> :query LIMIT :depth` over embedded, live memories and the
+  chunks of the service's embedding space, served by the space's diskann (or HNSW) index;
+- keyword, strategy `bm25`: `ORDER BY content <@> to_bm25query(:query, index) LIMIT :depth`
+  (pg_textsearch). `<@>` is the *negated* BM25 score (lower is better, 0 for a text that
+  matches no query term), so a match is `< 0` and the score returned is its negation;
+- keyword, strategy `fts` (where pg_textsearch is missing): `ts_rank_cd` of
+  `to_tsvector('english', text)` against the query's lexemes joined with OR, filtered with
+  `@@` so the GIN expression index serves it. OR gives the same "any term matches, more and
+  rarer terms rank higher" recall as BM25; `plainto_tsquery` would demand every term.
+
+Keyword lists take memories in every status (pending and failed ones too: their text is
+committed before any vector exists) but never expired ones. Both modes read only the rows
+of the service's embedding space. Chunks take their namespace, metadata and `created_at`
+from their document.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+from uuid import UUID
+
+from sqlalchemy import (
+    ColumnElement,
+    CompoundSelect,
+    Float,
+    Integer,
+    Select,
+    Text,
+    bindparam,
+    cast,
+    func,
+    literal_column,
+    null,
+    select,
+    text,
+    union_all,
+)
+from sqlalchemy.dialects.postgresql import TSQUERY
+from sqlalchemy.dialects.postgresql import UUID as PG_UUID
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from memory_service.core.tables import chunk, document, memory
+from memory_service.embeddings.provider import Vectors
+from memory_service.embeddings.spaces import EmbeddingSpace
+
+# One definition of "not expired" for every reader of memories.
+from memory_service.memories.repository import _live, filter_clauses
+from memory_service.memories.schemas import MemoryFilters
+
+KeywordStrategy = Literal["bm25", "fts"]
+RankedBy = Literal["vector", "keyword"]
+
+MEMORY_BM25_INDEX = "memory_content_bm25_idx"
+CHUNK_BM25_INDEX = "chunk_text_bm25_idx"
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What a search reads: the namespace, the filters and the embedding space."""
+
+    namespace: str
+    filters: MemoryFilters
+    space: EmbeddingSpace
+
+
+@dataclass(frozen=True)
+class RankedRow:
+    ranked_by: RankedBy
+    source: Literal["memory", "document"]
+    id: str
+    content: str
+    metadata: dict[str, Any]
+    created_at: datetime
+    document_id: UUID | None
+    title: str | None
+    source_uri: str | None
+    ordinal: int | None
+    score: float
+
+
+async def keyword_strategy(conn: AsyncConnection) -> KeywordStrategy:
+    """`bm25` where migration 0004 built the pg_textsearch indexes, `fts` otherwise."""
+    found = await conn.execute(
+        text(
+            "SELECT to_regclass(:memory_index) IS NOT NULL "
+            "AND to_regclass(:chunk_index) IS NOT NULL"
+        ),
+        {"memory_index": MEMORY_BM25_INDEX, "chunk_index": CHUNK_BM25_INDEX},
+    )
+    return "bm25" if found.scalar_one() else "fts"
+
+
+_RANKED_BY: dict[RankedBy, ColumnElement[str]] = {
+    "vector": literal_column("'vector'", Text),
+    "keyword": literal_column("'keyword'", Text),
+}
+
+
+def _memory_select(ranked_by: RankedBy, score: ColumnElement[float]) -> Select[Any]:
+    return select(
+        _RANKED_BY[ranked_by].label("ranked_by"),
+        literal_column("'memory'", Text).label("source"),
+        cast(memory.c.id, Text).label("id"),
+        memory.c.content.label("content"),
+        memory.c.metadata.label("metadata"),
+        memory.c.created_at.label("created_at"),
+        cast(null(), PG_UUID(as_uuid=True)).label("document_id"),
+        cast(null(), Text).label("title"),
+        cast(null(), Text).label("source_uri"),
+        cast(null(), Integer).label("ordinal"),
+        cast(score, Float).label("score"),
+    )
+
+
+def _chunk_select(ranked_by: RankedBy, score: ColumnElement[float]) -> Select[Any]:
+    return select(
+        _RANKED_BY[ranked_by].label("ranked_by"),
+        literal_column("'document'", Text).label("source"),
+        cast(chunk.c.id, Text).label("id"),
+        chunk.c.text.label("content"),
+        document.c.metadata.label("metadata"),
+        document.c.created_at.label("created_at"),
+        chunk.c.document_id.label("document_id"),
+        document.c.title.label("title"),
+        document.c.source_uri.label("source_uri"),
+        chunk.c.ordinal.label("ordinal"),
+        cast(score, Float).label("score"),
+    ).join_from(chunk, document, chunk.c.document_id == document.c.id)
+
+
+def _memory_scope(scope: Scope) -> list[ColumnElement[bool]]:
+    return [
+        memory.c.space_id == scope.space.id,
+        _live(),
+        *filter_clauses(scope.namespace, scope.filters),
+    ]
+
+
+def _chunk_scope(scope: Scope) -> list[ColumnElement[bool]]:
+    """The filters that apply to chunks: see `SearchRequest` for which those are."""
+    clauses = [chunk.c.space_id == scope.space.id, document.c.namespace == scope.namespace]
+    if scope.filters.metadata:
+        clauses.append(document.c.metadata.contains(scope.filters.metadata))
+    if scope.filters.created_after is not None:
+        clauses.append(document.c.created_at > scope.filters.created_after)
+    if scope.filters.created_before is not None:
+        clauses.append(document.c.created_at < scope.filters.created_before)
+    return clauses
+
+
+def vector_memories(scope: Scope, query_vector: Vectors, depth: int) -> Select[Any]:
+    distance = memory.c.embedding.cosine_distance(query_vector)
+    return (
+        _memory_select("vector", 1 - distance)
+        .where(memory.c.status == "embedded", *_memory_scope(scope))
+        .order_by(distance)
+        .limit(depth)
+    )
+
+
+def vector_chunks(scope: Scope, query_vector: Vectors, depth: int) -> Select[Any]:
+    distance = chunk.c.embedding.cosine_distance(query_vector)
+    return (
+        _chunk_select("vector", 1 - distance)
+        .where(*_chunk_scope(scope))
+        .order_by(distance)
+        .limit(depth)
+    )
+
+
+def _bm25_distance(column: ColumnElement[str], query: str, index: str) -> ColumnElement[float]:
+    """pg_textsearch's `<@>`: minus the BM25 score, 0 for no match. The index is named so
+    the statistics come from it in any plan (PostgreSQL 18 may evaluate the expression
+    outside the index scan)."""
+    bm25_query = func.to_bm25query(bindparam(None, query, Text), bindparam(None, index, Text))
+    return column.op("<@>", return_type=Float)(bm25_query)
+
+
+def _english_tsvector(column: ColumnElement[str]) -> ColumnElement[Any]:
+    """The expression of the GIN indexes of migration 0004, literally ('english' inlined)."""
+    return func.to_tsvector(literal_column("'english'"), column)
+
+
+def _any_term_tsquery(query: str) -> ColumnElement[Any]:
+    """The query's English lexemes joined with OR. Lexemes never hold spaces, so replacing
+    the ' & ' that `plainto_tsquery` puts between them is safe."""
+    all_terms = func.plainto_tsquery(literal_column("'english'"), bindparam(None, query, Text))
+    return cast(func.replace(cast(all_terms, Text), " & ", " | "), TSQUERY)
+
+
+def keyword_memories(
+    scope: Scope, query: str, depth: int, strategy: KeywordStrategy
+) -> Select[Any]:
+    if strategy == "bm25":
+        distance = _bm25_distance(memory.c.content, query, MEMORY_BM25_INDEX)
+        return (
+            _memory_select("keyword", -distance)
+            .where(distance < 0, *_memory_scope(scope))
+            .order_by(distance)
+            .limit(depth)
+        )
+    vector, tsquery = _english_tsvector(memory.c.content), _any_term_tsquery(query)
+    rank = func.ts_rank_cd(vector, tsquery)
+    return (
+        _memory_select("keyword", rank)
+        .where(vector.op("@@")(tsquery), *_memory_scope(scope))
+        .order_by(rank.desc())
+        .limit(depth)
+    )
+
+
+def keyword_chunks(scope: Scope, query: str, depth: int, strategy: KeywordStrategy) -> Select[Any]:
+    if strategy == "bm25":
+        distance = _bm25_distance(chunk.c.text, query, CHUNK_BM25_INDEX)
+        return (
+            _chunk_select("keyword", -distance)
+            .where(distance < 0, *_chunk_scope(scope))
+            .order_by(distance)
+            .limit(depth)
+        )
+    vector, tsquery = _english_tsvector(chunk.c.text), _any_term_tsquery(query)
+    rank = func.ts_rank_cd(vector, tsquery)
+    return (
+        _chunk_select("keyword", rank)
+        .where(vector.op("@@")(tsquery), *_chunk_scope(scope))
+        .order_by(rank.desc())
+        .limit(depth)
+    )
+
+
+def combine(lists: Sequence[Select[Any]]) -> Select[Any] | CompoundSelect[Any]:
+    """The ranked lists as one statement. Each stays a parenthesized subquery with its own
+    ORDER BY and LIMIT, which is the shape its index serves."""
+    wrapped = [select(ranked.subquery()) for ranked in lists]
+    return wrapped[0] if len(wrapped) == 1 else union_all(*wrapped)
+
+
+async def search(
+    conn: AsyncConnection, statement: Select[Any] | CompoundSelect[Any]
+) -> list[RankedRow]:
+    return [RankedRow(**row._mapping) for row in await conn.execute(statement)]

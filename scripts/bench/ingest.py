@@ -1,0 +1,380 @@
+"""Ingestion: the full pipeline's chunks/s against the raw limit and langchain-postgres.
+
+The corpus is real documentation: by default PostgreSQL 15's HTML manual as Debian ships it
+(`apt-get install postgresql-doc-15`), `--limit-files` pages spread evenly over the folder in
+name order, loaded by our HTML loader before any clock starts. Three systems then write the
+same chunks to one scratch embedded PostgreSQL with one in-process bundled model (a single
+`LocalProvider`, batches of `embed_batch_size` texts):
+
+- `pipeline`: `Ingestor.ingest` from loaded documents to committed chunks, as
+  `memory-service ingest` runs it: chunking with the model's tokenizer, embedding through the
+  service's routed embedder, one transaction per batch with document upserts and a binary
+  COPY into `chunk`.
+- `raw`: the limit for that work. The same chunks (cut by our chunker before the clock
+  starts) in the same batches go straight to `LocalProvider.embed`, and the rows to a binary
+  COPY over psycopg, one transaction per batch, into a table made `LIKE chunk INCLUDING ALL`:
+  same columns and the same full-text, BM25 and vector indexes, so the gap to the pipeline
+  is what the pipeline adds (chunking, document rows, bookkeeping), not index upkeep.
+- `langchain`: langchain-postgres `PGVectorStore.aadd_texts` (the coroutine behind
+  `add_texts`; the sync form needs a background event loop of its own) on the same chunk
+  texts and batches, embedding with the same `LocalProvider`, into the table langchain
+  creates (no index besides its primary key).
+
+Each system first ingests the corpus's first `--warmup-chunks` chunks into the table it is
+measured on, untimed, then the whole corpus under a fresh namespace or with fresh ids. A
+second pass runs all three again with an embedder that costs nothing (the vectors the first
+pass made, looked up by text): their write paths alone, which is what an embedder much faster
+than this CPU (a GPU, a remote service) would leave to compare. Prints chunks/s per system
+and embedder, and the ratios pipeline / raw and pipeline / langchain.
+"""
+
+import argparse
+import asyncio
+import itertools
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import psycopg
+from langchain_core.embeddings import Embeddings
+from langchain_postgres import PGEngine, PGVectorStore
+from pgvector.psycopg import register_vector_async
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from memory_service.app import Resources, open_resources
+from memory_service.core.settings import Settings
+from memory_service.documents import loaders
+from memory_service.documents.chunking import Chunk, chunk_text
+from memory_service.documents.loaders import LoadedDocument, LoaderError
+from memory_service.documents.pipeline import Ingestor
+from memory_service.embeddings.local import LocalProvider
+from memory_service.embeddings.provider import (
+    CountTokens,
+    EmbeddingProvider,
+    Tokenizer,
+    Vectors,
+)
+from scripts.bench.harness import command_line, scratch_database
+
+DEFAULT_CORPUS = Path("/usr/share/doc/postgresql-doc-15/html")
+
+
+@dataclass(frozen=True)
+class Corpus:
+    documents: list[LoadedDocument]
+    chunks: list[list[Chunk]]  # per document, as the pipeline's chunker cuts it
+    description: str
+    chunking_seconds: float  # what cutting them took, for reading the pipeline / raw gap
+
+    @property
+    def chunk_count(self) -> int:
+        return sum(len(chunks) for chunks in self.chunks)
+
+    def prefix(self, chunk_count: int) -> "Corpus":
+        """The first documents that together hold at least `chunk_count` chunks."""
+        running = itertools.accumulate(len(chunks) for chunks in self.chunks)
+        end = next((i + 1 for i, total in enumerate(running) if total >= chunk_count), None)
+        return Corpus(self.documents[:end], self.chunks[:end], "warm-up", 0.0)
+
+    def batches(self, batch_chunks: int) -> list[list[tuple[int, Chunk]]]:
+        """(document index, chunk) in the pipeline's batches: whole documents, a batch closed
+        once it holds `batch_chunks` chunks or more (`Ingestor.ingest`'s rule)."""
+        batches: list[list[tuple[int, Chunk]]] = [[]]
+        for index, chunks in enumerate(self.chunks):
+            batches[-1] += [(index, chunk) for chunk in chunks]
+            if len(batches[-1]) >= batch_chunks:
+                batches.append([])
+        return [batch for batch in batches if batch]
+
+
+def spread(files: Sequence[Path], limit: int) -> list[Path]:
+    """`limit` files taken evenly over `files`, in order: a sample of the whole manual rather
+    than its first chapters (alphabetically, the client programs' pages)."""
+    if limit >= len(files):
+        return list(files)
+    return [files[index * len(files) // limit] for index in range(limit)]
+
+
+def read_documents(folder: Path, limit: int) -> tuple[list[LoadedDocument], str]:
+    """The corpus's documents, loaded by our loaders, and a description of them."""
+    if not folder.is_dir():
+        raise SystemExit(f"no corpus at {folder}: apt-get install postgresql-doc-15, or --corpus")
+    every = list(loaders.iter_files(folder))
+    documents = []
+    for item in loaders.iter_documents(spread(every, limit)):
+        if isinstance(item, LoaderError):
+            raise SystemExit(f"cannot load the corpus: {item}")
+        documents.append(item)
+    characters = sum(len(document.text) for document in documents)
+    description = (
+        f"{len(documents)} of the {len(every)} pages under {folder} (spread evenly in name "
+        f"order), {characters / 1e6:.2f} M characters of text after HTML extraction"
+    )
+    return documents, description
+
+
+async def load_corpus(
+    folder: Path, limit: int, provider: LocalProvider, chunk_tokens: int, overlap_tokens: int
+) -> Corpus:
+    documents, description = read_documents(folder, limit)
+
+    def cut(count_tokens: CountTokens) -> list[list[Chunk]]:
+        return [
+            chunk_text(
+                document.text, count_tokens, max_tokens=chunk_tokens, overlap_tokens=overlap_tokens
+            )
+            for document in documents
+        ]
+
+    started = time.perf_counter()
+    chunks = await provider.run_with_counter(cut)
+    return Corpus(documents, chunks, description, time.perf_counter() - started)
+
+
+async def run_pipeline(
+    resources: Resources, ingestor: Ingestor, corpus: Corpus, namespace: str
+) -> float:
+    """Seconds `Ingestor.ingest` takes for the corpus; checks it wrote exactly its chunks."""
+    started = time.perf_counter()
+    report = await ingestor.ingest(corpus.documents, namespace)
+    elapsed = time.perf_counter() - started
+    if report.failed or report.ingested != len(corpus.documents):
+        raise SystemExit(f"pipeline: {report.failed[:3]}, {report.ingested} ingested")
+    async with resources.engine.connect() as conn:
+        stored = (
+            await conn.execute(
+                text(
+                    "SELECT c.text FROM chunk c JOIN document d ON d.id = c.document_id "
+                    "WHERE d.namespace = :namespace ORDER BY d.source_uri, c.ordinal"
+                ),
+                {"namespace": namespace},
+            )
+        ).scalars()
+        expected = [
+            chunk.text
+            for _, chunks in sorted(
+                zip((d.source_uri for d in corpus.documents), corpus.chunks, strict=True)
+            )
+            for chunk in chunks
+        ]
+        if list(stored) != expected:
+            raise SystemExit("pipeline: its chunks differ from the ones the baselines got")
+    return elapsed
+
+
+class PrecomputedEmbedder(EmbeddingProvider):
+    """An embedder that costs nothing: the vectors an earlier run of the model gave the same
+    texts. Running each system with it leaves its write path alone; the model's tokenizer
+    still cuts the pipeline's chunks."""
+
+    def __init__(self, model: LocalProvider, vectors: dict[str, Vectors]) -> None:
+        self.name = "precomputed"
+        self.model_id, self.dimension = model.model_id, model.dimension
+        self.normalized, self.max_input_tokens = model.normalized, model.max_input_tokens
+        self.max_batch = 1_000_000
+        self._model = model
+        self._vectors = vectors
+
+    async def _embed_batch(self, texts: Sequence[str]) -> Vectors:
+        return np.stack([self._vectors[text] for text in texts])
+
+    def tokenizer(self) -> Tokenizer:
+        return self._model
+
+
+async def run_raw(
+    conninfo: str, embedder: EmbeddingProvider, corpus: Corpus, batch_chunks: int, space_id: int
+) -> tuple[float, float, dict[str, Vectors]]:
+    """(embedding seconds, COPY seconds, the vectors by text) for the corpus's batches: embed,
+    then one transaction with one binary COPY per batch, as the pipeline's repository does."""
+    embedding = copying = 0.0
+    made: dict[str, Vectors] = {}
+    async with await psycopg.AsyncConnection.connect(conninfo) as conn:
+        await register_vector_async(conn)
+        document_ids = [uuid.uuid4() for _ in corpus.documents]
+        for batch in corpus.batches(batch_chunks):
+            started = time.perf_counter()
+            vectors = await embedder.embed([chunk.text for _, chunk in batch])
+            embedded = time.perf_counter()
+            async with (
+                conn.transaction(),
+                conn.cursor() as cursor,
+                cursor.copy(_COPY_RAW) as copy,
+            ):
+                copy.set_types(["uuid", "int4", "text", "int4", "int4", "vector"])
+                for (document, chunk), vector in zip(batch, vectors, strict=True):
+                    row = (document_ids[document], chunk.ordinal, chunk.text, chunk.token_count)
+                    await copy.write_row((*row, space_id, vector))
+            embedding += embedded - started
+            copying += time.perf_counter() - embedded
+            made.update(zip((chunk.text for _, chunk in batch), vectors, strict=True))
+    return embedding, copying, made
+
+
+_COPY_RAW = (
+    "COPY raw_chunk (document_id, ordinal, text, token_count, space_id, embedding) "
+    "FROM STDIN (FORMAT BINARY)"
+)
+
+
+class LangchainEmbeddings(Embeddings):
+    """langchain's view of one of our embedders (the bundled model's `LocalProvider`, or the
+    precomputed vectors), so that every system embeds the same texts in the same batches."""
+
+    def __init__(self, embedder: EmbeddingProvider) -> None:
+        self.embedder = embedder
+
+    async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
+        vectors: list[list[float]] = (await self.embedder.embed(texts)).tolist()
+        return vectors
+
+    async def aembed_query(self, text: str) -> list[float]:
+        return (await self.aembed_documents([text]))[0]
+
+    # The model runs on the provider's one worker thread, reached from the event loop; this
+    # benchmark only drives the store asynchronously.
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        raise NotImplementedError("use aembed_documents")
+
+    def embed_query(self, text: str) -> list[float]:
+        raise NotImplementedError("use aembed_query")
+
+
+async def run_langchain(
+    engine: PGEngine, embedder: EmbeddingProvider, corpus: Corpus, batch_chunks: int
+) -> float:
+    store = await PGVectorStore.create(
+        engine, embedding_service=LangchainEmbeddings(embedder), table_name="langchain_chunk"
+    )
+    started = time.perf_counter()
+    for batch in corpus.batches(batch_chunks):
+        await store.aadd_texts([chunk.text for _, chunk in batch])
+    return time.perf_counter() - started
+
+
+@dataclass
+class Systems:
+    """The three systems, opened on one database and ready to run with a given embedder."""
+
+    resources: Resources
+    conninfo: str
+    langchain: PGEngine
+    args: argparse.Namespace
+    vectors: dict[str, Vectors] = field(default_factory=dict)  # by text, from the last run
+
+    async def run(
+        self,
+        embedder: EmbeddingProvider,
+        corpus: Corpus,
+        tag: str,
+        pipeline_embedder: EmbeddingProvider | None = None,
+    ) -> dict[str, float]:
+        """Seconds each system takes for `corpus`, in a fresh namespace or with fresh ids;
+        the pipeline embeds with `pipeline_embedder` when given (the same model behind it)."""
+        args = self.args
+        ingestor = Ingestor(
+            self.resources.engine,
+            pipeline_embedder or embedder,
+            self.resources.space,
+            args.chunk_tokens,
+            args.overlap_tokens,
+            args.batch_chunks,
+        )
+        space_id = self.resources.space.id
+        embedding, copying, self.vectors = await run_raw(
+            self.conninfo, embedder, corpus, args.batch_chunks, space_id
+        )
+        return {
+            "raw": embedding + copying,
+            "raw: COPY": copying,
+            "pipeline": await run_pipeline(self.resources, ingestor, corpus, f"bench-{tag}"),
+            "langchain": await run_langchain(self.langchain, embedder, corpus, args.batch_chunks),
+        }
+
+
+async def measure(
+    url: str, provider: LocalProvider, corpus: Corpus, args: argparse.Namespace
+) -> dict[str, dict[str, float]]:
+    """Seconds per system for the whole corpus with the bundled model after an untimed
+    warm-up, then with its vectors precomputed (the write paths alone)."""
+    settings = Settings(database_url=url, reconciler=False, probe_interval_seconds=3600)
+    conninfo = url.replace("postgresql+psycopg://", "postgresql://", 1)
+    langchain = PGEngine.from_engine(create_async_engine(url))
+    try:
+        async with open_resources(settings, local=provider) as resources:
+            async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
+                await conn.execute("CREATE TABLE raw_chunk (LIKE chunk INCLUDING ALL)")
+            await langchain.ainit_vectorstore_table("langchain_chunk", provider.dimension)
+            systems = Systems(resources, conninfo, langchain, args)
+            # The pipeline embeds as the service does, through discovery's routed embedder,
+            # whose only provider here is `provider`; the baselines call `provider` itself.
+            routed = resources.batch_embedder
+            await systems.run(provider, corpus.prefix(args.warmup_chunks), "warm", routed)
+            bundled = await systems.run(provider, corpus, "bundled", routed)
+            precomputed = PrecomputedEmbedder(provider, systems.vectors)
+            return {
+                "bundled model": bundled,
+                "none (precomputed)": await systems.run(precomputed, corpus, "precomputed"),
+            }
+    finally:
+        await langchain.close()
+
+
+def report(corpus: Corpus, seconds: dict[str, dict[str, float]], args: argparse.Namespace) -> None:
+    chunks = corpus.chunk_count
+    tokens = sum(chunk.token_count for chunks in corpus.chunks for chunk in chunks)
+    print(f"corpus: {corpus.description}")
+    print(
+        f"{chunks} chunks of at most {args.chunk_tokens} tokens (overlap {args.overlap_tokens}, "
+        f"mean {tokens / chunks:.0f}) in {len(corpus.batches(args.batch_chunks))} batches of "
+        f"{args.batch_chunks}+ chunks; warm-up: {args.warmup_chunks}+ chunks, not counted"
+    )
+    print(f"{'chunks/s by embedder':22s}{'raw':>10s}{'pipeline':>10s}{'langchain':>10s}", end="")
+    print(f"{'pipeline/raw':>14s}{'pipeline/langchain':>20s}")
+    for embedder, runs in seconds.items():
+        rates = [chunks / runs[system] for system in ("raw", "pipeline", "langchain")]
+        print(f"{embedder:22s}" + "".join(f"{rate:10.1f}" for rate in rates), end="")
+        print(f"{rates[1] / rates[0]:14.1%}{rates[1] / rates[2]:19.2f}x")
+    bundled = seconds["bundled model"]
+    print(
+        f"raw with the bundled model: {bundled['raw'] - bundled['raw: COPY']:.1f} s embedding, "
+        f"{bundled['raw: COPY']:.1f} s COPY; pipeline: {bundled['pipeline']:.1f} s, of which "
+        f"chunking about {corpus.chunking_seconds:.1f} s (timed when cutting the baselines' chunks)"
+    )
+    print(f"command: {command_line()}")
+
+
+def arguments() -> argparse.Namespace:
+    defaults = Settings.model_fields
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
+    parser.add_argument("--limit-files", type=int, default=120)
+    parser.add_argument("--warmup-chunks", type=int, default=64)
+    parser.add_argument("--chunk-tokens", type=int, default=defaults["chunk_max_tokens"].default)
+    parser.add_argument(
+        "--overlap-tokens", type=int, default=defaults["chunk_overlap_tokens"].default
+    )
+    parser.add_argument("--batch-chunks", type=int, default=defaults["ingest_batch_chunks"].default)
+    return parser.parse_args()
+
+
+async def main() -> None:
+    args = arguments()
+    provider = await LocalProvider.load(max_batch=Settings.model_fields["embed_batch_size"].default)
+    try:
+        corpus = await load_corpus(
+            args.corpus, args.limit_files, provider, args.chunk_tokens, args.overlap_tokens
+        )
+        with scratch_database() as url:
+            seconds = await measure(url, provider, corpus, args)
+    finally:
+        await provider.aclose()
+    report(corpus, seconds, args)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
