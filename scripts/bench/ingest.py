@@ -21,11 +21,22 @@ same chunks to one scratch embedded PostgreSQL with one in-process bundled model
   creates (no index besides its primary key).
 
 Each system first ingests the corpus's first `--warmup-chunks` chunks into the table it is
-measured on, untimed, then the whole corpus under a fresh namespace or with fresh ids. A
-second pass runs all three again with an embedder that costs nothing (the vectors the first
-pass made, looked up by text): their write paths alone, which is what an embedder much faster
-than this CPU (a GPU, a remote service) would leave to compare. Prints chunks/s per system
-and embedder, and the ratios pipeline / raw and pipeline / langchain.
+measured on, untimed, then the whole corpus under a fresh namespace or with fresh ids, batch
+by batch, the three taking turns at going first (a pipeline call per batch does exactly what
+one call for the whole corpus does at that batch), so that load from elsewhere on the machine
+falls on all three alike. A second pass runs all three again with an embedder that costs
+nothing (the vectors the first pass made, looked up by text): their write paths alone, which
+is what an embedder much faster than this CPU (a GPU, a remote service) would leave to
+compare. Prints chunks/s per system and embedder, and the ratios pipeline / raw and
+pipeline / langchain.
+
+Set-up, beyond `make venv`: the corpus is Debian's PostgreSQL manual
+(`apt-get install postgresql-doc-15`), and langchain-postgres, which is not a dependency of
+the service: every release pins `pgvector<0.4`, which the service cannot run with, so it goes
+in without its dependencies (`PGVectorStore` never imports pgvector):
+
+    .venv/bin/pip install "langchain-core>=1.2.11,<2" "psycopg-pool>=3.2.1,<4" "asyncpg>=0.30"
+    .venv/bin/pip install --no-deps langchain-postgres==0.0.19
 """
 
 import argparse
@@ -36,6 +47,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import psycopg
@@ -43,7 +55,7 @@ from langchain_core.embeddings import Embeddings
 from langchain_postgres import PGEngine, PGVectorStore
 from pgvector.psycopg import register_vector_async
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from memory_service.app import Resources, open_resources
 from memory_service.core.settings import Settings
@@ -74,21 +86,29 @@ class Corpus:
     def chunk_count(self) -> int:
         return sum(len(chunks) for chunks in self.chunks)
 
+    def subset(self, indices: Sequence[int]) -> "Corpus":
+        return Corpus(
+            [self.documents[i] for i in indices], [self.chunks[i] for i in indices], "part", 0.0
+        )
+
     def prefix(self, chunk_count: int) -> "Corpus":
         """The first documents that together hold at least `chunk_count` chunks."""
         running = itertools.accumulate(len(chunks) for chunks in self.chunks)
         end = next((i + 1 for i, total in enumerate(running) if total >= chunk_count), None)
-        return Corpus(self.documents[:end], self.chunks[:end], "warm-up", 0.0)
+        return self.subset(range(len(self.documents))[:end])
 
-    def batches(self, batch_chunks: int) -> list[list[tuple[int, Chunk]]]:
-        """(document index, chunk) in the pipeline's batches: whole documents, a batch closed
-        once it holds `batch_chunks` chunks or more (`Ingestor.ingest`'s rule)."""
-        batches: list[list[tuple[int, Chunk]]] = [[]]
+    def batches(self, batch_chunks: int) -> list["Corpus"]:
+        """The corpus cut as the pipeline batches it: whole documents, a batch closed once it
+        holds `batch_chunks` chunks or more (`Ingestor.ingest`'s rule)."""
+        batches: list[list[int]] = [[]]
+        held = 0
         for index, chunks in enumerate(self.chunks):
-            batches[-1] += [(index, chunk) for chunk in chunks]
-            if len(batches[-1]) >= batch_chunks:
+            batches[-1].append(index)
+            held += len(chunks)
+            if held >= batch_chunks:
                 batches.append([])
-        return [batch for batch in batches if batch]
+                held = 0
+        return [self.subset(indices) for indices in batches if indices]
 
 
 def spread(files: Sequence[Path], limit: int) -> list[Path]:
@@ -135,84 +155,56 @@ async def load_corpus(
     return Corpus(documents, chunks, description, time.perf_counter() - started)
 
 
-async def run_pipeline(
-    resources: Resources, ingestor: Ingestor, corpus: Corpus, namespace: str
-) -> float:
-    """Seconds `Ingestor.ingest` takes for the corpus; checks it wrote exactly its chunks."""
+async def run_pipeline(ingestor: Ingestor, batch: Corpus, namespace: str) -> float:
+    """Seconds `Ingestor.ingest` takes for one batch's documents: as in a longer run, one
+    embedding call and one transaction for them."""
     started = time.perf_counter()
-    report = await ingestor.ingest(corpus.documents, namespace)
+    report = await ingestor.ingest(batch.documents, namespace)
     elapsed = time.perf_counter() - started
-    if report.failed or report.ingested != len(corpus.documents):
-        raise SystemExit(f"pipeline: {report.failed[:3]}, {report.ingested} ingested")
-    async with resources.engine.connect() as conn:
-        stored = (
-            await conn.execute(
-                text(
-                    "SELECT c.text FROM chunk c JOIN document d ON d.id = c.document_id "
-                    "WHERE d.namespace = :namespace ORDER BY d.source_uri, c.ordinal"
-                ),
-                {"namespace": namespace},
-            )
-        ).scalars()
-        expected = [
-            chunk.text
-            for _, chunks in sorted(
-                zip((d.source_uri for d in corpus.documents), corpus.chunks, strict=True)
-            )
-            for chunk in chunks
-        ]
-        if list(stored) != expected:
-            raise SystemExit("pipeline: its chunks differ from the ones the baselines got")
+    expected = (len(batch.documents), batch.chunk_count)
+    if report.failed or (report.ingested, report.chunks) != expected:
+        raise SystemExit(f"pipeline: {report}")
     return elapsed
 
 
-class PrecomputedEmbedder(EmbeddingProvider):
-    """An embedder that costs nothing: the vectors an earlier run of the model gave the same
-    texts. Running each system with it leaves its write path alone; the model's tokenizer
-    still cuts the pipeline's chunks."""
-
-    def __init__(self, model: LocalProvider, vectors: dict[str, Vectors]) -> None:
-        self.name = "precomputed"
-        self.model_id, self.dimension = model.model_id, model.dimension
-        self.normalized, self.max_input_tokens = model.normalized, model.max_input_tokens
-        self.max_batch = 1_000_000
-        self._model = model
-        self._vectors = vectors
-
-    async def _embed_batch(self, texts: Sequence[str]) -> Vectors:
-        return np.stack([self._vectors[text] for text in texts])
-
-    def tokenizer(self) -> Tokenizer:
-        return self._model
+async def check_pipeline(engine: AsyncEngine, corpus: Corpus, namespace: str) -> None:
+    """Stop unless the pipeline stored exactly the chunks the baselines were given."""
+    async with engine.connect() as conn:
+        stored = await conn.execute(
+            text(
+                "SELECT c.text FROM chunk c JOIN document d ON d.id = c.document_id "
+                "WHERE d.namespace = :namespace ORDER BY d.source_uri, c.ordinal"
+            ),
+            {"namespace": namespace},
+        )
+        order = sorted(range(len(corpus.documents)), key=lambda i: corpus.documents[i].source_uri)
+        expected = [chunk.text for i in order for chunk in corpus.chunks[i]]
+        if list(stored.scalars()) != expected:
+            raise SystemExit("pipeline: its chunks differ from the ones the baselines got")
 
 
 async def run_raw(
-    conninfo: str, embedder: EmbeddingProvider, corpus: Corpus, batch_chunks: int, space_id: int
+    conn: psycopg.AsyncConnection[Any], embedder: EmbeddingProvider, batch: Corpus, space_id: int
 ) -> tuple[float, float, dict[str, Vectors]]:
-    """(embedding seconds, COPY seconds, the vectors by text) for the corpus's batches: embed,
-    then one transaction with one binary COPY per batch, as the pipeline's repository does."""
-    embedding = copying = 0.0
-    made: dict[str, Vectors] = {}
-    async with await psycopg.AsyncConnection.connect(conninfo) as conn:
-        await register_vector_async(conn)
-        document_ids = [uuid.uuid4() for _ in corpus.documents]
-        for batch in corpus.batches(batch_chunks):
-            started = time.perf_counter()
-            vectors = await embedder.embed([chunk.text for _, chunk in batch])
-            embedded = time.perf_counter()
-            async with (
-                conn.transaction(),
-                conn.cursor() as cursor,
-                cursor.copy(_COPY_RAW) as copy,
-            ):
-                copy.set_types(["uuid", "int4", "text", "int4", "int4", "vector"])
-                for (document, chunk), vector in zip(batch, vectors, strict=True):
-                    row = (document_ids[document], chunk.ordinal, chunk.text, chunk.token_count)
-                    await copy.write_row((*row, space_id, vector))
-            embedding += embedded - started
-            copying += time.perf_counter() - embedded
-            made.update(zip((chunk.text for _, chunk in batch), vectors, strict=True))
-    return embedding, copying, made
+    """(embedding seconds, COPY seconds, the vectors by text) for one batch: one embedding
+    call, then one transaction with one binary COPY, as the pipeline's repository writes."""
+    texts = [chunk.text for chunks in batch.chunks for chunk in chunks]
+    started = time.perf_counter()
+    vectors = await embedder.embed(texts)
+    embedded = time.perf_counter()
+    rows = []
+    for chunks in batch.chunks:
+        document_id = uuid.uuid4()
+        rows += [(document_id, c.ordinal, c.text, c.token_count, space_id) for c in chunks]
+    async with conn.transaction(), conn.cursor() as cursor, cursor.copy(_COPY_RAW) as copy:
+        copy.set_types(["uuid", "int4", "text", "int4", "int4", "vector"])
+        for row, vector in zip(rows, vectors, strict=True):
+            await copy.write_row((*row, vector))
+    return (
+        embedded - started,
+        time.perf_counter() - embedded,
+        dict(zip(texts, vectors, strict=True)),
+    )
 
 
 _COPY_RAW = (
@@ -244,16 +236,33 @@ class LangchainEmbeddings(Embeddings):
         raise NotImplementedError("use aembed_query")
 
 
-async def run_langchain(
-    engine: PGEngine, embedder: EmbeddingProvider, corpus: Corpus, batch_chunks: int
-) -> float:
-    store = await PGVectorStore.create(
-        engine, embedding_service=LangchainEmbeddings(embedder), table_name="langchain_chunk"
-    )
+async def run_langchain(store: PGVectorStore, batch: Corpus) -> float:
     started = time.perf_counter()
-    for batch in corpus.batches(batch_chunks):
-        await store.aadd_texts([chunk.text for _, chunk in batch])
+    await store.aadd_texts([chunk.text for chunks in batch.chunks for chunk in chunks])
     return time.perf_counter() - started
+
+
+class PrecomputedEmbedder(EmbeddingProvider):
+    """An embedder that costs nothing: the vectors an earlier run of the model gave the same
+    texts. Running each system with it leaves its write path alone; the model's tokenizer
+    still cuts the pipeline's chunks."""
+
+    def __init__(self, model: LocalProvider, vectors: dict[str, Vectors]) -> None:
+        self.name = "precomputed"
+        self.model_id, self.dimension = model.model_id, model.dimension
+        self.normalized, self.max_input_tokens = model.normalized, model.max_input_tokens
+        self.max_batch = 1_000_000
+        self._model = model
+        self._vectors = vectors
+
+    async def _embed_batch(self, texts: Sequence[str]) -> Vectors:
+        return np.stack([self._vectors[text] for text in texts])
+
+    def tokenizer(self) -> Tokenizer:
+        return self._model
+
+
+SYSTEMS = ("raw", "pipeline", "langchain")
 
 
 @dataclass
@@ -261,10 +270,10 @@ class Systems:
     """The three systems, opened on one database and ready to run with a given embedder."""
 
     resources: Resources
-    conninfo: str
+    raw: psycopg.AsyncConnection[Any]  # autocommit: `transaction()` is BEGIN ... COMMIT
     langchain: PGEngine
     args: argparse.Namespace
-    vectors: dict[str, Vectors] = field(default_factory=dict)  # by text, from the last run
+    vectors: dict[str, Vectors] = field(default_factory=dict)  # by text, from raw's runs
 
     async def run(
         self,
@@ -274,26 +283,36 @@ class Systems:
         pipeline_embedder: EmbeddingProvider | None = None,
     ) -> dict[str, float]:
         """Seconds each system takes for `corpus`, in a fresh namespace or with fresh ids;
-        the pipeline embeds with `pipeline_embedder` when given (the same model behind it)."""
-        args = self.args
+        the pipeline embeds with `pipeline_embedder` when given (the same model behind it).
+
+        Batch by batch, the systems taking turns at going first, so that load from elsewhere
+        on the machine (and any order effect) falls on all three alike."""
+        args, space = self.args, self.resources.space
         ingestor = Ingestor(
             self.resources.engine,
             pipeline_embedder or embedder,
-            self.resources.space,
+            space,
             args.chunk_tokens,
             args.overlap_tokens,
             args.batch_chunks,
         )
-        space_id = self.resources.space.id
-        embedding, copying, self.vectors = await run_raw(
-            self.conninfo, embedder, corpus, args.batch_chunks, space_id
+        store = await PGVectorStore.create(
+            self.langchain, LangchainEmbeddings(embedder), table_name="langchain_chunk"
         )
-        return {
-            "raw": embedding + copying,
-            "raw: COPY": copying,
-            "pipeline": await run_pipeline(self.resources, ingestor, corpus, f"bench-{tag}"),
-            "langchain": await run_langchain(self.langchain, embedder, corpus, args.batch_chunks),
-        }
+        seconds = dict.fromkeys(("raw: COPY", *SYSTEMS), 0.0)
+        for turn, batch in enumerate(corpus.batches(args.batch_chunks)):
+            for system in SYSTEMS[turn % 3 :] + SYSTEMS[: turn % 3]:
+                if system == "raw":
+                    embedding, copying, vectors = await run_raw(self.raw, embedder, batch, space.id)
+                    seconds["raw"] += embedding + copying
+                    seconds["raw: COPY"] += copying
+                    self.vectors.update(vectors)
+                elif system == "pipeline":
+                    seconds["pipeline"] += await run_pipeline(ingestor, batch, f"bench-{tag}")
+                else:
+                    seconds["langchain"] += await run_langchain(store, batch)
+        await check_pipeline(self.resources.engine, corpus, f"bench-{tag}")
+        return seconds
 
 
 async def measure(
@@ -305,11 +324,14 @@ async def measure(
     conninfo = url.replace("postgresql+psycopg://", "postgresql://", 1)
     langchain = PGEngine.from_engine(create_async_engine(url))
     try:
-        async with open_resources(settings, local=provider) as resources:
-            async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
-                await conn.execute("CREATE TABLE raw_chunk (LIKE chunk INCLUDING ALL)")
+        async with (
+            open_resources(settings, local=provider) as resources,
+            await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as raw,
+        ):
+            await raw.execute("CREATE TABLE raw_chunk (LIKE chunk INCLUDING ALL)")
+            await register_vector_async(raw)
             await langchain.ainit_vectorstore_table("langchain_chunk", provider.dimension)
-            systems = Systems(resources, conninfo, langchain, args)
+            systems = Systems(resources, raw, langchain, args)
             # The pipeline embeds as the service does, through discovery's routed embedder,
             # whose only provider here is `provider`; the baselines call `provider` itself.
             routed = resources.batch_embedder
