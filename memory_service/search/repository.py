@@ -20,7 +20,7 @@ of the service's embedding space. Chunks take their namespace, metadata and `cre
 from their document.
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -198,38 +198,47 @@ def _any_term_tsquery(query: str) -> ColumnElement[Any]:
 def keyword_memories(
     scope: Scope, query: str, depth: int, strategy: KeywordStrategy
 ) -> Select[Any]:
-    if strategy == "bm25":
-        distance = _bm25_distance(memory.c.content, query, MEMORY_BM25_INDEX)
-        return (
-            _memory_select("keyword", -distance)
-            .where(distance < 0, *_memory_scope(scope))
-            .order_by(distance)
-            .limit(depth)
-        )
-    vector, tsquery = _english_tsvector(memory.c.content), _any_term_tsquery(query)
-    rank = func.ts_rank_cd(vector, tsquery)
-    return (
-        _memory_select("keyword", rank)
-        .where(vector.op("@@")(tsquery), *_memory_scope(scope))
-        .order_by(rank.desc())
-        .limit(depth)
+    return _keyword(
+        _memory_select,
+        memory.c.content,
+        MEMORY_BM25_INDEX,
+        _memory_scope(scope),
+        query,
+        depth,
+        strategy,
     )
 
 
 def keyword_chunks(scope: Scope, query: str, depth: int, strategy: KeywordStrategy) -> Select[Any]:
+    return _keyword(
+        _chunk_select, chunk.c.text, CHUNK_BM25_INDEX, _chunk_scope(scope), query, depth, strategy
+    )
+
+
+def _keyword(
+    select_for: Callable[[RankedBy, ColumnElement[float]], Select[Any]],
+    column: ColumnElement[str],
+    bm25_index: str,
+    scope: Sequence[ColumnElement[bool]],
+    query: str,
+    depth: int,
+    strategy: KeywordStrategy,
+) -> Select[Any]:
+    """The best `depth` rows by keyword: BM25 through the named index (its distances are
+    negated scores; 0 means no term matched), or full-text rank over matching rows."""
     if strategy == "bm25":
-        distance = _bm25_distance(chunk.c.text, query, CHUNK_BM25_INDEX)
+        distance = _bm25_distance(column, query, bm25_index)
         return (
-            _chunk_select("keyword", -distance)
-            .where(distance < 0, *_chunk_scope(scope))
+            select_for("keyword", -distance)
+            .where(distance < 0, *scope)
             .order_by(distance)
             .limit(depth)
         )
-    vector, tsquery = _english_tsvector(chunk.c.text), _any_term_tsquery(query)
+    vector, tsquery = _english_tsvector(column), _any_term_tsquery(query)
     rank = func.ts_rank_cd(vector, tsquery)
     return (
-        _chunk_select("keyword", rank)
-        .where(vector.op("@@")(tsquery), *_chunk_scope(scope))
+        select_for("keyword", rank)
+        .where(vector.op("@@")(tsquery), *scope)
         .order_by(rank.desc())
         .limit(depth)
     )
