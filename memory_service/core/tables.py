@@ -46,8 +46,6 @@ def _english_tsvector(column: str) -> ColumnElement[Any]:
     return func.to_tsvector(literal_column("'english'"), literal_column(column))
 
 
-MEMORY_STATUSES = ("pending", "embedded", "failed")
-
 embedding_space = Table(
     "embedding_space",
     metadata,

@@ -46,7 +46,6 @@ class ManagedProvider:
     breaker: CircuitBreaker
     health: ProviderHealth = field(default_factory=ProviderHealth)
     parity: float | None = None
-    last_probe_at: float | None = None
 
     @property
     def name(self) -> str:
@@ -102,7 +101,6 @@ class Discovery:
 
     async def _probe(self, provider: ManagedProvider) -> Vectors | None:
         started = self._clock()
-        provider.last_probe_at = started
         try:
             await provider.client.probe()
             vectors = await provider.client.embed(self._canary_texts)
@@ -146,12 +144,11 @@ class Discovery:
         self, provider: ManagedProvider, latency_ms: float | None, error: str | None
     ) -> None:
         """Record one call's outcome (probe or live): health and breaker."""
-        now = self._clock()
         if error is None and latency_ms is not None:
-            provider.health.observe_success(latency_ms, now)
+            provider.health.observe_success(latency_ms)
             provider.breaker.record_success()
         else:
-            provider.health.observe_failure(error or "unknown error", now)
+            provider.health.observe_failure(error or "unknown error")
             provider.breaker.record_failure()
 
     def _declared_for(self, provider: ManagedProvider) -> bool:
@@ -216,7 +213,7 @@ class Discovery:
                     else None,
                     latency_ms=provider.health.latency_ms,
                     error_rate=provider.health.error_rate,
-                    consecutive_failures=provider.health.consecutive_failures,
+                    consecutive_failures=provider.breaker.consecutive_failures,
                     parity=provider.parity,
                     last_error=provider.health.last_error,
                 )

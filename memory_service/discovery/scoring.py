@@ -24,30 +24,22 @@ PRIORITY_SCALE = 10.0
 class ProviderHealth:
     latency_ms: float | None = None
     error_rate: float = 0.0
-    consecutive_failures: int = 0
     successes: int = 0
-    failures: int = 0
     last_error: str | None = None
-    last_success_at: float | None = None
-    last_failure_at: float | None = None
 
-    def observe_success(self, latency_ms: float, now: float) -> None:
+    def observe_success(self, latency_ms: float) -> None:
         self.latency_ms = (
             latency_ms
             if self.latency_ms is None
             else ALPHA * latency_ms + (1 - ALPHA) * self.latency_ms
         )
         self.error_rate = (1 - ALPHA) * self.error_rate
-        self.consecutive_failures = 0
         self.successes += 1
-        self.last_success_at = now
 
-    def observe_failure(self, error: str, now: float) -> None:
+    def observe_failure(self, error: str) -> None:
+        """Consecutive failures are counted once, by the provider's circuit breaker."""
         self.error_rate = ALPHA + (1 - ALPHA) * self.error_rate
-        self.consecutive_failures += 1
-        self.failures += 1
         self.last_error = error
-        self.last_failure_at = now
 
 
 def score(health: ProviderHealth, priority: int) -> float:

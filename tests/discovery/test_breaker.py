@@ -75,23 +75,23 @@ class TestCircuitBreaker:
 class TestScore:
     def test_priority_ranks_equally_healthy_providers(self) -> None:
         fast = ProviderHealth()
-        fast.observe_success(20, 0)
+        fast.observe_success(20)
         assert score(fast, 10) > score(fast, 20) > score(fast, 100)
 
     def test_latency_and_errors_lower_the_score(self) -> None:
         quick, slow, flaky = ProviderHealth(), ProviderHealth(), ProviderHealth()
-        quick.observe_success(20, 0)
-        slow.observe_success(800, 0)
-        flaky.observe_success(20, 0)
-        flaky.observe_failure("boom", 1)
+        quick.observe_success(20)
+        slow.observe_success(800)
+        flaky.observe_success(20)
+        flaky.observe_failure("boom")
         assert score(quick, 10) > score(slow, 10)
         assert score(quick, 10) > score(flaky, 10)
         assert score(slow, 10) < score(quick, 20), "a slow primary loses to a quick fallback"
 
     def test_formula_as_documented(self) -> None:
         health = ProviderHealth()
-        health.observe_success(100, 0)
-        health.observe_failure("x", 1)
+        health.observe_success(100)
+        health.observe_failure("x")
         expected = (1 - 0.3) / ((1 + 100 / 100) * (1 + 10 / 10))
         assert abs(score(health, 10) - expected) < 1e-12
-        assert health.consecutive_failures == 1 and health.last_error == "x"
+        assert health.last_error == "x"
