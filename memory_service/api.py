@@ -5,6 +5,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from memory_service.chat.endpoints import router as openai_router
 from memory_service.core.db import current_revision, ping
 from memory_service.core.handlers import error_response
 from memory_service.core.migrations import head_revision
@@ -19,6 +20,7 @@ router.include_router(memories_router)
 router.include_router(providers_router)
 router.include_router(search_router)
 router.include_router(documents_router)
+router.include_router(openai_router)
 
 
 @router.get("/health", tags=["health"])

@@ -18,11 +18,19 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from memory_service.api import router
+from memory_service.chat.budget import CloudBudget
+from memory_service.chat.embeddings import EmbeddingsGateway
+from memory_service.chat.service import ChatGateway
 from memory_service.core.db import create_engine, ensure_schema_at_head
 from memory_service.core.errors import InvalidRequest
 from memory_service.core.handlers import install_error_handlers
 from memory_service.core.settings import Settings
-from memory_service.discovery.config import embedded_default, load_providers
+from memory_service.discovery.chat import ChatDiscovery, build_chat_providers
+from memory_service.discovery.config import (
+    HttpProviderConfig,
+    embedded_default,
+    load_providers,
+)
 from memory_service.discovery.factory import build_providers
 from memory_service.discovery.registry import Discovery
 from memory_service.discovery.routing import RoutedEmbedder
@@ -48,7 +56,9 @@ class Resources:
     reconciler: Reconciler
     # For bulk work (reconciler, ingestion): large batches of its own, no coalescing.
     batch_embedder: EmbeddingProvider
+    embeddings_gateway: EmbeddingsGateway
     discovery: Discovery | None = None
+    chat: ChatGateway | None = None
     documents: Ingestor | None = None
     documents_unavailable: str = "document ingestion is not configured"
 
@@ -98,18 +108,19 @@ async def open_resources(
         documents, unavailable = _documents(
             settings, engine, background_embedder or embedder, space
         )
+        memories = MemoryService(
+            engine,
+            embedder,
+            space,
+            settings.limits,
+            settings.inline_embed_seconds,
+            VectorSettings(settings.diskann_search_list_size, settings.diskann_rescore),
+        )
         yield Resources(
             engine=engine,
             embedder=embedder,
             space=space,
-            memories=MemoryService(
-                engine,
-                embedder,
-                space,
-                settings.limits,
-                settings.inline_embed_seconds,
-                VectorSettings(settings.diskann_search_list_size, settings.diskann_rescore),
-            ),
+            memories=memories,
             search=SearchService(
                 engine,
                 embedder,
@@ -126,10 +137,37 @@ async def open_resources(
                 settings.reconcile_batch_size,
                 settings.reconcile_max_attempts,
             ),
+            embeddings_gateway=EmbeddingsGateway(
+                background_embedder or embedder,
+                space,
+                settings.limits,
+                _served_names(discovery),
+            ),
             discovery=discovery,
+            chat=None
+            if discovery is None
+            else ChatGateway(
+                discovery.chat,
+                CloudBudget(
+                    engine, settings.chat_cloud_daily_requests, settings.chat_cloud_daily_tokens
+                ),
+                memories,
+                settings.chat_default_max_tokens,
+            ),
             documents=documents,
             documents_unavailable=unavailable,
         )
+
+
+def _served_names(discovery: Discovery | None) -> list[str]:
+    """The names the space's HTTP providers serve its model as (clients may use them)."""
+    if discovery is None:
+        return []
+    return [
+        p.config.model
+        for p in discovery.providers
+        if isinstance(p.config, HttpProviderConfig) and p.declared.model == discovery.space.model
+    ]
 
 
 def _documents(
@@ -187,7 +225,10 @@ async def _open_discovery(
         if provider.client is not local:
             stack.push_async_callback(provider.client.aclose)
 
-    discovery = Discovery(providers, space, engine, parity_min_cosine=settings.parity_min_cosine)
+    chat = ChatDiscovery(build_chat_providers(config.chat, http, settings))
+    discovery = Discovery(
+        providers, space, engine, parity_min_cosine=settings.parity_min_cosine, chat=chat
+    )
     await discovery.probe_all()
     return discovery
 

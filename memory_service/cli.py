@@ -7,7 +7,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import uvicorn
@@ -126,18 +126,41 @@ def format_providers(body: dict[str, Any]) -> str:
                 p["name"],
                 p["kind"],
                 p["state"],
-                "-" if p["score"] is None else f"{p['score']:.3f}",
-                "-" if p["latency_ms"] is None else f"{p['latency_ms']:.0f} ms",
-                f"{p['error_rate']:.2f}",
+                *_health_cells(p),
                 "-" if p["parity"] is None else f"{p['parity']:.4f}",
                 p["reason"],
             )
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
+    lines.extend(_table(rows))
+    chat = body.get("chat") or []
+    if chat:
+        chat_rows = [
+            ("chat provider", "kind", "tier", "state", "score", "latency", "errors", "eligibility")
+        ]
+        for p in chat:
+            chat_rows.append(
+                (p["name"], p["kind"], p["tier"], p["state"], *_health_cells(p), p["reason"])
+            )
+        lines.extend(["", *_table(chat_rows)])
+    return "\n".join(lines)
+
+
+def _health_cells(p: dict[str, Any]) -> tuple[str, str, str]:
+    return (
+        "-" if p["score"] is None else f"{p['score']:.3f}",
+        "-" if p["latency_ms"] is None else f"{p['latency_ms']:.0f} ms",
+        f"{p['error_rate']:.2f}",
+    )
+
+
+def _table(rows: Sequence[tuple[str, ...]]) -> list[str]:
+    """Left-aligned columns; the last one (a reason) is not padded."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    lines = []
     for row in rows:
         cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
         lines.append("  ".join([*cells, row[-1]]))
-    return "\n".join(lines)
+    return lines
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,8 +7,11 @@
     ├── LimitExceeded (422 limit_exceeded)
     ├── InputTooLong (422 input_too_long)
     ├── InputRejected (422 input_rejected)
+    ├── UpstreamRejected (the provider's 4xx, upstream_rejected)
+    ├── BudgetExhausted (429 budget_exhausted)
     └── ServiceUnavailable (503 service_unavailable)
-        └── EmbedderUnavailable (503 embedder_unavailable)
+        ├── EmbedderUnavailable (503 embedder_unavailable)
+        └── ChatUnavailable (503 chat_unavailable)
 
     StartupError: refused start (schema behind, embedding space changed); not an HTTP error.
 
@@ -62,6 +65,24 @@ class InputRejected(MemoryServiceError):
     error_type = "input_rejected"
 
 
+class UpstreamRejected(MemoryServiceError):
+    """A chat provider refused the client's request (its own 4xx): relayed, not retried."""
+
+    status_code = 400
+    error_type = "upstream_rejected"
+
+    def __init__(self, message: str, status: int, details: Any = None) -> None:
+        super().__init__(message, details)
+        self.status_code = status  # type: ignore[misc]
+
+
+class BudgetExhausted(MemoryServiceError):
+    """The daily cloud chat budget is spent; it resets at 00:00 UTC."""
+
+    status_code = 429
+    error_type = "budget_exhausted"
+
+
 class ServiceUnavailable(MemoryServiceError):
     status_code = 503
     error_type = "service_unavailable"
@@ -69,6 +90,10 @@ class ServiceUnavailable(MemoryServiceError):
 
 class EmbedderUnavailable(ServiceUnavailable):
     error_type = "embedder_unavailable"
+
+
+class ChatUnavailable(ServiceUnavailable):
+    error_type = "chat_unavailable"
 
 
 class StartupError(Exception):

@@ -94,6 +94,16 @@ class Settings(BaseSettings):
         60, ge=1, le=1_000, description="Reciprocal rank fusion constant of hybrid search."
     )
 
+    chat_cloud_daily_requests: int = Field(
+        500, ge=0, description="Cloud chat requests per UTC day, across all processes; 0: none."
+    )
+    chat_cloud_daily_tokens: int = Field(
+        2_000_000, ge=0, description="Cloud chat tokens (prompt + completion) per UTC day."
+    )
+    chat_default_max_tokens: int = Field(
+        1_024, ge=1, description="Completion size assumed for routing when a request sets none."
+    )
+
     pool_size: int = Field(10, ge=1)
     limits: Limits = Field(default_factory=Limits)
 

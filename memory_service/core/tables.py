@@ -21,6 +21,7 @@ from sqlalchemy import (
     CheckConstraint,
     Column,
     ColumnElement,
+    Date,
     DateTime,
     Float,
     ForeignKey,
@@ -154,6 +155,17 @@ chunk = Table(
         postgresql_using="bm25",
         postgresql_with={"text_config": "english"},
     ),
+)
+
+# Requests and tokens sent to cloud chat providers, per UTC day (chat/budget.py).
+cloud_usage = Table(
+    "cloud_usage",
+    metadata,
+    Column("day", Date, primary_key=True),
+    Column("requests", Integer, nullable=False, server_default=text("0")),
+    Column("tokens", BigInteger, nullable=False, server_default=text("0")),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("requests >= 0 AND tokens >= 0", name="cloud_usage_non_negative"),
 )
 
 # Tables whose `embedding` column gets one vector index per embedding space.

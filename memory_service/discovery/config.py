@@ -45,20 +45,20 @@ class _ProviderBase(BaseModel):
     max_batch: int = Field(64, ge=1, le=4_096)
 
 
-class _HttpProvider(_ProviderBase):
+class HttpProviderConfig(_ProviderBase):
     base_url: str = Field(pattern=r"^https?://")
     model: str = Field(min_length=1, description="The model name the server serves.")
     api_key_env: str | None = None
     api_key: str | None = Field(None, exclude=True, description="Resolved from api_key_env.")
 
 
-class OpenAIProviderConfig(_HttpProvider):
+class OpenAIProviderConfig(HttpProviderConfig):
     """vLLM, or any OpenAI-compatible server (TEI, infinity, OpenAI)."""
 
     kind: Literal["vllm", "openai"]
 
 
-class OllamaProviderConfig(_HttpProvider):
+class OllamaProviderConfig(HttpProviderConfig):
     kind: Literal["ollama"]
     keep_alive: str = "5m"
 
@@ -75,16 +75,58 @@ ProviderConfig = Annotated[
     Field(discriminator="kind"),
 ]
 
+CLOUD_CHAT_KINDS = frozenset({"groq", "gemini", "openai"})
+
+
+class ChatProviderConfig(BaseModel):
+    """A chat model behind an OpenAI-compatible `/chat/completions`.
+
+    `base_url` is the server root for `vllm` and `ollama` (the client adds `/v1`) and the API
+    base for cloud kinds, as their documentation gives it (Groq
+    `https://api.groq.com/openai/v1`, Gemini
+    `https://generativelanguage.googleapis.com/v1beta/openai`). `tier` defaults from the kind:
+    vllm and ollama are local, groq, gemini and openai are cloud. `context_window` is what the
+    escalation policy compares a request's estimated size with. `aliases` are extra model names
+    clients may ask for (`model` itself and `auto` always route here).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$", max_length=64)
+    kind: Literal["vllm", "ollama", "openai", "groq", "gemini"]
+    base_url: str = Field(pattern=r"^https?://")
+    model: str = Field(min_length=1, description="The model name the server serves.")
+    tier: Literal["local", "cloud"] | None = None
+    context_window: int = Field(8192, ge=256)
+    aliases: list[str] = Field(default_factory=list)
+    priority: int = Field(100, ge=0, description="Lower is preferred.")
+    connect_timeout: float = Field(2.0, gt=0)
+    read_timeout: float = Field(120.0, gt=0)
+    api_key_env: str | None = None
+    api_key: str | None = Field(None, exclude=True, description="Resolved from api_key_env.")
+
+    @model_validator(mode="after")
+    def _tier(self) -> "ChatProviderConfig":
+        if self.tier is None:
+            self.tier = "cloud" if self.kind in CLOUD_CHAT_KINDS else "local"
+        return self
+
+    @property
+    def configured(self) -> bool:
+        """A provider that needs a key and has none is not configured, never available."""
+        return self.api_key_env is None or bool(self.api_key)
+
 
 class ProvidersConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     spaces: dict[str, SpaceConfig]
     providers: list[ProviderConfig] = Field(min_length=1)
+    chat: list[ChatProviderConfig] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _consistent(self) -> "ProvidersConfig":
-        names = [provider.name for provider in self.providers]
+        names = [provider.name for provider in [*self.providers, *self.chat]]
         repeated = sorted({name for name in names if names.count(name) > 1})
         if repeated:
             raise ValueError(f"provider names repeat: {repeated}")
@@ -99,11 +141,32 @@ class ProvidersConfig(BaseModel):
 def embedded_default(
     space: str, model: str, dimension: int, normalized: bool, path: Path | None
 ) -> ProvidersConfig:
-    """One local model (the bundled one unless `path`), serving the space `space`."""
+    """One local model (the bundled one unless `path`), serving the space `space`; for chat,
+    the two clouds, configured only once their keys are in the environment."""
     return ProvidersConfig(
         spaces={space: SpaceConfig(model=model, dimension=dimension, normalized=normalized)},
         providers=[
             LocalProviderConfig(name="local", kind="local", space=space, priority=100, path=path)
+        ],
+        chat=[
+            ChatProviderConfig(
+                name="groq",
+                kind="groq",
+                base_url="https://api.groq.com/openai/v1",
+                model="llama-3.3-70b-versatile",
+                context_window=131_072,
+                api_key_env="GROQ_API_KEY",
+                priority=10,
+            ),
+            ChatProviderConfig(
+                name="gemini",
+                kind="gemini",
+                base_url="https://generativelanguage.googleapis.com/v1beta/openai",
+                model="gemini-2.5-flash",
+                context_window=1_048_576,
+                api_key_env="GEMINI_API_KEY",
+                priority=20,
+            ),
         ],
     )
 
@@ -126,7 +189,7 @@ def load_providers(
             raw = yaml.safe_load(path.read_text()) or {}
         except (OSError, yaml.YAMLError) as exc:
             raise StartupError(f"cannot read providers file {path}: {exc}") from exc
-    providers = raw.get("providers", [])
+    providers = [*raw.get("providers", []), *raw.get("chat", [])]
     known = {_env_key(str(entry.get("name", ""))) for entry in providers}
     unknown = sorted(set(overrides) - known)
     if unknown:

@@ -7,6 +7,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel
 
 from memory_service.discovery import scoring
+from memory_service.discovery.chat import ChatProviderStatus
 from memory_service.discovery.registry import Discovery, ProviderStatus
 
 router = APIRouter(prefix="/v1/providers", tags=["providers"])
@@ -17,11 +18,12 @@ class ProvidersOut(BaseModel):
     best: str | None
     score_formula: str
     providers: list[ProviderStatus]
+    chat: list[ChatProviderStatus] = []
 
 
 @router.get("", response_model=ProvidersOut)
 async def list_providers(request: Request) -> ProvidersOut:
-    """Provider states, scores and eligibility for the service's embedding space."""
+    """Provider states, scores and eligibility: embedders of the service's space, and chat."""
     discovery: Discovery | None = request.app.state.resources.discovery
     formula = scoring.FORMULA
     if discovery is None:
@@ -33,4 +35,5 @@ async def list_providers(request: Request) -> ProvidersOut:
         best=best.name if best else None,
         score_formula=formula,
         providers=discovery.status(),
+        chat=discovery.chat.status(),
     )

@@ -24,6 +24,7 @@ import numpy as np
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from memory_service.discovery.breaker import CircuitBreaker
+from memory_service.discovery.chat import ChatDiscovery, ManagedChatProvider
 from memory_service.discovery.config import ProviderConfig, SpaceConfig
 from memory_service.discovery.scoring import ProviderHealth, score
 from memory_service.embeddings.provider import EmbeddingProvider, ProviderError, Vectors
@@ -79,8 +80,10 @@ class Discovery:
         *,
         parity_min_cosine: float = 0.99,
         clock: Callable[[], float] = time.monotonic,
+        chat: ChatDiscovery | None = None,
     ) -> None:
         self.providers = list(providers)
+        self.chat = chat if chat is not None else ChatDiscovery([], clock=clock)
         self.space = space
         self._engine = engine
         self._parity_min = parity_min_cosine
@@ -89,10 +92,13 @@ class Discovery:
         self._canary_texts: tuple[str, ...] = CANARY_TEXTS
 
     async def probe_all(self) -> None:
-        """Probe every provider concurrently, then judge parity in priority order."""
+        """Probe every provider (chat ones too) concurrently, then judge parity in priority
+        order."""
         await self._load_references()
         due = [provider for provider in self.providers if provider.breaker.allow()]
-        canaries = await asyncio.gather(*(self._probe(provider) for provider in due))
+        canaries, _ = await asyncio.gather(
+            asyncio.gather(*(self._probe(provider) for provider in due)), self.chat.probe_all()
+        )
         for provider, vectors in sorted(
             zip(due, canaries, strict=True), key=lambda pair: pair[0].config.priority
         ):
@@ -185,8 +191,12 @@ class Discovery:
 
     def best_provider(
         self, task: str = "embed", space: str | None = None
-    ) -> ManagedProvider | None:
-        """The best eligible provider for `task` in `space` (default: the service's space)."""
+    ) -> ManagedProvider | ManagedChatProvider | None:
+        """The best eligible provider for `task` ("embed" in `space`, default the service's
+        space; or "chat", any tier: chat routing itself is the escalation policy's)."""
+        if task == "chat":
+            chat = self.chat.ranked()
+            return chat[0] if chat else None
         if task != "embed":
             raise ValueError(f"unknown task {task!r}")
         if space is not None and space != self.space.name:

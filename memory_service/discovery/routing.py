@@ -41,6 +41,12 @@ class RoutedEmbedder(EmbeddingProvider):
         self.max_input_tokens = self._counter.max_input_tokens if self._counter else 0
 
     async def _embed_batch(self, texts: Sequence[str]) -> Vectors:
+        vectors, _ = await self.embed_routed(texts)
+        return vectors
+
+    async def embed_routed(self, texts: Sequence[str]) -> tuple[Vectors, str]:
+        """The vectors and the name of the provider that made them (each provider's client
+        has checked their shape)."""
         tried: list[str] = []
         for provider in self.discovery.ranked():
             if not provider.breaker.allow():
@@ -63,7 +69,7 @@ class RoutedEmbedder(EmbeddingProvider):
                 tried.append(f"{provider.name}: {type(exc).__name__}: {exc}")
                 continue
             self.discovery.observe(provider, (time.monotonic() - started) * 1000, None)
-            return vectors
+            return vectors, provider.name
         reasons = tried or [
             f"{p.name}: {self.discovery.ineligibility(p) or 'busy (half-open trial)'}"
             for p in self.discovery.providers

@@ -44,11 +44,14 @@ async def send(
 
 def error_message(response: httpx.Response) -> str:
     """The server's own words: OpenAI/vLLM `{"error": {"message"}}`, older vLLM
-    `{"object": "error", "message"}`, Ollama `{"error": "..."}`, or the raw text."""
+    `{"object": "error", "message"}`, Ollama `{"error": "..."}`, Gemini's OpenAI-compatible
+    `[{"error": {"code", "message", "status"}}]`, or the raw text."""
     try:
         body = response.json()
     except (json.JSONDecodeError, UnicodeDecodeError):
         return f"HTTP {response.status_code}: {response.text[:300]}"
+    if isinstance(body, list) and body and isinstance(body[0], dict):
+        body = body[0]
     if isinstance(body, dict):
         error = body.get("error")
         if isinstance(error, dict) and isinstance(error.get("message"), str):
@@ -64,7 +67,8 @@ def error_message(response: httpx.Response) -> str:
 
 def raise_for_status(provider: str, response: httpx.Response) -> None:
     """2xx passes. 404: the model is not served here. Other 4xx: the input (or the request)
-    is at fault, except 401/403/408/429, which say the provider cannot serve us now."""
+    is at fault, except 401/403/408/429 and Gemini's 400 `API_KEY_INVALID`, which say the
+    provider cannot serve us now."""
     status = response.status_code
     if status < 300:
         return
@@ -73,6 +77,6 @@ def raise_for_status(provider: str, response: httpx.Response) -> None:
         raise ProviderModelNotFound(provider, message)
     if status >= 500:
         raise ProviderServerError(provider, message)
-    if status in (401, 403, 408, 429):
+    if status in (401, 403, 408, 429) or "API_KEY_INVALID" in response.text:
         raise ProviderUnavailable(provider, message)
-    raise ProviderInputError(provider, message)
+    raise ProviderInputError(provider, message, status=status)

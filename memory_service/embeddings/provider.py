@@ -67,9 +67,14 @@ class ProviderBadResponse(ProviderUnavailable):
 
 
 class ProviderInputError(ProviderError):
-    def __init__(self, provider: str, message: str, index: int | None = None) -> None:
+    """`status` is the provider's own 4xx, relayed by the OpenAI-compatible gateway."""
+
+    def __init__(
+        self, provider: str, message: str, index: int | None = None, status: int = 400
+    ) -> None:
         super().__init__(provider, message)
         self.index = index
+        self.status = status
 
 
 class EmbeddingProvider(ABC):

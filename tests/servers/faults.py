@@ -36,6 +36,9 @@ class Fault(enum.Enum):
     NO_BASE64 = "no_base64"
     SHUFFLED = "shuffled"
     LEGACY_ONLY = "legacy_only"
+    RATE_LIMITED = "rate_limited"
+    STREAM_BREAK = "stream_break"
+    STREAM_ERROR = "stream_error"
 
 
 TRANSPORT_FAULTS = frozenset({Fault.SLOW, Fault.HANG, Fault.DROP})
@@ -134,6 +137,28 @@ class OllamaFaults(FaultSwitch):
     def legacy_only(self) -> None:
         """Behave like an Ollama older than 0.3.0: no `/api/embed` route, gin's plain 404."""
         self.set(FaultSetting(Fault.LEGACY_ONLY))
+
+
+class ChatFaults(FaultSwitch):
+    """Chat servers: `error_500` and `rate_limited` answer completions (and `/health`, for
+    `error_500`) with the flavour's own body; the stream faults act after two content chunks."""
+
+    supported = frozenset(
+        {Fault.OK, Fault.ERROR_500, Fault.SLOW, Fault.HANG, Fault.DROP}
+        | {Fault.RATE_LIMITED, Fault.STREAM_BREAK, Fault.STREAM_ERROR}
+    )
+
+    def rate_limited(self) -> None:
+        """Answer completions with the flavour's 429."""
+        self.set(FaultSetting(Fault.RATE_LIMITED))
+
+    def stream_break(self) -> None:
+        """Stream two content chunks, then drop the connection mid-body (a crashed server)."""
+        self.set(FaultSetting(Fault.STREAM_BREAK))
+
+    def stream_error(self) -> None:
+        """Stream two content chunks, then vLLM's in-stream error event and `[DONE]`."""
+        self.set(FaultSetting(Fault.STREAM_ERROR))
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,72 @@
+"""The daily cloud budget: requests and tokens sent to cloud chat providers per UTC day.
+
+Kept in PostgreSQL (`cloud_usage`), so it holds across restarts and across every process
+that shares the database. A cloud call first reserves one request and its estimated tokens
+(prompt estimate + requested completion) in one conditional statement; a refusal is a 429
+`budget_exhausted` before anything is sent. After the call the reservation is settled with
+the provider's reported `usage.total_tokens`, or given back in full when the call failed
+(a provider that errors has not spent our quota). A streamed answer without usage keeps the
+estimate. Settling can take the day slightly past the token limit when a provider used more
+than estimated; the next reservation is then refused.
+"""
+
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from memory_service.chat import repository
+from memory_service.core.errors import BudgetExhausted
+
+
+@dataclass(frozen=True)
+class Reservation:
+    day: date
+    tokens: int
+
+
+class CloudBudget:
+    def __init__(self, engine: AsyncEngine, max_requests: int, max_tokens: int) -> None:
+        self._engine = engine
+        self.max_requests = max_requests
+        self.max_tokens = max_tokens
+
+    async def reserve(self, tokens: int) -> Reservation:
+        """Reserve one request of `tokens`; BudgetExhausted when today's budget cannot."""
+        if self.max_requests == 0 or tokens > self.max_tokens:
+            raise BudgetExhausted(
+                f"a cloud request of ~{tokens} tokens can never fit the daily budget "
+                f"({self.max_requests} requests, {self.max_tokens} tokens)",
+                await self.usage(),
+            )
+        async with self._engine.begin() as conn:
+            reserved = await repository.reserve(conn, tokens, self.max_requests, self.max_tokens)
+        if reserved is None:
+            raise BudgetExhausted(
+                "the daily cloud budget is spent; it resets at 00:00 UTC", await self.usage()
+            )
+        return Reservation(reserved[0], tokens)
+
+    async def settle(self, reservation: Reservation, used_tokens: int | None) -> None:
+        """Replace the estimate by what the provider reported (None: keep the estimate)."""
+        if used_tokens is None or used_tokens == reservation.tokens:
+            return
+        async with self._engine.begin() as conn:
+            await repository.adjust(conn, reservation.day, 0, used_tokens - reservation.tokens)
+
+    async def refund(self, reservation: Reservation) -> None:
+        """The call failed: give back its request and its tokens."""
+        async with self._engine.begin() as conn:
+            await repository.adjust(conn, reservation.day, -1, -reservation.tokens)
+
+    async def usage(self) -> dict[str, Any]:
+        async with self._engine.connect() as conn:
+            day, requests, tokens = await repository.today(conn)
+        return {
+            "day": day.isoformat(),
+            "requests": requests,
+            "tokens": tokens,
+            "max_requests": self.max_requests,
+            "max_tokens": self.max_tokens,
+        }

@@ -1,0 +1,130 @@
+"""OpenAI's `/v1/embeddings`, served through discovery with failover and space safety.
+
+The service embeds one space, so a client may name that space's model, the space itself, or a
+provider's served name for it; anything else is a 404 (`model_not_found`), never another
+model's vectors. `dimensions` other than the space's is refused (400): vectors are never
+truncated. Texts over the model's window are refused with the index of the first one, where
+the model's tokenizer is local; a remote provider refuses them itself (its 4xx is relayed).
+`base64` is OpenAI's encoding: the little-endian float32 bytes of each vector, base64-encoded.
+"""
+
+import base64
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from memory_service.chat.schemas import EmbeddingsRequest
+from memory_service.core.errors import (
+    EmbedderUnavailable,
+    InputTooLong,
+    InvalidRequest,
+    LimitExceeded,
+    NotFound,
+    UpstreamRejected,
+)
+from memory_service.core.settings import Limits
+from memory_service.discovery.routing import RoutedEmbedder
+from memory_service.embeddings.provider import (
+    EmbeddingProvider,
+    ProviderInputError,
+    ProviderUnavailable,
+    Vectors,
+)
+from memory_service.embeddings.spaces import EmbeddingSpace
+
+
+@dataclass(frozen=True)
+class EmbeddingsAnswer:
+    body: dict[str, Any]
+    provider: str
+
+
+class EmbeddingsGateway:
+    def __init__(
+        self,
+        embedder: EmbeddingProvider,
+        space: EmbeddingSpace,
+        limits: Limits,
+        served_names: Sequence[str] = (),
+    ) -> None:
+        self.embedder = embedder
+        self.space = space
+        self.limits = limits
+        self.models = list(dict.fromkeys([space.model, space.name, *served_names]))
+
+    async def embed(self, request: EmbeddingsRequest) -> EmbeddingsAnswer:
+        texts = [request.input] if isinstance(request.input, str) else request.input
+        self._check(request, texts)
+        counts = await self.embedder.count_tokens(texts)
+        if counts is not None:
+            self._check_tokens(counts)
+        try:
+            if isinstance(self.embedder, RoutedEmbedder):
+                vectors, provider = await self.embedder.embed_routed(texts)
+            else:
+                vectors, provider = await self.embedder.embed(texts), self.embedder.name
+        except ProviderInputError as exc:
+            raise UpstreamRejected(str(exc), exc.status, {"index": exc.index}) from exc
+        except ProviderUnavailable as exc:
+            raise EmbedderUnavailable(str(exc)) from exc
+        tokens = sum(counts) if counts is not None else sum(len(t.split()) for t in texts)
+        return EmbeddingsAnswer(_body(request, vectors, tokens), provider)
+
+    def _check(self, request: EmbeddingsRequest, texts: list[str]) -> None:
+        if request.model not in self.models:
+            raise NotFound(
+                f"model {request.model!r} is not an embedding model of this service",
+                {"models": self.models},
+            )
+        if request.dimensions is not None and request.dimensions != self.space.dimension:
+            raise InvalidRequest(
+                f"dimensions={request.dimensions}: {self.space.model} makes "
+                f"{self.space.dimension}-dim vectors, and they are never truncated",
+                {"dimension": self.space.dimension},
+            )
+        if not texts:
+            raise InvalidRequest("input must hold at least one text")
+        if len(texts) > self.limits.max_batch_items:
+            raise LimitExceeded(
+                f"{len(texts)} inputs, the limit is {self.limits.max_batch_items}",
+                {"field": "input", "limit": self.limits.max_batch_items},
+            )
+        for index, text in enumerate(texts):
+            if not text.strip():
+                raise InvalidRequest(f"input[{index}] is empty", {"index": index})
+            if len(text) > self.limits.max_content_chars:
+                raise LimitExceeded(
+                    f"input[{index}] is {len(text)} characters, "
+                    f"the limit is {self.limits.max_content_chars}",
+                    {"index": index, "limit": self.limits.max_content_chars},
+                )
+
+    def _check_tokens(self, counts: list[int]) -> None:
+        window = self.embedder.max_input_tokens
+        for index, count in enumerate(counts):
+            if window and count > window:
+                raise InputTooLong(
+                    f"input[{index}] is {count} tokens, {self.space.model} takes {window}",
+                    {"index": index, "tokens": count, "max_tokens": window},
+                )
+
+
+def _body(request: EmbeddingsRequest, vectors: Vectors, tokens: int) -> dict[str, Any]:
+    data = [
+        {"object": "embedding", "index": index, "embedding": _encoded(vector, request)}
+        for index, vector in enumerate(vectors)
+    ]
+    return {
+        "object": "list",
+        "data": data,
+        "model": request.model,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
+
+
+def _encoded(vector: Vectors, request: EmbeddingsRequest) -> list[float] | str:
+    if request.encoding_format == "base64":
+        return base64.b64encode(vector.astype("<f4").tobytes()).decode("ascii")
+    return [float(x) for x in vector.astype(np.float32)]

@@ -1,0 +1,108 @@
+"""The OpenAI-compatible surface: /v1/chat/completions, /v1/embeddings, /v1/models.
+
+Every chat and embeddings response carries `X-Memory-Provider` (who served it) and, for chat,
+`X-Memory-Route-Reason` (why that provider: the policy's decision and any failover).
+"""
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from memory_service.chat.embeddings import EmbeddingsGateway
+from memory_service.chat.schemas import ChatCompletionRequest, EmbeddingsRequest
+from memory_service.chat.service import ChatGateway
+from memory_service.core.errors import ChatUnavailable
+
+router = APIRouter(prefix="/v1", tags=["openai"])
+
+
+def get_chat(request: Request) -> ChatGateway:
+    gateway: ChatGateway | None = request.app.state.resources.chat
+    if gateway is None or not gateway.discovery.providers:
+        raise ChatUnavailable("no chat providers are configured (see `chat:` in providers.yaml)")
+    return gateway
+
+
+def get_embeddings(request: Request) -> EmbeddingsGateway:
+    gateway: EmbeddingsGateway = request.app.state.resources.embeddings_gateway
+    return gateway
+
+
+ChatDep = Annotated[ChatGateway, Depends(get_chat)]
+EmbeddingsDep = Annotated[EmbeddingsGateway, Depends(get_embeddings)]
+TierHeader = Annotated[str | None, Header(alias="X-Memory-Tier")]
+
+
+@router.post("/chat/completions", response_model=None)
+async def chat_completions(
+    body: ChatCompletionRequest, gateway: ChatDep, x_memory_tier: TierHeader = None
+) -> JSONResponse | StreamingResponse:
+    """OpenAI chat completions, routed to a local or cloud provider (SSE when `stream`)."""
+    if body.stream:
+        stream = await gateway.stream(body, x_memory_tier)
+        assert stream.events is not None
+        return StreamingResponse(
+            stream.events,
+            media_type="text/event-stream",
+            headers=_headers(stream.provider, stream.reason, stream.memory_ids),
+        )
+    answer = await gateway.complete(body, x_memory_tier)
+    return JSONResponse(
+        answer.body, headers=_headers(answer.provider, answer.reason, answer.memory_ids)
+    )
+
+
+@router.post("/embeddings")
+async def embeddings(body: EmbeddingsRequest, gateway: EmbeddingsDep) -> JSONResponse:
+    """OpenAI embeddings (float or base64) in the service's embedding space."""
+    answer = await gateway.embed(body)
+    return JSONResponse(answer.body, headers={"X-Memory-Provider": answer.provider})
+
+
+@router.get("/models")
+async def models(request: Request) -> dict[str, Any]:
+    """The model names clients may use, each with the providers and served names behind it."""
+    resources = request.app.state.resources
+    data: list[dict[str, Any]] = []
+    chat: ChatGateway | None = resources.chat
+    if chat is not None:
+        served = {p.name: p.config.model for p in chat.discovery.providers}
+        for alias, names in chat.aliases.items():
+            if names:
+                providers = [{"provider": n, "model": served[n]} for n in names]
+                data.append(_card(alias, "chat", providers))
+    gateway: EmbeddingsGateway = resources.embeddings_gateway
+    discovery = resources.discovery
+    embedders = [
+        {"provider": p.name, "model": p.client.model_id}
+        for p in (discovery.providers if discovery is not None else [])
+        if p.declared.model == gateway.space.model
+    ]
+    for name in gateway.models:
+        data.append(_card(name, "embed", embedders))
+    return {"object": "list", "data": data}
+
+
+def _card(model: str, task: str, providers: list[dict[str, str]]) -> dict[str, Any]:
+    return {
+        "id": model,
+        "object": "model",
+        "created": 0,
+        "owned_by": "memory-service",
+        "task": task,
+        "providers": providers,
+    }
+
+
+def _headers(provider: str, reason: str, memory_ids: list[str]) -> dict[str, str]:
+    headers = {"X-Memory-Provider": provider, "X-Memory-Route-Reason": _header_safe(reason)}
+    if memory_ids:
+        headers["X-Memory-Ids"] = ",".join(memory_ids)
+    return headers
+
+
+def _header_safe(value: str) -> str:
+    """HTTP header values are latin-1 and one line; upstream messages may be neither."""
+    one_line = " ".join(value.split())
+    return one_line.encode("ascii", "replace").decode("ascii")[:1000]

@@ -1,0 +1,239 @@
+"""The chat gateway: memory recall, routing, failover, budget and streaming relay.
+
+A request is planned by `policy.plan_route`, then tried on its candidates in order. A
+provider that cannot serve (ProviderUnavailable: 5xx, timeout, refused or dropped connection,
+429, bad key) is recorded with discovery and the next candidate is tried; a provider's 4xx for
+the request itself is relayed to the client (UpstreamRejected) and never retried elsewhere.
+Cloud attempts reserve budget first (chat.budget) and give it back when they fail.
+
+A stream can fail over only until the upstream has answered with its status: from then on
+the client has the response's headers (`X-Memory-Provider` names one provider), so an
+upstream failure mid-stream ends the stream with an OpenAI-format error event
+(`data: {"error": {...}}`, which the OpenAI SDKs raise as APIError) and `data: [DONE]`.
+"""
+
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from memory_service.chat import policy
+from memory_service.chat.budget import CloudBudget, Reservation
+from memory_service.chat.schemas import ChatCompletionRequest, MemoryContext
+from memory_service.core.errors import BudgetExhausted, ChatUnavailable, UpstreamRejected
+from memory_service.discovery.chat import ChatDiscovery, ManagedChatProvider
+from memory_service.embeddings.provider import ProviderError, ProviderInputError
+from memory_service.memories.schemas import MemorySearch
+from memory_service.memories.service import MemoryService
+
+JSONObject = dict[str, Any]
+DONE = b"data: [DONE]\n\n"
+
+
+@dataclass
+class Routed:
+    provider: str = ""
+    reason: str = ""
+    memory_ids: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ChatAnswer(Routed):
+    body: JSONObject = field(default_factory=dict)
+
+
+@dataclass
+class ChatStream(Routed):
+    events: AsyncIterator[bytes] | None = None
+
+
+class ChatGateway:
+    def __init__(
+        self,
+        discovery: ChatDiscovery,
+        budget: CloudBudget,
+        memories: MemoryService,
+        default_max_tokens: int,
+    ) -> None:
+        self.discovery = discovery
+        self.budget = budget
+        self.memories = memories
+        self.default_max_tokens = default_max_tokens
+        self.aliases = policy.aliases(p.config for p in discovery.providers)
+
+    async def complete(self, request: ChatCompletionRequest, tier_header: str | None) -> ChatAnswer:
+        answer = ChatAnswer()
+        plan, payload, needed = await self._prepare(request, tier_header, answer)
+        tried: list[str] = []
+        for provider in plan.candidates:
+            reservation = await self._reserve(provider, needed, tried)
+            started = time.monotonic()
+            try:
+                body = await provider.client.complete(_for(provider, payload))
+            except ProviderError as exc:
+                await self._failed(provider, reservation, exc, started, tried)
+                continue
+            self.discovery.observe(provider, (time.monotonic() - started) * 1000, None)
+            if reservation is not None:
+                await self.budget.settle(reservation, _total_tokens(body))
+            answer.provider, answer.body = provider.name, body
+            answer.reason = _with_failover(plan.reason, tried, provider)
+            if answer.memory_ids:
+                body["memory"] = {"ids": answer.memory_ids}
+            return answer
+        raise _exhausted(tried)
+
+    async def stream(self, request: ChatCompletionRequest, tier_header: str | None) -> ChatStream:
+        routed = ChatStream()
+        plan, payload, needed = await self._prepare(request, tier_header, routed)
+        tried: list[str] = []
+        for provider in plan.candidates:
+            reservation = await self._reserve(provider, needed, tried)
+            started = time.monotonic()
+            stack = contextlib.AsyncExitStack()
+            try:
+                events = await stack.enter_async_context(
+                    provider.client.stream(_for(provider, payload))
+                )
+            except ProviderError as exc:
+                await stack.aclose()
+                await self._failed(provider, reservation, exc, started, tried)
+                continue
+            routed.provider = provider.name
+            routed.reason = _with_failover(plan.reason, tried, provider)
+            routed.events = self._relay(provider, events, stack, reservation, started)
+            return routed
+        raise _exhausted(tried)
+
+    async def _prepare(
+        self, request: ChatCompletionRequest, tier_header: str | None, routed: Routed
+    ) -> tuple[policy.RoutePlan, JSONObject, int]:
+        payload = request.model_dump(exclude_none=True, exclude={"memory"})
+        tier, source = policy.tier_hint(tier_header, request.metadata)
+        metadata = {k: v for k, v in (request.metadata or {}).items() if k != "tier"}
+        payload.pop("metadata", None)
+        if metadata:
+            payload["metadata"] = metadata
+        if request.memory is not None:
+            routed.memory_ids = await self._recall(request.memory, payload)
+        completion = request.max_completion_tokens or request.max_tokens
+        needed = policy.estimate_prompt_tokens(payload["messages"]) + (
+            completion or self.default_max_tokens
+        )
+        plan = policy.plan_route(self.discovery, self.aliases, request.model, tier, needed)
+        if source != "default":
+            plan = policy.RoutePlan(plan.candidates, f"{plan.reason} (from {source})")
+        return plan, payload, needed
+
+    async def _recall(self, memory: MemoryContext, payload: JSONObject) -> list[str]:
+        """Prepend the memories recalled for the last user message as one system message."""
+        users = [m for m in payload["messages"] if m.get("role") == "user"]
+        query = policy.message_text(users[-1].get("content")) if users else ""
+        if not query.strip():
+            return []
+        found = await self.memories.search(
+            MemorySearch(
+                namespace=memory.namespace, query=query, k=memory.k, filters=memory.filters
+            )
+        )
+        if not found.results:
+            return []
+        lines = [f"- [{hit.id}] {hit.content}" for hit in found.results]
+        context = "Relevant memories (most relevant first):\n" + "\n".join(lines)
+        payload["messages"] = [{"role": "system", "content": context}, *payload["messages"]]
+        return [str(hit.id) for hit in found.results]
+
+    async def _reserve(
+        self, provider: ManagedChatProvider, needed: int, tried: list[str]
+    ) -> Reservation | None:
+        if provider.tier != "cloud":
+            return None
+        try:
+            return await self.budget.reserve(needed)
+        except BudgetExhausted as exc:
+            if tried:  # earlier candidates failed: say so with the budget refusal
+                exc.message = f"{exc.message} (after: {'; '.join(tried)})"
+            raise
+
+    async def _failed(
+        self,
+        provider: ManagedChatProvider,
+        reservation: Reservation | None,
+        exc: ProviderError,
+        started: float,
+        tried: list[str],
+    ) -> None:
+        if reservation is not None:
+            await self.budget.refund(reservation)
+        if isinstance(exc, ProviderInputError):
+            # The provider is healthy; the request is at fault. Relay, never retry.
+            self.discovery.observe(provider, (time.monotonic() - started) * 1000, None)
+            raise UpstreamRejected(str(exc), exc.status, {"provider": provider.name}) from exc
+        self.discovery.observe(provider, None, str(exc))
+        tried.append(f"{provider.name} failed ({exc})")
+
+    async def _relay(
+        self,
+        provider: ManagedChatProvider,
+        events: AsyncIterator[str],
+        stack: contextlib.AsyncExitStack,
+        reservation: Reservation | None,
+        started: float,
+    ) -> AsyncIterator[bytes]:
+        """Forward each upstream event as it arrives; end with an error event on failure."""
+        used: int | None = None
+        async with stack:
+            try:
+                async for data in events:
+                    if data.strip() == "[DONE]":
+                        break
+                    used = _chunk_usage(data) or used
+                    yield f"data: {data}\n\n".encode()
+                else:
+                    raise ProviderError(provider.name, "the stream ended without [DONE]")
+            except ProviderError as exc:
+                self.discovery.observe(provider, None, str(exc))
+                yield error_event(f"upstream {provider.name} failed mid-stream: {exc}")
+                yield DONE
+                return
+        self.discovery.observe(provider, (time.monotonic() - started) * 1000, None)
+        if reservation is not None:
+            await self.budget.settle(reservation, used)
+        yield DONE
+
+
+def error_event(message: str) -> bytes:
+    """OpenAI's in-stream error shape (what vLLM sends, and what the SDKs raise on)."""
+    body = {"error": {"message": message, "type": "upstream_error", "param": None, "code": 502}}
+    return f"data: {json.dumps(body)}\n\n".encode()
+
+
+def _for(provider: ManagedChatProvider, payload: Mapping[str, Any]) -> JSONObject:
+    return {**payload, "model": provider.config.model}
+
+
+def _total_tokens(body: Mapping[str, Any]) -> int | None:
+    usage = body.get("usage")
+    total = usage.get("total_tokens") if isinstance(usage, Mapping) else None
+    return total if isinstance(total, int) else None
+
+
+def _chunk_usage(data: str) -> int | None:
+    if '"usage"' not in data:
+        return None
+    try:
+        return _total_tokens(json.loads(data))
+    except (json.JSONDecodeError, AttributeError):
+        return None
+
+
+def _with_failover(reason: str, tried: list[str], provider: ManagedChatProvider) -> str:
+    if not tried:
+        return reason
+    return f"{reason}; failover to {provider.name} after: {'; '.join(tried)}"
+
+
+def _exhausted(tried: list[str]) -> ChatUnavailable:
+    return ChatUnavailable(f"every candidate provider failed: {'; '.join(tried)}", {"tried": tried})
