@@ -1,9 +1,12 @@
 """Chat fixtures: four loopback chat servers (two local, two cloud) and a service over them.
 
-- `vllm-chat` (local, vLLM flavour, window 2048, priority 10)
-- `ollama-chat` (local, Ollama flavour, window 2048, priority 20, alias `fast`)
-- `groq` (cloud, key from GROQ_API_KEY, window 131072, priority 10)
-- `gemini` (cloud, key from GEMINI_API_KEY, window 1048576, priority 20)
+- `vllm-chat` (local, vLLM flavour, window 2048, priority 0)
+- `ollama-chat` (local, Ollama flavour, window 2048, priority 200, alias `fast`)
+- `groq` (cloud, key from GROQ_API_KEY, window 131072, priority 0)
+- `gemini` (cloud, key from GEMINI_API_KEY, window 1048576, priority 200)
+
+Priorities are far apart so that the ranking the tests expect never flips on probe-latency
+noise of a loaded machine (the score divides by (1 + latency/100 ms) and by (1 + priority/10)).
 
 Embeddings come from the bundled model (a `local` provider), so memory recall is real.
 """
@@ -71,15 +74,15 @@ providers:
   - {{name: local, kind: local, space: default}}
 chat:
   - {{name: vllm-chat, kind: vllm, base_url: "{servers.vllm.base_url}", model: {LOCAL_MODEL},
-      context_window: 2048, priority: 10, connect_timeout: 0.5, read_timeout: 2}}
+      context_window: 2048, priority: 0, connect_timeout: 0.5, read_timeout: 2}}
   - {{name: ollama-chat, kind: ollama, base_url: "{servers.ollama.base_url}",
-      model: "{OLLAMA_MODEL}", aliases: [fast], context_window: 2048, priority: 20,
+      model: "{OLLAMA_MODEL}", aliases: [fast], context_window: 2048, priority: 200,
       connect_timeout: 0.5, read_timeout: 2}}
   - {{name: groq, kind: groq, base_url: "{servers.groq.base_url}", model: {GROQ_MODEL},
-      api_key_env: GROQ_API_KEY, context_window: 131072, priority: 10,
+      api_key_env: GROQ_API_KEY, context_window: 131072, priority: 0,
       connect_timeout: 0.5, read_timeout: 2}}
   - {{name: gemini, kind: gemini, base_url: "{servers.gemini.base_url}", model: {GEMINI_MODEL},
-      api_key_env: GEMINI_API_KEY, context_window: 1048576, priority: 20,
+      api_key_env: GEMINI_API_KEY, context_window: 1048576, priority: 200,
       connect_timeout: 0.5, read_timeout: 2}}
 """
     )

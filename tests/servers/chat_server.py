@@ -7,8 +7,8 @@ words plus four per message (the shape of real chat templates, not their numbers
 whose prompt plus `max_tokens` exceeds `context_window` gets the flavour's 400.
 
 Checks run in the real servers' order: authentication (cloud flavours) -> JSON body ->
-`messages` present and well-formed -> `temperature` in [0, 2] -> model name (404) -> context length (400) -> answer
-faults (`error_500`, `rate_limited`) -> answer, streamed or not.
+`messages` present and well-formed -> `temperature` in [0, 2] -> model name (404) -> context
+length (400) -> answer faults (`error_500`, `rate_limited`) -> answer, streamed or not.
 """
 
 import asyncio
