@@ -132,7 +132,9 @@ class TestMemoryAugmentedChat:
         assert response.headers["x-memory-ids"] == favourite
         sent = chat_servers.vllm.requests.matching("/v1/chat/completions")[0].body
         assert isinstance(sent, dict) and "memory" not in sent
-        system, user = sent["messages"]
+        messages = sent["messages"]
+        assert isinstance(messages, list)
+        system, user = messages
         assert system == {
             "role": "system",
             "content": "Relevant memories (most relevant first):\n"

@@ -81,7 +81,8 @@ class TestChat:
             stream=True,
             stream_options={"include_usage": True},
         )
-        parts, usage = [], None
+        parts: list[str] = []
+        usage = None
         async for chunk in stream:
             parts.extend(choice.delta.content or "" for choice in chunk.choices)
             usage = chunk.usage or usage
@@ -95,7 +96,7 @@ class TestChat:
         stream = await sdk.chat.completions.create(
             model="auto", messages=[{"role": "user", "content": "break"}], stream=True
         )
-        received = []
+        received: list[str] = []
         with pytest.raises(openai.APIError, match="failed mid-stream"):
             async for chunk in stream:
                 received.extend(choice.delta.content or "" for choice in chunk.choices)
