@@ -10,6 +10,9 @@ Probes are real requests that prove the configured model can be served:
 - clouds: `GET {base}/models` with the key (a bad key or an unknown model fails here, before a
   user's request does). Gemini lists ids as `models/<name>`, so both spellings match.
 
+An Ollama too old for `/v1/chat/completions` (gin's plain `404 page not found`) is spoken to
+through its native `/api/chat` instead, translated both ways (chat.ollama_native).
+
 Failures map onto the provider error tree (embeddings.provider): 5xx, timeouts, refused and
 dropped connections, 401/403/429 and an unknown model are ProviderUnavailable (fail over); any
 other 4xx is the request's fault, ProviderInputError carrying the upstream status (relayed to
@@ -24,6 +27,7 @@ from typing import Any
 
 import httpx
 
+from memory_service.chat import ollama_native
 from memory_service.discovery.config import ChatProviderConfig
 from memory_service.embeddings.http import raise_for_status, send
 from memory_service.embeddings.provider import (
@@ -48,6 +52,7 @@ class ChatClient:
         self._root = root
         self._api = f"{root}/v1" if config.kind in ("vllm", "ollama") else root
         self._headers = {"Authorization": f"Bearer {config.api_key}"} if config.api_key else {}
+        self.native = False  # Ollama without OpenAI-compatible routes: use /api/chat
 
     async def probe(self) -> None:
         """Prove the server is up and serves `config.model`; raise ProviderError otherwise."""
@@ -65,19 +70,51 @@ class ChatClient:
             raise ProviderModelNotFound(self.name, f"model {model!r} is not served (has {names})")
 
     async def complete(self, payload: JSONObject) -> JSONObject:
-        """A non-streamed completion: the provider's JSON body."""
-        response = await self._send("POST", f"{self._api}/chat/completions", payload)
+        """A non-streamed completion: the provider's JSON body (OpenAI's shape)."""
+        if not self.native:
+            response = await self._send("POST", f"{self._api}/chat/completions", payload)
+            if not self._switched_to_native(response):
+                raise_for_status(self.name, response)
+                body = _json(self.name, response)
+                if not isinstance(body.get("choices"), list):
+                    raise ProviderBadResponse(self.name, "a chat completion without `choices`")
+                return body
+        native = ollama_native.native_request(self.name, payload, self.config.keep_alive)
+        response = await self._send("POST", f"{self._root}/api/chat", native)
         raise_for_status(self.name, response)
-        body = _json(self.name, response)
-        if not isinstance(body.get("choices"), list):
-            raise ProviderBadResponse(self.name, "a chat completion without `choices`")
-        return body
+        return ollama_native.completion(self.name, _json(self.name, response))
 
     @contextlib.asynccontextmanager
     async def stream(self, payload: JSONObject) -> AsyncIterator[AsyncIterator[str]]:
         """Open a streamed completion. Failing to open raises (fail over is still possible);
         once open, the iterator yields each SSE event's `data` (`[DONE]` included)."""
-        url = f"{self._api}/chat/completions"
+        async with contextlib.AsyncExitStack() as stack:
+            if not self.native:
+                url = f"{self._api}/chat/completions"
+                response = await self._open(stack, url, payload)
+                if response.status_code >= 300:
+                    await response.aread()
+                if not self._switched_to_native(response):
+                    raise_for_status(self.name, response)
+                    yield self._events(response, url)
+                    return
+            url = f"{self._root}/api/chat"
+            native = ollama_native.native_request(self.name, payload, self.config.keep_alive)
+            response = await self._open(stack, url, native)
+            if response.status_code >= 300:
+                await response.aread()
+                raise_for_status(self.name, response)
+            include_usage = bool((payload.get("stream_options") or {}).get("include_usage"))
+            yield ollama_native.chunk_events(self.name, self._lines(response, url), include_usage)
+
+    def _switched_to_native(self, response: httpx.Response) -> bool:
+        if self.config.kind == "ollama" and _gin_404(response):
+            self.native = True
+        return self.native
+
+    async def _open(
+        self, stack: contextlib.AsyncExitStack, url: str, payload: JSONObject
+    ) -> httpx.Response:
         request = self._http.build_request(
             "POST", url, json=payload, headers=self._headers, timeout=self._timeouts
         )
@@ -85,19 +122,18 @@ class ChatClient:
             response = await self._http.send(request, stream=True)
         except httpx.HTTPError as exc:
             raise _transport_error(self.name, url, exc) from exc
-        try:
-            if response.status_code >= 300:
-                await response.aread()
-                raise_for_status(self.name, response)
-            yield self._events(response, url)
-        finally:
-            await response.aclose()
+        stack.push_async_callback(response.aclose)
+        return response
 
     async def _events(self, response: httpx.Response, url: str) -> AsyncIterator[str]:
+        async for line in self._lines(response, url):
+            if line.startswith("data:"):
+                yield line[5:].removeprefix(" ")
+
+    async def _lines(self, response: httpx.Response, url: str) -> AsyncIterator[str]:
         try:
             async for line in response.aiter_lines():
-                if line.startswith("data:"):
-                    yield line[5:].removeprefix(" ")
+                yield line
         except httpx.HTTPError as exc:
             raise _transport_error(self.name, url, exc) from exc
 
@@ -118,6 +154,11 @@ class ChatClient:
             payload=payload,
             headers=self._headers,
         )
+
+
+def _gin_404(response: httpx.Response) -> bool:
+    """Ollama's router (gin) answering a route it does not have."""
+    return response.status_code == 404 and response.text.strip() == "404 page not found"
 
 
 def _json(provider: str, response: httpx.Response) -> JSONObject:

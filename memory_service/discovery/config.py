@@ -99,6 +99,7 @@ class ChatProviderConfig(BaseModel):
     tier: Literal["local", "cloud"] | None = None
     context_window: int = Field(8192, ge=256)
     aliases: list[str] = Field(default_factory=list)
+    keep_alive: str | None = Field(None, description="Ollama only: how long the model stays.")
     priority: int = Field(100, ge=0, description="Lower is preferred.")
     connect_timeout: float = Field(2.0, gt=0)
     read_timeout: float = Field(120.0, gt=0)

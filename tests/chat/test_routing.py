@@ -1,6 +1,8 @@
 """Routing decisions and their reasons, failover rules, aliases and discovery of chat providers,
 over real sockets against loopback vLLM, Ollama, Groq and Gemini chat servers."""
 
+import json
+
 import httpx
 import pytest
 
@@ -261,3 +263,72 @@ class TestChatDiscovery:
         assert chat.ineligibility(vllm) is not None
         best = resources.discovery.best_provider("chat")
         assert best is not None and best.name != "vllm-chat"
+
+
+class TestOllamaNative:
+    """An Ollama older than its OpenAI-compatible routes is spoken to through /api/chat."""
+
+    async def test_a_completion_falls_back_to_api_chat_for_good(
+        self, client: httpx.AsyncClient, chat_servers: ChatServers
+    ) -> None:
+        chat_servers.ollama.faults.legacy_only()
+        for _ in range(2):
+            response = await client.post(
+                "/v1/chat/completions",
+                json={**chat_body("old server", max_tokens=64, temperature=0), "model": "fast"},
+            )
+            assert response.status_code == 200, response.text
+            assert content(response) == f"Reply from {OLLAMA_MODEL} to: old server"
+        body = response.json()
+        assert body["object"] == "chat.completion"
+        assert body["usage"]["completion_tokens"] == len(content(response).split())
+        assert chat_servers.ollama.requests.count("/v1/chat/completions") == 1
+        native = chat_servers.ollama.requests.matching("/api/chat")
+        assert len(native) == 2
+        assert native[0].body == {
+            "model": OLLAMA_MODEL,
+            "messages": [{"role": "user", "content": "old server"}],
+            "stream": False,
+            "options": {"num_predict": 64, "temperature": 0},
+        }
+
+    async def test_a_stream_is_translated_from_ndjson(
+        self, client: httpx.AsyncClient, chat_servers: ChatServers
+    ) -> None:
+        chat_servers.ollama.faults.legacy_only()
+        body = {**chat_body("stream old"), "model": "fast", "stream": True}
+        body["stream_options"] = {"include_usage": True}
+        response = await client.post("/v1/chat/completions", json=body)
+        assert response.status_code == 200, response.text
+        events = [
+            line.removeprefix("data: ")
+            for line in response.text.splitlines()
+            if line.startswith("data: ")
+        ]
+        assert events[-1] == "[DONE]"
+        chunks = [json.loads(event) for event in events[:-1]]
+        text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
+        assert text == f"Reply from {OLLAMA_MODEL} to: stream old"
+        assert chunks[-2]["choices"][0]["finish_reason"] == "stop"
+        assert chunks[-1]["usage"]["completion_tokens"] == len(text.split())
+
+    async def test_a_parameter_the_native_api_lacks_fails_over_instead_of_vanishing(
+        self, client: httpx.AsyncClient, chat_servers: ChatServers
+    ) -> None:
+        chat_servers.ollama.faults.legacy_only()
+        tools = [{"type": "function", "function": {"name": "f", "parameters": {}}}]
+        response = await client.post(
+            "/v1/chat/completions",
+            json={**chat_body(), "tools": tools},
+            headers={"X-Memory-Tier": "local"},
+        )
+        chat_servers.vllm.faults.error_500()
+        refused = await client.post(
+            "/v1/chat/completions",
+            json={**chat_body(), "tools": tools},
+            headers={"X-Memory-Tier": "local"},
+        )
+        assert response.headers["x-memory-provider"] == "vllm-chat"
+        assert refused.status_code == 503
+        assert "cannot serve parameters ['tools']" in refused.json()["error"]["message"]
+        assert chat_servers.ollama.requests.count("/api/chat") == 0

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Sequence
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
@@ -66,6 +66,7 @@ class ChatServer(LoopbackServer[ChatFaults]):
         if self.flavour == "ollama":
             routes.append(Route("/api/tags", self._tags, methods=["GET"]))
             routes.append(Route("/api/version", self._version, methods=["GET"]))
+            routes.append(Route("/api/chat", self._native_chat, methods=["POST"]))
         return Starlette(routes=routes)
 
     async def _health(self, request: Request) -> Response:
@@ -94,7 +95,24 @@ class ChatServer(LoopbackServer[ChatFaults]):
             return chat_wire.bad_key(self.flavour)
         return None
 
+    async def _native_chat(self, request: Request) -> Response:
+        """Ollama's native chat: `{"error": "..."}` errors, NDJSON when streaming (the
+        default when `stream` is absent), `prompt_eval_count`/`eval_count` for usage."""
+        body = json.loads(await request.body())
+        model, messages = body.get("model"), body.get("messages") or []
+        if model not in self.served_models:
+            error = f'model "{model}" not found, try pulling it first'
+            return JSONResponse({"error": error}, status_code=404)
+        if fault_of(request).fault is Fault.ERROR_500:
+            return JSONResponse({"error": "llama runner process has terminated"}, 500)
+        completion = _answer(model, messages)
+        if body.get("stream", True):
+            return StreamingResponse(_native_stream(completion), media_type="application/x-ndjson")
+        return JSONResponse(_native_part(completion, " ".join(completion.words), done=True))
+
     async def _chat(self, request: Request) -> Response:
+        if self.flavour == "ollama" and fault_of(request).fault is Fault.LEGACY_ONLY:
+            return PlainTextResponse("404 page not found", status_code=404)
         if refusal := self._auth_error(request):
             return refusal
         try:
@@ -185,3 +203,28 @@ def _answer(model: str, messages: list[JSON]) -> Completion:
     prompt_tokens = sum(len(text.split()) + 4 for text in texts)
     words = f"Reply from {model} to: {users[-1] if users else ''}".split()
     return Completion(chat_wire.new_id(), model, words, prompt_tokens)
+
+
+def _native_part(completion: Completion, text: str, done: bool) -> dict[str, JSON]:
+    part: dict[str, JSON] = {
+        "model": completion.model,
+        "created_at": "2026-11-22T12:00:00.000000Z",
+        "message": {"role": "assistant", "content": text},
+        "done": done,
+    }
+    if done:
+        part |= {
+            "done_reason": "stop",
+            "total_duration": 1_000_000,
+            "prompt_eval_count": completion.prompt_tokens,
+            "eval_count": len(completion.words),
+        }
+    return part
+
+
+async def _native_stream(completion: Completion) -> AsyncIterator[bytes]:
+    for sent, word in enumerate(completion.words):
+        text = word if sent == 0 else f" {word}"
+        yield (json.dumps(_native_part(completion, text, done=False)) + "\n").encode()
+        await asyncio.sleep(0)
+    yield (json.dumps(_native_part(completion, "", done=True)) + "\n").encode()

@@ -144,9 +144,14 @@ class ChatFaults(FaultSwitch):
     `error_500`) with the flavour's own body; the stream faults act after two content chunks."""
 
     supported = frozenset(
-        {Fault.OK, Fault.ERROR_500, Fault.SLOW, Fault.HANG, Fault.DROP}
+        {Fault.OK, Fault.ERROR_500, Fault.SLOW, Fault.HANG, Fault.DROP, Fault.LEGACY_ONLY}
         | {Fault.RATE_LIMITED, Fault.STREAM_BREAK, Fault.STREAM_ERROR}
     )
+
+    def legacy_only(self) -> None:
+        """Ollama flavour: behave like an Ollama older than 0.1.24, without `/v1` routes
+        (gin's plain-text 404); its native `/api/chat` still answers."""
+        self.set(FaultSetting(Fault.LEGACY_ONLY))
 
     def rate_limited(self) -> None:
         """Answer completions with the flavour's 429."""
