@@ -34,6 +34,7 @@ from pydantic import BaseModel
 from memory_service.api import router
 from memory_service.cli import build_parser
 from memory_service.core.settings import Settings
+from memory_service.discovery.config import embedded_default
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -307,11 +308,22 @@ class TestDockerCompose:
         assert ("/health", "GET") in routes
 
     def test_service_environment_names_real_settings(self, services: dict[str, Document]) -> None:
+        default = embedded_default("default", "m", 384, True, None)
+        api_keys = {p.api_key_env for p in default.chat if p.api_key_env}
+        assert api_keys == {"GROQ_API_KEY", "GEMINI_API_KEY"}
         for name in ("migrate", SERVICE):
             for key in environment(services[name]):
-                assert key.startswith(("MEMORY_", "HF_")), f"{name}: {key} is read by nothing"
+                read = key.startswith(("MEMORY_", "HF_")) or key in api_keys
+                assert read, f"{name}: {key} is read by nothing"
                 if key.startswith("MEMORY_"):
                     assert is_setting(key), f"{name}: {key} is not a Settings field"
+
+    def test_cloud_keys_come_from_the_host_and_may_be_absent(
+        self, services: dict[str, Document]
+    ) -> None:
+        env = environment(services[SERVICE])
+        assert env["GROQ_API_KEY"] == "${GROQ_API_KEY:-}"
+        assert env["GEMINI_API_KEY"] == "${GEMINI_API_KEY:-}"
 
     def test_setting_lookup_tells_real_from_invented_names(self) -> None:
         assert is_setting("MEMORY_DATABASE_URL")

@@ -29,6 +29,28 @@ class TestProvidersFile:
         assert local.kind == "local" and local.space == "minilm"
         assert config.spaces["minilm"].dimension == 384
 
+    def test_the_repository_default_routes_chat_local_first_then_cloud(self) -> None:
+        config = load_providers(ROOT / "providers.yaml", "default", {}, {"GROQ_API_KEY": "k"})
+        tiers = {chat.name: (chat.tier, chat.configured) for chat in config.chat}
+        assert tiers == {
+            "vllm-chat": ("local", True),
+            "ollama-chat": ("local", True),
+            "groq": ("cloud", True),
+            "gemini": ("cloud", False),  # GEMINI_API_KEY unset: not configured
+        }
+        groq = next(chat for chat in config.chat if chat.name == "groq")
+        assert groq.base_url == "https://api.groq.com/openai/v1" and groq.api_key == "k"
+
+    def test_an_empty_key_is_no_key(self) -> None:
+        config = load_providers(ROOT / "providers.yaml", "default", {}, {"GROQ_API_KEY": ""})
+        assert not next(chat for chat in config.chat if chat.name == "groq").configured
+
+    def test_chat_providers_take_environment_overrides(self) -> None:
+        overrides = {"groq": {"base_url": "http://127.0.0.1:9/openai/v1"}}
+        config = load_providers(ROOT / "providers.yaml", "default", overrides, {})
+        groq = next(chat for chat in config.chat if chat.name == "groq")
+        assert groq.base_url == "http://127.0.0.1:9/openai/v1"
+
     def test_environment_overrides_reach_the_named_provider(
         self, monkeypatch: pytest.MonkeyPatch
     ) -> None:
