@@ -1,7 +1,9 @@
 """Discovery, parity, failover and coalescing: the service against two loopback providers.
 
-vLLM (priority 10) and Ollama (priority 20) both serve the bundled model for the service's
-space, over real sockets, with the real model's vectors.
+vLLM (priority 0) and Ollama (priority 200) both serve the bundled model for the service's
+space, over real sockets, with the real model's vectors. The priorities are far apart so the
+expected ranking never flips on probe-latency noise of a loaded machine (the score divides by
+(1 + latency/100 ms) and by (1 + priority/10)).
 """
 
 import asyncio
@@ -33,9 +35,9 @@ spaces:
   big: {{model: mxbai-embed-large, dimension: 1024, normalized: true}}
 providers:
   - {{name: vllm, kind: vllm, base_url: "{vllm_url}", model: all-MiniLM-L6-v2,
-      space: default, priority: 10, connect_timeout: 0.5, read_timeout: 10.0, max_batch: 64}}
+      space: default, priority: 0, connect_timeout: 0.5, read_timeout: 10.0, max_batch: 64}}
   - {{name: ollama, kind: ollama, base_url: "{ollama_url}", model: all-minilm,
-      space: default, priority: 20, connect_timeout: 0.5, read_timeout: 10.0, max_batch: 64}}
+      space: default, priority: 200, connect_timeout: 0.5, read_timeout: 10.0, max_batch: 64}}
 {extra}"""
     )
     return path
@@ -215,12 +217,16 @@ class TestFailover:
         ollama: OllamaServer,
         fault: str,
     ) -> None:
-        # A hang is cut by the read timeout: a short one here, for this test alone.
-        quick = settings.model_copy(update={"providers": {"vllm": {"read_timeout": 0.5}}})
+        # A hang is cut by the read timeout: a short one here, for this test alone, yet long
+        # enough for the start-up probe's canary embed on a loaded machine.
+        quick = settings.model_copy(update={"providers": {"vllm": {"read_timeout": 2.0}}})
         async with (
             open_resources(quick, local=local_provider) as opened,
             http_app(quick, opened) as client,
         ):
+            assert opened.discovery is not None
+            best = opened.discovery.best_provider()
+            assert best is not None and best.name == "vllm", opened.discovery.status()
             vllm.requests.clear()
             ollama.requests.clear()
             await self._fail_over(client, vllm, ollama, fault)
