@@ -88,6 +88,19 @@ class Discovery:
         self._references: Vectors | None = None
         self._canary_texts: tuple[str, ...] = CANARY_TEXTS
 
+    def add_provider(self, provider: ManagedProvider) -> None:
+        """Add a provider at run time (a started vLLM server); probed from the next round."""
+        if any(existing.name == provider.name for existing in self.providers):
+            raise ValueError(f"a provider named {provider.name!r} exists already")
+        self.providers.append(provider)
+
+    def remove_provider(self, name: str) -> ManagedProvider | None:
+        """Remove a provider added at run time; the removed one, None if there was none."""
+        for index, provider in enumerate(self.providers):
+            if provider.name == name:
+                return self.providers.pop(index)
+        return None
+
     async def probe_all(self) -> None:
         """Probe every provider concurrently, then judge parity in priority order."""
         await self._load_references()
