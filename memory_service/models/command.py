@@ -14,7 +14,7 @@ from pathlib import Path
 from memory_service.core.errors import MemoryServiceError
 from memory_service.core.settings import Settings
 from memory_service.models.manifest import ModelEntry, ModelRegistry
-from memory_service.models.schemas import ServerStatus, ServeRequest
+from memory_service.models.schemas import ServeRequest, ServerStatus
 
 
 def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -22,7 +22,7 @@ def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
     model_actions = models.add_subparsers(dest="action", required=True)
     model_actions.add_parser("list", help="registered models")
     download = model_actions.add_parser("download", help="download a model from the hub")
-    download.add_argument("model_id", metavar="ID", help="hub id, e.g. mixedbread-ai/mxbai-embed-large-v1")
+    download.add_argument("model_id", metavar="ID", help="hub id: owner/name")
     download.add_argument("--revision", default="main", help="branch, tag or commit")
     download.add_argument("--task", choices=["embed", "chat"], required=True)
     delete = model_actions.add_parser("delete", help="remove a model's files and entry")
@@ -171,4 +171,3 @@ def _size(size_bytes: int) -> str:
 
 def _when(moment: datetime | None) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S UTC") if moment else "never"
-

@@ -19,7 +19,7 @@ from fastapi import APIRouter, Depends, Header, Request, status
 from memory_service.models.errors import AdminDisabled, Unauthorized
 from memory_service.models.lifecycle import VllmManager
 from memory_service.models.registrations import VllmRegistration
-from memory_service.models.schemas import ServerStatus, ServeRequest, StopResult
+from memory_service.models.schemas import ServeRequest, ServerStatus, StopResult
 
 
 def _admin_manager(

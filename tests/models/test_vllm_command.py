@@ -73,3 +73,33 @@ class TestVllmCommand:
         stopped = vllm_command(tmp_path / "data", "stop", "nobody")
         assert stopped.returncode == 1
         assert stopped.stderr.strip() == "error: no vLLM server named 'nobody' is registered"
+
+
+class TestProductionEmbedderScript:
+    def test_it_serves_mxbai_on_8001_with_the_pooling_runner(self) -> None:
+        script = Path(__file__).resolve().parents[2] / "scripts" / "start_vllm_embed.sh"
+        done = subprocess.run(
+            [str(script), "--dtype", "float32"],
+            env={"PATH": "/usr/bin:/bin", "MEMORY_SERVICE": "echo"},
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
+        assert done.stdout.split() == [
+            "vllm",
+            "serve",
+            "--model",
+            "mixedbread-ai/mxbai-embed-large-v1",
+            "--served-model-name",
+            "mxbai-embed-large",
+            "--runner",
+            "pooling",
+            "--port",
+            "8001",
+            "--",
+            "--max-model-len",
+            "512",
+            "--dtype",
+            "float32",
+        ]
