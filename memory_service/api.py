@@ -13,6 +13,7 @@ from memory_service.discovery.endpoints import router as providers_router
 from memory_service.documents.endpoints import router as documents_router
 from memory_service.embeddings.provider import ProviderError
 from memory_service.memories.endpoints import router as memories_router
+from memory_service.models.endpoints import router as admin_vllm_router
 from memory_service.search.endpoints import router as search_router
 
 router = APIRouter()
@@ -21,6 +22,7 @@ router.include_router(providers_router)
 router.include_router(search_router)
 router.include_router(documents_router)
 router.include_router(openai_router)
+router.include_router(admin_vllm_router)
 
 
 @router.get("/health", tags=["health"])

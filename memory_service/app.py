@@ -10,6 +10,7 @@ the reconciler and the discovery probes in the lifespan.
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
@@ -41,6 +42,8 @@ from memory_service.embeddings.provider import EmbeddingProvider
 from memory_service.embeddings.spaces import EmbeddingSpace, register_space
 from memory_service.memories.reconciler import Reconciler
 from memory_service.memories.service import MemoryService, VectorSettings
+from memory_service.models.lifecycle import VllmManager
+from memory_service.models.refresh import watch_registrations
 from memory_service.search.service import SearchService
 
 log = logging.getLogger(__name__)
@@ -241,6 +244,8 @@ def create_app(settings: Settings, resources: Resources) -> FastAPI:
             tasks.append(resources.reconciler.run_forever(settings.reconcile_interval_seconds))
         if resources.discovery is not None:
             tasks.append(resources.discovery.run_forever(settings.probe_interval_seconds))
+            # Servers started by `vllm serve` join discovery (see models/refresh.py).
+            tasks.append(watch_registrations(settings, resources.discovery))
         running = [asyncio.create_task(coroutine) for coroutine in tasks]
         try:
             yield
@@ -255,6 +260,8 @@ def create_app(settings: Settings, resources: Resources) -> FastAPI:
     app.state.resources = resources
     app.state.memories = resources.memories
     app.state.search = resources.search
+    # The app factory is an entry point: started vLLM servers inherit its environment.
+    app.state.vllm = VllmManager(settings, os.environ)
     install_error_handlers(app)
     app.include_router(router)
     return app

@@ -16,6 +16,7 @@ from memory_service.core import migrations
 from memory_service.core.embedded import embedded_postgres
 from memory_service.core.errors import StartupError
 from memory_service.core.settings import Settings
+from memory_service.models import command as model_commands
 
 log = logging.getLogger("memory_service")
 
@@ -185,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     providers_cmd = commands.add_parser("providers", help="print the providers' states as a table")
     providers_cmd.add_argument("--url", help="the service (default http://HOST:PORT from settings)")
+    model_commands.add_commands(commands)
     return parser
 
 
@@ -219,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
             return providers(settings, args.url)
         if args.command == "ingest":
             return ingest(settings, args.paths, args.namespace, args.prune, args.format)
+        if args.command in ("models", "vllm"):
+            return model_commands.run(settings, args, os.environ)
         if args.action == "upgrade":
             return db_upgrade(settings, args.revision)
         return db_current(settings)

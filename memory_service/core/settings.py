@@ -4,7 +4,7 @@ from pathlib import Path
 from typing import Any
 
 import platformdirs
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -104,6 +104,34 @@ class Settings(BaseSettings):
         1_024, ge=1, description="Completion size assumed for routing when a request sets none."
     )
 
+    models_dir: Path | None = Field(
+        None, description="The model registry's folder. Unset: `<data_dir>/models`."
+    )
+    hub_endpoint: str | None = Field(
+        None,
+        pattern=r"^https?://",
+        description="Hugging Face hub for `models download`. Unset: huggingface_hub's default.",
+    )
+    vllm_python: Path | None = Field(
+        None,
+        description="Interpreter with vLLM installed. Unset: the repo's .venv-vllm, else this one.",
+    )
+    vllm_health_timeout_seconds: float = Field(
+        300.0, gt=0, description="How long `vllm serve` waits for GET /health."
+    )
+    vllm_stop_timeout_seconds: float = Field(
+        30.0, gt=0, description="SIGTERM grace before SIGKILL in `vllm stop`."
+    )
+    vllm_cpu_threads_bind: str | None = Field(
+        None, description="VLLM_CPU_OMP_THREADS_BIND of started servers. Unset: every core."
+    )
+    vllm_provider_priority: int = Field(
+        10, ge=0, description="Discovery priority of started pooling servers (lower wins)."
+    )
+    admin_token: SecretStr | None = Field(
+        None, description="Bearer token of /v1/admin. Unset: the admin endpoints are disabled."
+    )
+
     pool_size: int = Field(10, ge=1)
     limits: Limits = Field(default_factory=Limits)
 
@@ -117,6 +145,26 @@ class Settings(BaseSettings):
         if not sep or scheme not in {"postgresql", "postgres", "postgresql+psycopg"}:
             raise ValueError("MEMORY_DATABASE_URL must be a postgresql:// URL")
         return f"postgresql+psycopg://{rest}"
+
+    @field_validator("admin_token")
+    @classmethod
+    def _strong_token(cls, value: SecretStr | None) -> SecretStr | None:
+        """Empty means unset; a short token would make process control guessable."""
+        if value is None or value.get_secret_value() == "":
+            return None
+        if len(value.get_secret_value()) < 16:
+            raise ValueError("MEMORY_ADMIN_TOKEN must be at least 16 characters")
+        return value
+
+    @property
+    def model_registry_dir(self) -> Path:
+        """The model registry's folder (`models_dir`, default `<data_dir>/models`)."""
+        return self.models_dir or self.data_dir / "models"
+
+    @property
+    def vllm_dir(self) -> Path:
+        """Registrations and logs of the vLLM servers `vllm serve` started."""
+        return self.data_dir / "vllm"
 
     @property
     def embedded(self) -> bool:

@@ -19,6 +19,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Literal, overload
 
 import numpy as np
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -90,6 +91,19 @@ class Discovery:
         self._clock = clock
         self._references: Vectors | None = None
         self._canary_texts: tuple[str, ...] = CANARY_TEXTS
+
+    def add_provider(self, provider: ManagedProvider) -> None:
+        """Add a provider at run time (a started vLLM server); probed from the next round."""
+        if any(existing.name == provider.name for existing in self.providers):
+            raise ValueError(f"a provider named {provider.name!r} exists already")
+        self.providers.append(provider)
+
+    def remove_provider(self, name: str) -> ManagedProvider | None:
+        """Remove a provider added at run time; the removed one, None if there was none."""
+        for index, provider in enumerate(self.providers):
+            if provider.name == name:
+                return self.providers.pop(index)
+        return None
 
     async def probe_all(self) -> None:
         """Probe every provider (chat ones too) concurrently, then judge parity in priority
@@ -188,6 +202,16 @@ class Discovery:
         """Eligible providers, best first."""
         eligible = [p for p in self.providers if self.ineligibility(p) is None]
         return sorted(eligible, key=lambda p: -score(p.health, p.config.priority))
+
+    @overload
+    def best_provider(
+        self, task: Literal["embed"] = "embed", space: str | None = None
+    ) -> ManagedProvider | None: ...
+
+    @overload
+    def best_provider(
+        self, task: Literal["chat"], space: str | None = None
+    ) -> ManagedChatProvider | None: ...
 
     def best_provider(
         self, task: str = "embed", space: str | None = None

@@ -1,0 +1,1 @@
+"""Operator features: the local model registry and the lifecycle of vLLM servers."""

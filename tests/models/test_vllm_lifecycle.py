@@ -1,0 +1,176 @@
+"""`vllm serve|status|stop`: real child processes speaking vLLM's protocol, real discovery.
+
+The child is `python -m vllm.entrypoints.openai.api_server` with a fake `vllm` package on its
+PYTHONPATH (tests/models/fake_vllm): vLLM's flags, the loopback vLLM wire, the bundled model.
+"""
+
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+
+from memory_service.app import Resources, open_resources
+from memory_service.core.errors import Conflict, InvalidRequest
+from memory_service.core.settings import Settings
+from memory_service.embeddings.local import BUNDLED_MODEL_ID, LocalProvider, bundled_model_path
+from memory_service.models.errors import VllmStartFailed
+from memory_service.models.launcher import pid_alive
+from memory_service.models.lifecycle import VllmManager
+from memory_service.models.manifest import ModelEntry, ModelRegistry
+from memory_service.models.refresh import RegistrationWatcher
+from memory_service.models.registrations import read_registrations
+from memory_service.models.schemas import ServeRequest
+from tests.models.conftest import child_environ, free_port
+
+MANAGED = f"managed-{BUNDLED_MODEL_ID}"
+
+
+@pytest.fixture
+async def discovering(
+    lifecycle_settings: Settings, local_provider: LocalProvider
+) -> AsyncIterator[Resources]:
+    """A service's resources with discovery over the bundled model (the embedded default)."""
+    async with open_resources(lifecycle_settings, local=local_provider) as resources:
+        yield resources
+
+
+def pooling_request(model: str, **overrides: object) -> ServeRequest:
+    fields: dict[str, object] = {
+        "model": model,
+        "served_model_name": BUNDLED_MODEL_ID,
+        "runner": "pooling",
+        "port": free_port(),
+        "extra_args": ["--dtype", "float32", "--max-model-len", "256"],
+    }
+    return ServeRequest.model_validate(fields | overrides)
+
+
+class TestServeDiscoverStop:
+    async def test_a_served_pooling_model_joins_discovery_until_stopped(
+        self, lifecycle_settings: Settings, discovering: Resources, tmp_path: Path
+    ) -> None:
+        record = tmp_path / "child.json"
+        manager = VllmManager(lifecycle_settings, child_environ(FAKE_VLLM_RECORD=str(record)))
+        registry = ModelRegistry(lifecycle_settings.model_registry_dir)
+        registry.record(
+            ModelEntry(
+                id="sentence-transformers/all-MiniLM-L6-v2",
+                revision="c" * 40,
+                path=bundled_model_path(),
+                size_bytes=1,
+                task="embed",
+                downloaded_at=datetime.now(UTC),
+            )
+        )
+        registration = await manager.serve(
+            pooling_request("sentence-transformers/all-MiniLM-L6-v2")
+        )
+        assert registry.get("sentence-transformers/all-MiniLM-L6-v2").last_used_at is not None
+        child = json.loads(record.read_text())
+        assert child["pid"] == registration.pid
+        assert child["argv"][:2] == ["--model", str(bundled_model_path())]
+        assert child["argv"][4:8] == ["--runner", "pooling", "--convert", "embed"]
+        assert child["argv"][-4:] == ["--dtype", "float32", "--max-model-len", "256"]
+        assert child["env"] == {"HF_HUB_OFFLINE": "1", "VLLM_CPU_OMP_THREADS_BIND": "0"}
+        assert read_registrations(lifecycle_settings.vllm_dir) == [registration]
+        assert registration.space == "default"
+        assert (registration.log_dir / "stderr.log").read_text().startswith("INFO fake vLLM")
+
+        discovery = discovering.discovery
+        assert discovery is not None
+        async with httpx.AsyncClient() as http:
+            watcher = RegistrationWatcher(discovery, lifecycle_settings, http)
+            await watcher.sync()
+            await discovery.probe_all()
+            best = discovery.best_provider()
+            assert best is not None and best.name == MANAGED
+            assert best.config.kind == "vllm"
+            assert best.parity is not None and best.parity >= 0.99
+
+            (status,) = await manager.status()
+            assert (status.alive, status.healthy) == (True, True)
+
+            stopped = manager.stop(registration.name)
+            assert stopped.outcome == "terminated"
+            assert not pid_alive(registration.pid)
+            assert read_registrations(lifecycle_settings.vllm_dir) == []
+            await watcher.sync()
+            assert [p.name for p in discovery.providers] == ["local"]
+
+    async def test_a_registration_of_another_space_is_ignored(
+        self, lifecycle_settings: Settings, discovering: Resources
+    ) -> None:
+        from memory_service.models.registrations import VllmRegistration, write_registration
+
+        write_registration(
+            lifecycle_settings.vllm_dir,
+            VllmRegistration(
+                name="other",
+                pid=1,
+                port=9,
+                base_url="http://127.0.0.1:9",
+                served_model="mxbai-embed-large",
+                model="/models/mxbai",
+                runner="pooling",
+                space="mxbai",
+                started_at=datetime.now(UTC),
+                log_dir=lifecycle_settings.vllm_dir / "other",
+            ),
+        )
+        assert discovering.discovery is not None
+        async with httpx.AsyncClient() as http:
+            await RegistrationWatcher(discovering.discovery, lifecycle_settings, http).sync()
+        assert [p.name for p in discovering.discovery.providers] == ["local"]
+
+
+class TestServeFailures:
+    async def test_a_child_that_dies_at_start_fails_fast_with_its_log_tail(
+        self, lifecycle_settings: Settings
+    ) -> None:
+        # The health bound is ten minutes: only the exit can end the wait in time for the test.
+        settings = lifecycle_settings.model_copy(update={"vllm_health_timeout_seconds": 600.0})
+        manager = VllmManager(settings, child_environ(FAKE_VLLM_EXIT="3"))
+        with pytest.raises(VllmStartFailed) as failed:
+            await manager.serve(pooling_request(str(bundled_model_path())))
+        assert "exited with status 3" in failed.value.message
+        assert "ValueError: cannot load model" in failed.value.message
+        assert read_registrations(settings.vllm_dir) == []
+
+    async def test_a_server_that_never_answers_health_is_stopped_at_the_bound(
+        self, lifecycle_settings: Settings, tmp_path: Path
+    ) -> None:
+        settings = lifecycle_settings.model_copy(update={"vllm_health_timeout_seconds": 1.5})
+        record = tmp_path / "child.json"
+        environ = child_environ(FAKE_VLLM_NEVER_HEALTHY="1", FAKE_VLLM_RECORD=str(record))
+        with pytest.raises(VllmStartFailed) as failed:
+            await VllmManager(settings, environ).serve(pooling_request(str(bundled_model_path())))
+        assert "did not answer" in failed.value.message
+        assert "INFO fake vLLM" in failed.value.message
+        assert not pid_alive(json.loads(record.read_text())["pid"])
+        assert read_registrations(settings.vllm_dir) == []
+
+    async def test_unknown_model_and_busy_port_are_refused_before_starting(
+        self, lifecycle_settings: Settings, tmp_path: Path
+    ) -> None:
+        record = tmp_path / "child.json"
+        manager = VllmManager(lifecycle_settings, child_environ(FAKE_VLLM_RECORD=str(record)))
+        with pytest.raises(InvalidRequest, match="models download org/unknown"):
+            await manager.serve(pooling_request("org/unknown"))
+        import socket
+
+        with socket.socket() as busy:
+            busy.bind(("127.0.0.1", 0))
+            busy.listen()
+            port = busy.getsockname()[1]
+            with pytest.raises(Conflict, match=f"port {port}"):
+                await manager.serve(pooling_request(str(bundled_model_path()), port=port))
+        assert not record.exists()
+
+    async def test_a_bad_name_is_refused(self, lifecycle_settings: Settings) -> None:
+        manager = VllmManager(lifecycle_settings, child_environ())
+        request = pooling_request(str(bundled_model_path()), served_model_name="org/model")
+        with pytest.raises(InvalidRequest, match="pass --name"):
+            await manager.serve(request)
