@@ -61,7 +61,11 @@ class ChatGateway:
         self.budget = budget
         self.memories = memories
         self.default_max_tokens = default_max_tokens
-        self.aliases = policy.aliases(p.config for p in discovery.providers)
+
+    @property
+    def aliases(self) -> dict[str, list[str]]:
+        """Computed per request: providers may join and leave at run time."""
+        return policy.aliases(p.config for p in self.discovery.providers)
 
     async def complete(self, request: ChatCompletionRequest, tier_header: str | None) -> ChatAnswer:
         answer = ChatAnswer()

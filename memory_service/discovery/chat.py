@@ -84,6 +84,15 @@ class ChatDiscovery:
         self.providers = list(providers)
         self._clock = clock
 
+    def add_provider(self, provider: ManagedChatProvider) -> None:
+        """A provider that joins at run time (a `vllm serve --runner generate` server)."""
+        if any(p.name == provider.name for p in self.providers):
+            raise ValueError(f"a chat provider named {provider.name!r} exists")
+        self.providers.append(provider)
+
+    def remove_provider(self, name: str) -> None:
+        self.providers = [p for p in self.providers if p.name != name]
+
     async def probe_all(self) -> None:
         due = [p for p in self.providers if p.config.configured and p.breaker.allow()]
         await asyncio.gather(*(self._probe(provider) for provider in due))

@@ -76,6 +76,7 @@ ProviderConfig = Annotated[
 ]
 
 CLOUD_CHAT_KINDS = frozenset({"groq", "gemini", "openai"})
+CHAT_MIN_CONTEXT_WINDOW = 256
 
 
 class ChatProviderConfig(BaseModel):
@@ -97,7 +98,7 @@ class ChatProviderConfig(BaseModel):
     base_url: str = Field(pattern=r"^https?://")
     model: str = Field(min_length=1, description="The model name the server serves.")
     tier: Literal["local", "cloud"] | None = None
-    context_window: int = Field(8192, ge=256)
+    context_window: int = Field(8192, ge=CHAT_MIN_CONTEXT_WINDOW)
     aliases: list[str] = Field(default_factory=list)
     keep_alive: str | None = Field(None, description="Ollama only: how long the model stays.")
     priority: int = Field(100, ge=0, description="Lower is preferred.")

@@ -4,6 +4,9 @@ Every probe interval, `RegistrationWatcher.sync` reads `<data_dir>/vllm/*.json` 
 set of run-time providers match the `pooling` registrations of the service's space: a new
 registration becomes a `ManagedProvider` of kind `vllm` (named `managed-<name>`), a removed
 or changed one is dropped. The next probe round probes it like any configured provider.
+`generate` registrations join chat discovery the same way, as local `vllm` chat providers
+(`managed-<name>`, serving `served_model`), their context window read from the server's own
+`GET /v1/models` (`max_model_len`) when they join.
 
 Eligibility is not granted here: the provider is declared for the space's model under its
 served model name, with the space's dimension and normalization, so the usual rules decide.
@@ -20,7 +23,14 @@ import logging
 import httpx
 
 from memory_service.core.settings import Settings
-from memory_service.discovery.config import OpenAIProviderConfig, ProvidersConfig, SpaceConfig
+from memory_service.discovery.chat import build_chat_providers
+from memory_service.discovery.config import (
+    CHAT_MIN_CONTEXT_WINDOW,
+    ChatProviderConfig,
+    OpenAIProviderConfig,
+    ProvidersConfig,
+    SpaceConfig,
+)
 from memory_service.discovery.factory import build_providers
 from memory_service.discovery.registry import Discovery, ManagedProvider
 from memory_service.models.registrations import VllmRegistration, read_registrations
@@ -36,9 +46,67 @@ class RegistrationWatcher:
         self._settings = settings
         self._http = http
         self._added: dict[str, VllmRegistration] = {}  # provider name -> its registration
+        self._chat_added: dict[str, VllmRegistration] = {}
         self._warned: set[str] = set()
 
     async def sync(self) -> None:
+        await self._sync_embedders()
+        await self._sync_chat()
+
+    async def _sync_chat(self) -> None:
+        chat = self._discovery.chat
+        wanted = {
+            PROVIDER_PREFIX + r.name: r
+            for r in read_registrations(self._settings.vllm_dir, runner="generate")
+            if self._usable_for_chat(r)
+        }
+        for name, registration in list(self._chat_added.items()):
+            if wanted.get(name) != registration:
+                chat.remove_provider(name)
+                del self._chat_added[name]
+                log.info("chat discovery: removed %s (%s)", name, registration.base_url)
+        for name, registration in wanted.items():
+            if name not in self._chat_added:
+                window = await self._context_window(registration)
+                config = ChatProviderConfig(
+                    name=name,
+                    kind="vllm",
+                    base_url=registration.base_url,
+                    model=registration.served_model,
+                    context_window=window,
+                    priority=self._settings.vllm_provider_priority,
+                )
+                (provider,) = build_chat_providers([config], self._http, self._settings)
+                chat.add_provider(provider)
+                self._chat_added[name] = registration
+                log.info("chat discovery: added %s (%s)", name, registration.base_url)
+
+    def _usable_for_chat(self, registration: VllmRegistration) -> bool:
+        configured = [p for p in self._discovery.chat.providers if p.name not in self._chat_added]
+        name = PROVIDER_PREFIX + registration.name
+        root = registration.base_url.rstrip("/")
+        if any(p.name == name or p.config.base_url.rstrip("/") == root for p in configured):
+            if registration.name not in self._warned:
+                self._warned.add(registration.name)
+                log.warning("chat discovery ignores %s: already configured", registration.name)
+            return False
+        return True
+
+    async def _context_window(self, registration: VllmRegistration) -> int:
+        """The server's `max_model_len` for the served model; the smallest window the
+        configuration accepts when the server does not say (routing then stays cautious)."""
+        url = f"{registration.base_url.rstrip('/')}/v1/models"
+        try:
+            response = await self._http.get(url, timeout=5)
+            cards = response.json().get("data", [])
+            for card in cards:
+                if card.get("id") == registration.served_model and card.get("max_model_len"):
+                    return int(card["max_model_len"])
+        except (httpx.HTTPError, ValueError, AttributeError) as exc:
+            log.warning("cannot read %s: %r", url, exc)
+        return CHAT_MIN_CONTEXT_WINDOW
+
+    async def _sync_embedders(self) -> None:
         wanted = {
             PROVIDER_PREFIX + r.name: r
             for r in read_registrations(self._settings.vllm_dir, runner="pooling")

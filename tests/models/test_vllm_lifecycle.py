@@ -174,3 +174,37 @@ class TestServeFailures:
         request = pooling_request(str(bundled_model_path()), served_model_name="org/model")
         with pytest.raises(InvalidRequest, match="pass --name"):
             await manager.serve(request)
+
+
+class TestGenerateServers:
+    async def test_a_served_chat_model_joins_chat_routing_until_stopped(
+        self, lifecycle_settings: Settings, discovering: Resources
+    ) -> None:
+        manager = VllmManager(lifecycle_settings, child_environ())
+        registration = await manager.serve(
+            ServeRequest.model_validate(
+                {
+                    "model": str(bundled_model_path()),
+                    "served_model_name": "tiny-chat",
+                    "runner": "generate",
+                    "port": free_port(),
+                    "extra_args": ["--max-model-len", "1024"],
+                }
+            )
+        )
+        discovery, chat = discovering.discovery, discovering.chat
+        assert discovery is not None and chat is not None
+        async with httpx.AsyncClient() as http:
+            watcher = RegistrationWatcher(discovery, lifecycle_settings, http)
+            await watcher.sync()
+            await discovery.probe_all()
+            best = discovery.best_provider("chat")
+            assert best is not None and best.name == "managed-tiny-chat"
+            assert (best.tier, best.config.context_window) == ("local", 1024)
+            assert chat.aliases["tiny-chat"] == ["managed-tiny-chat"]
+            assert discovery.best_provider() is not None  # embedders untouched
+            assert all(p.name != "managed-tiny-chat" for p in discovery.providers)
+
+            manager.stop(registration.name)
+            await watcher.sync()
+            assert all(p.name != "managed-tiny-chat" for p in discovery.chat.providers)

@@ -4,7 +4,9 @@ Parses the flags `memory-service vllm serve` passes (unknown vLLM flags are acce
 ignored, as pass-through args must be), loads the sentence-transformers folder given as
 `--model`, and serves it with the loopback vLLM server of tests/servers (vLLM 0.32's
 `/health`, `/v1/models`, `/v1/embeddings`) on `--host`/`--port`, under uvicorn, which stops
-on SIGTERM like vLLM does. It logs to stderr, as vLLM does.
+on SIGTERM like vLLM does. It logs to stderr, as vLLM does. With `--runner generate` it
+serves the loopback chat server's vLLM flavour instead (`/v1/chat/completions`), its context
+window `--max-model-len`.
 
 The test sets one behaviour through the environment:
 - FAKE_VLLM_EXIT=<status>: print a vLLM-like error and exit at once with that status;
@@ -52,6 +54,15 @@ def main() -> None:
 
 def serve(args: argparse.Namespace) -> None:
     import uvicorn
+
+    if args.runner == "generate":
+        from tests.servers.chat_server import ChatServer
+
+        chat = ChatServer(
+            "vllm", args.served_model_name or [args.model], context_window=args.max_model_len
+        )
+        uvicorn.run(chat._protocol_app(), host=args.host, port=args.port, log_level="info")
+        return
     from sentence_transformers import SentenceTransformer
 
     from tests.servers.embedder import embedder_from_model, max_chars_per_token
