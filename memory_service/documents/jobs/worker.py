@@ -193,6 +193,7 @@ class JobWorker:
             async with self.engine.connect() as conn:
                 stored = await repository.job_documents(conn, job)
             items = [LoadedDocument(**document) for document in stored]
+            run.counts.total = len(items)
         else:
             path = Path(job.path)
             if outside(path, self.allowed_paths):

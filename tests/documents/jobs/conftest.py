@@ -37,7 +37,7 @@ def settings(settings: Settings, allowed: Path) -> Settings:
             "ingest_poll_seconds": 0.05,
             "chunk_max_tokens": 64,
             "chunk_overlap_tokens": 8,
-            "ingest_batch_chunks": 16,
+            "ingest_batch_chunks": 4,
             "limits": Limits(max_batch_items=5, max_job_chars=20_000, max_metadata_bytes=256),
         }
     )

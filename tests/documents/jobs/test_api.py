@@ -12,6 +12,7 @@ from memory_service.app import Resources
 from memory_service.core.settings import Settings
 from tests.apps import http_app
 from tests.documents.jobs.conftest import MakeWorker, count, notes
+from tests.fakes import FlakyProvider
 from tests.memories.factories import assert_error
 
 DATA = Path(__file__).parents[1] / "data"
@@ -47,7 +48,8 @@ class TestSubmitInline:
         assert done["state"] == "succeeded" and done["attempts"] == 1
         assert done["claimed_by"] == "w1" and done["lease_expires_at"] is None
         progress = done["progress"]
-        assert progress["documents_done"] == progress["documents_ingested"] == 3
+        assert progress["documents_total"] == progress["documents_done"] == 3
+        assert progress["documents_ingested"] == 3
         assert progress["chunks"] == await count(resources.engine, "chunk") > 3
         assert done["errors"] == {"documents": [], "documents_omitted": 0, "last_error": None}
         assert done["created_at"] <= done["started_at"] <= done["finished_at"]
@@ -64,6 +66,34 @@ class TestSubmitInline:
         assert done["state"] == "succeeded" and again["id"] != first["id"]
         assert done["progress"]["documents_unchanged"] == 2 and done["progress"]["chunks"] == 0
         assert await count(resources.engine, "chunk") == chunks
+
+
+class TestProgress:
+    async def test_a_running_job_shows_its_committed_batches(
+        self, client: httpx.AsyncClient, make_worker: MakeWorker, embedder: FlakyProvider
+    ) -> None:
+        job = await submit(client, {"namespace": "kb", "documents": notes(5)})
+        embedder.hold = first_batch = asyncio.Event()
+        running = asyncio.create_task(make_worker("w1").run(until_idle=True))
+        await asyncio.wait_for(embedder.waiting.wait(), 60)
+        embedder.waiting.clear()
+        embedder.hold = asyncio.Event()  # the second batch waits here
+        first_batch.set()
+        await asyncio.wait_for(embedder.waiting.wait(), 60)
+        seen = job
+        for _ in range(300):  # bounded: progress is written every 2 s
+            seen = (await client.get(f"/v1/ingest/jobs/{job['id']}")).json()
+            if seen["progress"]["documents_ingested"]:
+                break
+            await asyncio.sleep(0.05)
+        assert seen["state"] == "running" and seen["claimed_by"] == "w1"
+        assert 0 < seen["progress"]["documents_ingested"] < 5
+        assert seen["progress"]["chunks"] > 0 and seen["progress"]["documents_total"] == 5
+        assert seen["lease_expires_at"] > seen["updated_at"]
+        embedder.hold.set()
+        await asyncio.wait_for(running, 60)
+        done = (await client.get(f"/v1/ingest/jobs/{job['id']}")).json()
+        assert done["state"] == "succeeded" and done["progress"]["documents_ingested"] == 5
 
 
 class TestInProcessWorker:
