@@ -80,7 +80,6 @@ class _Run:
 
     job: ClaimedJob
     counts: JobCounts = field(default_factory=JobCounts)
-    lost: bool = False
 
     def update(self, report: IngestReport) -> None:
         self.counts.ingested, self.counts.unchanged = report.ingested, report.unchanged
@@ -218,7 +217,6 @@ class JobWorker:
                 log.exception("ingest job %s: progress not written", run.job.id)
                 continue
             if not held:
-                run.lost = True
                 ingest.cancel()
                 return
             if time.monotonic() - last_log >= LOG_EVERY_SECONDS:

@@ -165,6 +165,19 @@ class TestLeases:
         row = await job_row(resources.engine, job_id)
         assert row["state"] == "dead" and "lease of crashed expired" in row["last_error"]
 
+    async def test_a_worker_that_lost_its_job_stops_and_leaves_it_alone(
+        self, resources: Resources, make_worker: MakeWorker, embedder: FlakyProvider
+    ) -> None:
+        (job_id,) = await queue(resources.engine, 1, documents=5)
+        embedder.hold = asyncio.Event()
+        running = asyncio.create_task(make_worker("w1").run_once())
+        await asyncio.wait_for(embedder.waiting.wait(), 60)
+        await execute(resources.engine, "UPDATE ingest_job SET claimed_by = 'w2'")
+        assert await asyncio.wait_for(running, 60) is not None, "the next heartbeat noticed"
+        row = await job_row(resources.engine, job_id)
+        assert (row["state"], row["claimed_by"], row["attempts"]) == ("running", "w2", 1)
+        assert await count(resources.engine, "chunk") == 0
+
     async def test_a_stopped_worker_gives_its_job_back(
         self, resources: Resources, make_worker: MakeWorker, embedder: FlakyProvider
     ) -> None:
