@@ -11,6 +11,7 @@ from memory_service.core.handlers import error_response
 from memory_service.core.migrations import head_revision
 from memory_service.discovery.endpoints import router as providers_router
 from memory_service.documents.endpoints import router as documents_router
+from memory_service.documents.jobs.endpoints import router as ingest_jobs_router
 from memory_service.embeddings.provider import ProviderError
 from memory_service.memories.endpoints import router as memories_router
 from memory_service.models.endpoints import router as admin_vllm_router
@@ -23,6 +24,7 @@ router.include_router(search_router)
 router.include_router(documents_router)
 router.include_router(openai_router)
 router.include_router(admin_vllm_router)
+router.include_router(ingest_jobs_router)
 
 
 @router.get("/health", tags=["health"])

@@ -35,6 +35,8 @@ from memory_service.discovery.config import (
 from memory_service.discovery.factory import build_providers
 from memory_service.discovery.registry import Discovery
 from memory_service.discovery.routing import RoutedEmbedder
+from memory_service.documents.jobs.service import IngestJobService
+from memory_service.documents.jobs.worker import job_worker
 from memory_service.documents.pipeline import Ingestor
 from memory_service.embeddings.batching import CoalescingEmbedder
 from memory_service.embeddings.local import LocalProvider
@@ -246,6 +248,8 @@ def create_app(settings: Settings, resources: Resources) -> FastAPI:
             tasks.append(resources.discovery.run_forever(settings.probe_interval_seconds))
             # Servers started by `vllm serve` join discovery (see models/refresh.py).
             tasks.append(watch_registrations(settings, resources.discovery))
+        if settings.ingest_worker and resources.documents is not None:
+            tasks.append(job_worker(settings, resources.engine, resources.documents).run())
         running = [asyncio.create_task(coroutine) for coroutine in tasks]
         try:
             yield
@@ -262,6 +266,13 @@ def create_app(settings: Settings, resources: Resources) -> FastAPI:
     app.state.search = resources.search
     # The app factory is an entry point: started vLLM servers inherit its environment.
     app.state.vllm = VllmManager(settings, os.environ)
+    app.state.ingest_jobs = IngestJobService(
+        resources.engine,
+        settings.limits,
+        settings.ingest_allowed_paths,
+        settings.ingest_max_attempts,
+        None if resources.documents else resources.documents_unavailable,
+    )
     install_error_handlers(app)
     app.include_router(router)
     return app

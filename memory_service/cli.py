@@ -1,4 +1,4 @@
-"""The `memory-service` command: serve, db upgrade, db current."""
+"""The `memory-service` command: serve, db upgrade, db current, ingest, worker, providers."""
 
 import argparse
 import asyncio
@@ -66,6 +66,20 @@ def ingest(settings: Settings, paths: list[str], namespace: str, prune: bool, fm
             return asyncio.run(
                 run_ingest(resolved, os.environ, paths, namespace, prune=prune, stdin_format=fmt)
             )
+        except StartupError as exc:
+            log.error("%s", exc)
+            return 2
+
+
+def worker(settings: Settings, until_idle: bool) -> int:
+    from memory_service.documents.jobs.command import work
+
+    with database_url(settings) as url:
+        if settings.embedded:
+            migrations.upgrade(url)
+        resolved = settings.model_copy(update={"database_url": url})
+        try:
+            return asyncio.run(work(resolved, os.environ, until_idle=until_idle))
         except StartupError as exc:
             log.error("%s", exc)
             return 2
@@ -184,6 +198,10 @@ def build_parser() -> argparse.ArgumentParser:
     ingest_cmd.add_argument(
         "--format", default="txt", choices=["txt", "md", "html", "jsonl"], help="of stdin"
     )
+    worker_cmd = commands.add_parser("worker", help="run ingestion jobs from the queue")
+    worker_cmd.add_argument(
+        "--until-idle", action="store_true", help="exit once no job is due instead of polling"
+    )
     providers_cmd = commands.add_parser("providers", help="print the providers' states as a table")
     providers_cmd.add_argument("--url", help="the service (default http://HOST:PORT from settings)")
     model_commands.add_commands(commands)
@@ -223,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
             return ingest(settings, args.paths, args.namespace, args.prune, args.format)
         if args.command in ("models", "vllm"):
             return model_commands.run(settings, args, os.environ)
+        if args.command == "worker":
+            return worker(settings, args.until_idle)
         if args.action == "upgrade":
             return db_upgrade(settings, args.revision)
         return db_current(settings)

@@ -137,6 +137,7 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         data_dir=tmp_path / "data",
         reconciler=False,
         reconcile_interval_seconds=0.05,
+        ingest_worker=False,
     )
 
 

@@ -1,5 +1,6 @@
 """Stand-ins for external parts. Only dependencies are faked here, never code under test."""
 
+import asyncio
 from collections.abc import Sequence
 
 from memory_service.embeddings.provider import (
@@ -27,9 +28,16 @@ class FlakyProvider(EmbeddingProvider):
         self.max_batch = inner.max_batch
         self.down = False
         self.calls = 0
+        # A test that sets `hold` makes calls wait for it (`waiting` says one does): a slow
+        # embedder, so the test can act while a call is in flight.
+        self.hold: asyncio.Event | None = None
+        self.waiting = asyncio.Event()
 
     async def _embed_batch(self, texts: Sequence[str]) -> Vectors:
         self.calls += 1
+        if self.hold is not None:
+            self.waiting.set()
+            await self.hold.wait()
         if self.down:
             raise ProviderUnavailable(self.name, "connection refused (switched off by the test)")
         return await self.inner._embed_batch(texts)

@@ -2,6 +2,7 @@
 
     MemoryServiceError (500 internal_error)
     ├── InvalidRequest (400 invalid_request)
+    ├── Forbidden (403 forbidden)
     ├── NotFound (404 not_found)
     ├── Conflict (409 conflict)
     ├── LimitExceeded (422 limit_exceeded)
@@ -34,6 +35,13 @@ class MemoryServiceError(Exception):
 class InvalidRequest(MemoryServiceError):
     status_code = 400
     error_type = "invalid_request"
+
+
+class Forbidden(MemoryServiceError):
+    """Understood, but this service is configured not to do it (e.g. a path not allow-listed)."""
+
+    status_code = 403
+    error_type = "forbidden"
 
 
 class NotFound(MemoryServiceError):

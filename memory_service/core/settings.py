@@ -19,6 +19,9 @@ class Limits(BaseModel):
     max_tags: int = Field(64, ge=0)
     max_tag_chars: int = Field(128, ge=1)
     max_page_size: int = Field(200, ge=1)
+    max_job_chars: int = Field(
+        16_000_000, ge=1, description="Total text of one ingestion job's inline documents."
+    )
 
 
 class Settings(BaseSettings):
@@ -82,6 +85,21 @@ class Settings(BaseSettings):
     chunk_max_tokens: int = Field(256, ge=8, description="Chunk size, special tokens included.")
     chunk_overlap_tokens: int = Field(32, ge=0)
     ingest_batch_chunks: int = Field(512, ge=1, description="Chunks per embed call and commit.")
+
+    ingest_worker: bool = Field(True, description="Run an ingestion-job worker in `serve`.")
+    ingest_allowed_paths: list[Path] = Field(
+        default_factory=list,
+        description="Folders a job's server-side `path` may name (JSON list); empty: none.",
+    )
+    ingest_poll_seconds: float = Field(1.0, gt=0, description="Idle worker's queue poll.")
+    ingest_lease_seconds: float = Field(
+        60.0, ge=1, description="A claimed job is another worker's after this much silence."
+    )
+    ingest_max_attempts: int = Field(5, ge=1, description="Attempts before a job is dead.")
+    ingest_retry_base_seconds: float = Field(
+        10.0, gt=0, description="Backoff before retry n is base * 2**(n-1)."
+    )
+    ingest_retry_max_seconds: float = Field(3_600.0, gt=0, description="Backoff ceiling.")
 
     diskann_search_list_size: int = Field(
         100, ge=10, le=1_000, description="diskann.query_search_list_size per search."
@@ -165,6 +183,15 @@ class Settings(BaseSettings):
     def vllm_dir(self) -> Path:
         """Registrations and logs of the vLLM servers `vllm serve` started."""
         return self.data_dir / "vllm"
+
+    @field_validator("ingest_allowed_paths")
+    @classmethod
+    def _absolute_paths(cls, value: list[Path]) -> list[Path]:
+        """Allowed folders must be absolute: a relative one would depend on the cwd."""
+        relative = [str(path) for path in value if not path.is_absolute()]
+        if relative:
+            raise ValueError(f"MEMORY_INGEST_ALLOWED_PATHS must be absolute: {relative}")
+        return value
 
     @property
     def embedded(self) -> bool:

@@ -170,3 +170,45 @@ cloud_usage = Table(
 
 # Tables whose `embedding` column gets one vector index per embedding space.
 VECTOR_TABLES: tuple[Table, ...] = (memory, chunk)
+
+# The ingestion-job queue (migration 0005, `documents/jobs/repository.py`). A job's inline
+# documents live in its own row (JSONB): they are written once with the job, in the one
+# INSERT that makes it exist, read whole by the worker that runs it and deleted with it;
+# no query ever needs one document of a job, so a child table would only add a second
+# write. Per-document outcomes are the `document_errors` list and the counts.
+ingest_job = Table(
+    "ingest_job",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True, server_default=func.gen_random_uuid()),
+    Column("namespace", Text, nullable=False),
+    Column("path", Text),
+    Column("documents", JSONB),
+    Column("state", Text, nullable=False, server_default=text("'queued'")),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("run_after", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("claimed_by", Text),
+    Column("lease_expires_at", DateTime(timezone=True)),
+    Column("documents_total", Integer),
+    Column("documents_ingested", Integer, nullable=False, server_default=text("0")),
+    Column("documents_unchanged", Integer, nullable=False, server_default=text("0")),
+    Column("documents_failed", Integer, nullable=False, server_default=text("0")),
+    Column("chunks", Integer, nullable=False, server_default=text("0")),
+    Column("document_errors", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
+    Column("last_error", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("started_at", DateTime(timezone=True)),
+    Column("finished_at", DateTime(timezone=True)),
+    CheckConstraint(
+        "state IN ('queued', 'running', 'succeeded', 'failed', 'dead')",
+        name="ingest_job_state_valid",
+    ),
+    CheckConstraint("(path IS NULL) <> (documents IS NULL)", name="ingest_job_one_source"),
+    # The work query's index: only jobs a worker may still take are in it.
+    Index(
+        "ingest_job_work_idx",
+        "run_after",
+        postgresql_where=text("state IN ('queued', 'running')"),
+    ),
+    Index("ingest_job_created_at_id_idx", "created_at", "id"),
+)

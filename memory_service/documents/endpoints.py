@@ -8,10 +8,7 @@ from fastapi import APIRouter, Depends, Request, Response, status
 from memory_service.core.errors import InvalidRequest, LimitExceeded
 from memory_service.documents.loaders import LoadedDocument
 from memory_service.documents.pipeline import Ingestor
-from memory_service.documents.schemas import DocumentIn, DocumentOut
-
-# One document's text; larger inputs belong to `memory-service ingest` or the job API.
-MAX_DOCUMENT_CHARS = 5_000_000
+from memory_service.documents.schemas import MAX_DOCUMENT_CHARS, DocumentIn, DocumentOut
 
 
 def get_ingestor(request: Request) -> Ingestor:

@@ -27,7 +27,7 @@ Contracts:
 
 import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
@@ -71,12 +71,17 @@ def load_stream(stream: TextIO, fmt: str, name: str = "stdin") -> Iterator[Loade
     return _raising(iter_stream(stream, fmt, name))
 
 
-def iter_documents(paths: Iterable[Path]) -> Iterator[LoadResult]:
+def iter_documents(
+    paths: Iterable[Path], refuse: Callable[[Path], str | None] | None = None
+) -> Iterator[LoadResult]:
     """Documents and per-source errors of files and folders, in order; never raises a
-    `LoaderError`. A file reached twice (named twice, or through a symlink) is read once."""
+    `LoaderError`. A file reached twice (named twice, or through a symlink) is read once.
+    `refuse(resolved file)` may name a reason not to read a file (it becomes an error)."""
     for item in _unique_files(paths):
         if isinstance(item, LoaderError):
             yield item
+        elif refuse is not None and (reason := refuse(item[0])) is not None:
+            yield LoaderError(item[0].as_uri(), reason)
         else:
             yield from _load_file(*item)
 

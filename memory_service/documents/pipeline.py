@@ -106,7 +106,13 @@ class Ingestor:
         items: Iterable[LoadedDocument | LoaderError],
         namespace: str,
         progress: Progress | None = None,
+        *,
+        raise_unavailable: bool = False,
     ) -> IngestReport:
+        """Ingest `items` batch by batch. A batch the embedder could not take is reported as
+        failed documents and the run goes on, unless `raise_unavailable`: then the
+        ProviderError propagates and the run stops there (batches before it stay committed),
+        for callers that retry the whole run later (ingestion jobs)."""
         report = IngestReport()
         started = time.perf_counter()
         batch: list[_Pending] = []
@@ -116,12 +122,12 @@ class Ingestor:
             if pending is not None:
                 batch.append(pending)
             if sum(len(p.chunks) for p in batch) >= self.batch_chunks:
-                await self._write(batch, namespace, report)
+                await self._write(batch, namespace, report, raise_unavailable)
                 batch = []
             report.seconds = time.perf_counter() - started
             if progress is not None:
                 progress(report)
-        await self._write(batch, namespace, report)
+        await self._write(batch, namespace, report, raise_unavailable)
         report.seconds = time.perf_counter() - started
         return report
 
@@ -148,13 +154,17 @@ class Ingestor:
 
         return work
 
-    async def _write(self, batch: list[_Pending], namespace: str, report: IngestReport) -> None:
+    async def _write(
+        self, batch: list[_Pending], namespace: str, report: IngestReport, raise_unavailable: bool
+    ) -> None:
         if not batch:
             return
         texts = [chunk.text for pending in batch for chunk in pending.chunks]
         try:
             results = await embed_each(self.embedder, texts)
         except ProviderError as exc:
+            if raise_unavailable:
+                raise
             report.failed += [(p.document.source_uri, f"not embedded: {exc}") for p in batch]
             return
         documents, position = [], 0

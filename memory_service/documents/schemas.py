@@ -7,11 +7,17 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from memory_service.memories.schemas import Metadata, Namespace, Text
 
+# One document's text over HTTP; larger inputs belong to `memory-service ingest` or to a
+# job's server-side path.
+MAX_DOCUMENT_CHARS = 5_000_000
 
-class DocumentIn(BaseModel):
+
+class DocumentFields(BaseModel):
+    """One document's content and identity: what `POST /v1/documents` and each inline
+    document of an ingestion job carry."""
+
     model_config = ConfigDict(extra="forbid")
 
-    namespace: Namespace
     text: Text
     source_uri: str | None = Field(
         None,
@@ -21,6 +27,10 @@ class DocumentIn(BaseModel):
     )
     title: str | None = Field(None, max_length=1_024)
     metadata: Metadata = Field(default_factory=dict)
+
+
+class DocumentIn(DocumentFields):
+    namespace: Namespace
 
 
 class DocumentOut(BaseModel):

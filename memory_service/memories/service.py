@@ -13,8 +13,6 @@ server's message in `last_error`, in the response as well.
 """
 
 import asyncio
-import base64
-import binascii
 import json
 import logging
 from collections.abc import Sequence
@@ -26,13 +24,13 @@ from uuid import UUID
 import numpy as np
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from memory_service.core.cursor import check_page_size, decode_cursor, encode_cursor
 from memory_service.core.db import set_local
 from memory_service.core.errors import (
     Conflict,
     EmbedderUnavailable,
     InputRejected,
     InputTooLong,
-    InvalidRequest,
     LimitExceeded,
     NotFound,
 )
@@ -172,16 +170,13 @@ class MemoryService:
         return MemoryOut.model_validate(row._mapping)
 
     async def list(self, namespace: str, limit: int, cursor: str | None) -> MemoryPage:
-        if limit > self.limits.max_page_size:
-            raise LimitExceeded(
-                f"limit is at most {self.limits.max_page_size}",
-                {"field": "limit", "limit": self.limits.max_page_size, "actual": limit},
-            )
+        check_page_size(limit, self.limits.max_page_size)
         after = decode_cursor(cursor) if cursor else None
         async with self.engine.connect() as conn:
             rows = await repository.list_memories(conn, namespace, limit + 1, after)
         items = [MemoryOut.model_validate(row._mapping) for row in rows[:limit]]
-        next_cursor = encode_cursor(items[-1]) if len(rows) > limit else None
+        last = items[-1] if len(rows) > limit else None
+        next_cursor = encode_cursor(last.created_at, last.id) if last else None
         return MemoryPage(items=items, next_cursor=next_cursor)
 
     async def update(self, memory_id: UUID, patch: MemoryPatch) -> MemoryOut:
@@ -349,17 +344,3 @@ class EmbedOutcome:
 
 def _is_vector(result: Embedded) -> TypeGuard[Vectors]:
     return not isinstance(result, ProviderInputError)
-
-
-def encode_cursor(last: MemoryOut) -> str:
-    payload = json.dumps({"created_at": last.created_at.isoformat(), "id": str(last.id)})
-    return base64.urlsafe_b64encode(payload.encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        payload = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        return datetime.fromisoformat(payload["created_at"]), UUID(payload["id"])
-    except (binascii.Error, ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
-        raise InvalidRequest("cursor is not one this service issued", {"field": "cursor"}) from exc
