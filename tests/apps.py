@@ -45,3 +45,11 @@ async def served_app(settings: Settings, resources: Resources) -> AsyncIterator[
         server.should_exit = True
         await task
         sock.close()
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for a child process to bind)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port

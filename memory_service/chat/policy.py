@@ -80,18 +80,12 @@ def plan_route(
     local = _fitting(discovery.ranked("local"), names, needed_tokens)
     cloud = _fitting(discovery.ranked("cloud"), names, needed_tokens)
     size = f"~{needed_tokens} tokens"
-    if tier == "local":
-        if local:
-            return RoutePlan(local, f"tier local requested; {local[0].name} fits {size}")
+    if tier != AUTO:  # pinned: that tier only, never escalated
+        pinned = local if tier == "local" else cloud
+        if pinned:
+            return RoutePlan(pinned, f"tier {tier} requested; {pinned[0].name} fits {size}")
         raise ChatUnavailable(
-            f"tier local requested, but {_why_not(discovery, pool, 'local', needed_tokens)}",
-            {"providers": _reasons(discovery, pool)},
-        )
-    if tier == "cloud":
-        if cloud:
-            return RoutePlan(cloud, f"tier cloud requested; {cloud[0].name} fits {size}")
-        raise ChatUnavailable(
-            f"tier cloud requested, but {_why_not(discovery, pool, 'cloud', needed_tokens)}",
+            f"tier {tier} requested, but {_why_not(discovery, pool, tier, needed_tokens)}",
             {"providers": _reasons(discovery, pool)},
         )
     if local:

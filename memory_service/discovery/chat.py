@@ -23,7 +23,7 @@ from memory_service.chat.clients import ChatClient
 from memory_service.core.settings import Settings
 from memory_service.discovery.breaker import CircuitBreaker
 from memory_service.discovery.config import ChatProviderConfig
-from memory_service.discovery.scoring import ProviderHealth, score
+from memory_service.discovery.scoring import ProviderHealth, record_outcome, score
 from memory_service.embeddings.provider import ProviderError
 
 
@@ -116,12 +116,7 @@ class ChatDiscovery:
         self, provider: ManagedChatProvider, latency_ms: float | None, error: str | None
     ) -> None:
         """Record one call's outcome (probe or live): health and breaker."""
-        if error is None and latency_ms is not None:
-            provider.health.observe_success(latency_ms)
-            provider.breaker.record_success()
-        else:
-            provider.health.observe_failure(error or "unknown error")
-            provider.breaker.record_failure()
+        record_outcome(provider.health, provider.breaker, latency_ms, error)
 
     def ineligibility(self, provider: ManagedChatProvider) -> str | None:
         """Why the provider may not serve chat now; None when it may."""

@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from memory_service.discovery.breaker import CircuitBreaker
 from memory_service.discovery.chat import ChatDiscovery, ManagedChatProvider
 from memory_service.discovery.config import ProviderConfig, SpaceConfig
-from memory_service.discovery.scoring import ProviderHealth, score
+from memory_service.discovery.scoring import ProviderHealth, record_outcome, score
 from memory_service.embeddings.provider import EmbeddingProvider, ProviderError, Vectors
 from memory_service.embeddings.spaces import EmbeddingSpace, capture_references, load_references
 
@@ -164,12 +164,7 @@ class Discovery:
         self, provider: ManagedProvider, latency_ms: float | None, error: str | None
     ) -> None:
         """Record one call's outcome (probe or live): health and breaker."""
-        if error is None and latency_ms is not None:
-            provider.health.observe_success(latency_ms)
-            provider.breaker.record_success()
-        else:
-            provider.health.observe_failure(error or "unknown error")
-            provider.breaker.record_failure()
+        record_outcome(provider.health, provider.breaker, latency_ms, error)
 
     def _declared_for(self, provider: ManagedProvider) -> bool:
         declared, space = provider.declared, self.space

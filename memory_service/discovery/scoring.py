@@ -14,6 +14,8 @@ failed parity and undeclared spaces are excluded before scoring, never merely sc
 
 from dataclasses import dataclass
 
+from memory_service.discovery.breaker import CircuitBreaker
+
 FORMULA = "score = (1 - error_rate) / ((1 + latency_ms / 100) * (1 + priority / 10))"
 ALPHA = 0.3
 LATENCY_SCALE_MS = 100.0
@@ -47,3 +49,16 @@ def score(health: ProviderHealth, priority: int) -> float:
     return (1 - health.error_rate) / (
         (1 + latency / LATENCY_SCALE_MS) * (1 + priority / PRIORITY_SCALE)
     )
+
+
+def record_outcome(
+    health: ProviderHealth, breaker: CircuitBreaker, latency_ms: float | None, error: str | None
+) -> None:
+    """One call's outcome (probe or live) into health and breaker: a success has a latency
+    and no error; anything else is a failure."""
+    if error is None and latency_ms is not None:
+        health.observe_success(latency_ms)
+        breaker.record_success()
+    else:
+        health.observe_failure(error or "unknown error")
+        breaker.record_failure()

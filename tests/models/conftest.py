@@ -1,7 +1,6 @@
 """Fixtures of the model registry and vLLM lifecycle tests."""
 
 import os
-import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,13 +13,6 @@ from memory_service.models.registrations import read_registrations
 
 ROOT = Path(__file__).resolve().parents[2]
 FAKE_VLLM = Path(__file__).parent / "fake_vllm"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def child_environ(**extra: str) -> dict[str, str]:

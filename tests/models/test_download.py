@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from memory_service.embeddings.local import bundled_model_path
-from tests.models.conftest import free_port
+from tests.apps import free_port
 from tests.servers.hub_server import HubServer
 
 BUNDLED_ID = "sentence-transformers/all-MiniLM-L6-v2"

@@ -8,7 +8,8 @@ from memory_service.core.settings import Settings
 from memory_service.embeddings.local import BUNDLED_MODEL_ID, bundled_model_path
 from memory_service.models.launcher import is_vllm_server, pid_alive, terminate_group
 from memory_service.models.registrations import read_registrations
-from tests.models.conftest import child_environ, free_port
+from tests.apps import free_port
+from tests.models.conftest import child_environ
 
 
 def vllm_command(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:

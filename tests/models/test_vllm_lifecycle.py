@@ -23,7 +23,8 @@ from memory_service.models.manifest import ModelEntry, ModelRegistry
 from memory_service.models.refresh import RegistrationWatcher
 from memory_service.models.registrations import read_registrations
 from memory_service.models.schemas import ServeRequest
-from tests.models.conftest import child_environ, free_port
+from tests.apps import free_port
+from tests.models.conftest import child_environ
 
 MANAGED = f"managed-{BUNDLED_MODEL_ID}"
 

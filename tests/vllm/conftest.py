@@ -12,7 +12,6 @@ the flags below) instead of starting one.
 
 import os
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ import httpx
 import pytest
 
 from memory_service.embeddings.local import BUNDLED_MODEL_ID, bundled_model_path
+from tests.apps import free_port
 
 OPT_IN_VARIABLE = "MEMORY_TEST_VLLM"
 URL_VARIABLE = "MEMORY_TEST_VLLM_URL"
@@ -128,13 +128,6 @@ def server_command(port: int) -> list[str]:
     model = str(bundled_model_path())
     address = ("--host", "127.0.0.1", "--port", str(port))
     return [str(VLLM_PYTHON), "-m", SERVER_MODULE, "--model", model, *SERVER_FLAGS, *address]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def wait_until_healthy(base_url: str, process: subprocess.Popen[bytes], log_path: Path) -> None:

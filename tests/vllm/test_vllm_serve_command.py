@@ -17,7 +17,8 @@ from memory_service.embeddings.local import BUNDLED_MODEL_ID, LocalProvider, bun
 from memory_service.models.launcher import is_vllm_server, pid_alive, terminate_group
 from memory_service.models.refresh import RegistrationWatcher
 from memory_service.models.registrations import read_registrations
-from tests.vllm.conftest import MAX_MODEL_LEN, VLLM_PYTHON, free_port
+from tests.apps import free_port
+from tests.vllm.conftest import MAX_MODEL_LEN, VLLM_PYTHON
 
 KV_CACHE_BYTES = str(256 * 1024 * 1024)  # see tests/vllm/conftest.py SERVER_FLAGS
 
