@@ -387,3 +387,47 @@ class TestCoalescing:
         assert sorted(embedded_texts(vllm, "/v1/embeddings")) == sorted(
             f"concurrent memory {i}" for i in range(32)
         )
+
+
+class TestEmbeddingsGateway:
+    """OpenAI's /v1/embeddings goes through the same routing: failover and space safety."""
+
+    async def test_the_primary_serves_and_its_name_is_in_the_header(
+        self, client: httpx.AsyncClient, vllm: OpenAICompatServer
+    ) -> None:
+        response = await client.post(
+            "/v1/embeddings", json={"model": "all-MiniLM-L6-v2", "input": ["a", "b"]}
+        )
+        assert response.status_code == 200, response.text
+        assert response.headers["x-memory-provider"] == "vllm"
+        assert [item["index"] for item in response.json()["data"]] == [0, 1]
+        assert vllm.requests.count("/v1/embeddings") == 1
+
+    async def test_a_failing_primary_fails_over_to_the_fallback(
+        self, client: httpx.AsyncClient, vllm: OpenAICompatServer, ollama: OllamaServer
+    ) -> None:
+        vllm.faults.error_500()
+        response = await client.post(
+            "/v1/embeddings", json={"model": "all-minilm", "input": "failover"}
+        )
+        assert response.status_code == 200, response.text
+        assert response.headers["x-memory-provider"] == "ollama"
+        assert embedded_texts(ollama, "/api/embed") == ["failover"]
+
+    async def test_a_provider_off_parity_is_never_used_and_the_call_fails_fast(
+        self,
+        resources: Resources,
+        client: httpx.AsyncClient,
+        vllm: OpenAICompatServer,
+        ollama: OllamaServer,
+    ) -> None:
+        ollama.faults.other_model()
+        await discovery_of(resources).probe_all()
+        vllm.faults.error_500()
+        ollama.requests.clear()
+        response = await client.post(
+            "/v1/embeddings", json={"model": "all-MiniLM-L6-v2", "input": "x"}
+        )
+        assert response.status_code == 503
+        assert_error(response.json(), "embedder_unavailable")
+        assert ollama.requests.count("/api/embed") == 0
