@@ -130,7 +130,7 @@ def format_providers(body: dict[str, Any]) -> str:
     lines = [
         f"space {space['name']}: {space['model']} ({space['dimension']}-dim); "
         f"best: {body['best'] or 'none'}",
-        f"score = {body['score_formula']}",
+        body["score_formula"],
         "",
     ]
     header = ("provider", "kind", "state", "score", "latency", "errors", "parity", "eligibility")
@@ -232,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     # pgserver narrates every step of the embedded server's life at INFO.
     logging.getLogger("pgserver").setLevel(logging.WARNING)
+    # httpx logs every request at INFO: noise on a command's output (`providers`, probes).
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         if args.command == "serve":
             return serve(settings)

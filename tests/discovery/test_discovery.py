@@ -141,6 +141,7 @@ class TestProbesAndScores:
         assert all(provider["reason"] == "eligible" for provider in body["providers"])
         table = format_providers(body)
         assert "best: vllm" in table
+        assert table.splitlines()[1] == body["score_formula"], "the formula, printed once"
         assert table.splitlines()[3].startswith("provider")
         assert any(line.startswith("ollama") and "eligible" in line for line in table.splitlines())
 
