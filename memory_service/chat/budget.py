@@ -4,10 +4,12 @@ Kept in PostgreSQL (`cloud_usage`), so it holds across restarts and across every
 that shares the database. A cloud call first reserves one request and its estimated tokens
 (prompt estimate + requested completion) in one conditional statement; a refusal is a 429
 `budget_exhausted` before anything is sent. After the call the reservation is settled with
-the provider's reported `usage.total_tokens`, or given back in full when the call failed
-(a provider that errors has not spent our quota). A streamed answer without usage keeps the
-estimate. Settling can take the day slightly past the token limit when a provider used more
-than estimated; the next reservation is then refused.
+the provider's reported `usage.total_tokens` (cloud streams are asked for their usage, see
+chat.service), or given back in full when the provider refused or failed before answering (it
+has not spent our quota). A stream that breaks after it began, and a call abandoned by its
+client or cut by an unexpected error, keep the estimate: tokens may have been spent.
+Settling can take the day slightly past the token limit when a provider used more than
+estimated; the next reservation is then refused.
 """
 
 from dataclasses import dataclass

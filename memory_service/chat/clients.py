@@ -48,6 +48,8 @@ class ChatClient:
         self.name = config.name
         self._http = http
         self._timeouts = httpx.Timeout(config.read_timeout, connect=config.connect_timeout)
+        # A probe waits for a health check or a model list, never for a completion.
+        self._probe_timeouts = httpx.Timeout(config.probe_timeout, connect=config.connect_timeout)
         root = config.base_url.rstrip("/")
         self._root = root
         self._api = f"{root}/v1" if config.kind in ("vllm", "ollama") else root
@@ -61,7 +63,7 @@ class ChatClient:
             names = [str(m.get("name")) for m in body.get("models", []) if isinstance(m, dict)]
         else:
             if self.config.kind == "vllm":
-                response = await self._send("GET", f"{self._root}/health")
+                response = await self._send("GET", f"{self._root}/health", probe=True)
                 raise_for_status(self.name, response)
             body = await self._get_json(f"{self._api}/models")
             names = [str(m.get("id")) for m in body.get("data", []) if isinstance(m, dict)]
@@ -138,19 +140,20 @@ class ChatClient:
             raise _transport_error(self.name, url, exc) from exc
 
     async def _get_json(self, url: str) -> JSONObject:
-        response = await self._send("GET", url)
+        """Used by probes only."""
+        response = await self._send("GET", url, probe=True)
         raise_for_status(self.name, response)
         return _json(self.name, response)
 
     async def _send(
-        self, method: str, url: str, payload: JSONObject | None = None
+        self, method: str, url: str, payload: JSONObject | None = None, probe: bool = False
     ) -> httpx.Response:
         return await send(
             self._http,
             self.name,
             method,
             url,
-            timeouts=self._timeouts,
+            timeouts=self._probe_timeouts if probe else self._timeouts,
             payload=payload,
             headers=self._headers,
         )

@@ -44,8 +44,14 @@ def native_request(provider: str, payload: JSONObject, keep_alive: str | None) -
     if payload.get("n", 1) != 1:
         unsupported.append("n")
     response_format = payload.get("response_format")
-    if response_format is not None and response_format.get("type") not in ("text", "json_object"):
+    format_type = response_format.get("type") if isinstance(response_format, dict) else None
+    if response_format is not None and format_type not in ("text", "json_object"):
         unsupported.append("response_format")
+    unsupported.extend(
+        f"messages[{index}]: {what}"
+        for index, message in enumerate(payload["messages"])
+        if (what := _unsupported_in(message))
+    )
     if unsupported:
         raise ProviderUnavailable(
             provider, f"Ollama's native /api/chat cannot serve parameters {unsupported}"
@@ -58,18 +64,34 @@ def native_request(provider: str, payload: JSONObject, keep_alive: str | None) -
     options = {_OPTIONS[k]: v for k, v in payload.items() if k in _OPTIONS}
     if options:
         body["options"] = options
-    if response_format is not None and response_format.get("type") == "json_object":
+    if format_type == "json_object":
         body["format"] = "json"
     if keep_alive is not None:
         body["keep_alive"] = keep_alive
     return body
 
 
+def _unsupported_in(message: JSONObject) -> str | None:
+    """What of a message the native API cannot carry: fields beyond role and content
+    (tool calls, names), or content parts other than text (images)."""
+    extra = sorted(set(message) - {"role", "content"})
+    if extra:
+        return f"fields {extra}"
+    content = message.get("content")
+    if isinstance(content, list) and any(
+        not isinstance(part, dict) or part.get("type") != "text" for part in content
+    ):
+        return "content parts other than text"
+    return None
+
+
 def _native_message(message: JSONObject) -> JSONObject:
     content = message.get("content")
     if isinstance(content, list):
-        content = "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
-    return {"role": message["role"], "content": content or ""}
+        content = "".join(str(part.get("text", "")) for part in content)
+    # Ollama knows system, user, assistant and tool; OpenAI's `developer` is its system.
+    role = "system" if message["role"] == "developer" else message["role"]
+    return {"role": role, "content": content or ""}
 
 
 def completion(provider: str, body: JSONObject) -> JSONObject:
@@ -106,10 +128,15 @@ async def chunk_events(
             part = json.loads(line)
         except json.JSONDecodeError as exc:
             raise ProviderBadResponse(provider, f"not an NDJSON line: {line[:200]!r}") from exc
+        if not isinstance(part, dict):
+            raise ProviderBadResponse(provider, f"not a JSON object: {line[:200]!r}")
         if "error" in part:
             raise ProviderUnavailable(provider, f"error mid-stream: {part['error']}")
         model = part.get("model", "")
-        text = (part.get("message") or {}).get("content", "")
+        message = part.get("message")
+        text = message.get("content", "") if isinstance(message, dict) else ""
+        if not isinstance(text, str):
+            raise ProviderBadResponse(provider, f"a message without text content: {line[:200]!r}")
         if first or text:
             delta = {"role": "assistant", "content": text} if first else {"content": text}
             yield _chunk(chunk_id, created, model, delta, None)
@@ -154,3 +181,9 @@ def _usage(body: JSONObject) -> JSONObject:
 
 def _new_id() -> str:
     return f"chatcmpl-{secrets.token_hex(12)}"
+
+
+def _count(body: JSONObject, key: str) -> int:
+    """A token count Ollama reports; 0 when it reports none (a cached prompt has none)."""
+    value = body.get(key)
+    return value if isinstance(value, int) else 0

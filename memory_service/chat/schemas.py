@@ -20,11 +20,14 @@ class ChatMessage(BaseModel):
 
 
 class MemoryContext(BaseModel):
-    """Recall memories of `namespace` for the last user message and give them to the model."""
+    """Recall memories of `namespace` and give them to the model. The recall query is `query`,
+    or else the last user message; a query longer than the embedding model takes is refused
+    (422 naming `memory.query`), never cut."""
 
     model_config = ConfigDict(extra="forbid")
 
     namespace: Namespace
+    query: str | None = Field(None, min_length=1)
     k: int = Field(5, ge=1, le=50)
     filters: MemoryFilters = Field(default_factory=MemoryFilters)
 
@@ -35,6 +38,7 @@ class ChatCompletionRequest(BaseModel):
     model: str = Field(min_length=1, max_length=256)
     messages: list[ChatMessage] = Field(min_length=1)
     stream: bool = False
+    stream_options: dict[str, Any] | None = None
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     metadata: dict[str, Any] | None = None

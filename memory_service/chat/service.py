@@ -12,6 +12,7 @@ upstream failure mid-stream ends the stream with an OpenAI-format error event
 (`data: {"error": {...}}`, which the OpenAI SDKs raise as APIError) and `data: [DONE]`.
 """
 
+import asyncio
 import contextlib
 import json
 import time
@@ -22,9 +23,19 @@ from typing import Any
 from memory_service.chat import policy
 from memory_service.chat.budget import CloudBudget, Reservation
 from memory_service.chat.schemas import ChatCompletionRequest, MemoryContext
-from memory_service.core.errors import BudgetExhausted, ChatUnavailable, UpstreamRejected
+from memory_service.core.errors import (
+    BudgetExhausted,
+    ChatUnavailable,
+    InputTooLong,
+    LimitExceeded,
+    UpstreamRejected,
+)
 from memory_service.discovery.chat import ChatDiscovery, ManagedChatProvider
-from memory_service.embeddings.provider import ProviderError, ProviderInputError
+from memory_service.embeddings.provider import (
+    ProviderError,
+    ProviderInputError,
+    ProviderServerError,
+)
 from memory_service.memories.schemas import MemorySearch
 from memory_service.memories.service import MemoryService
 
@@ -72,14 +83,20 @@ class ChatGateway:
         plan, payload, needed = await self._prepare(request, tier_header, answer)
         tried: list[str] = []
         for provider in plan.candidates:
+            if not _trial_allowed(provider, tried):
+                continue
             reservation = await self._reserve(provider, needed, tried)
-            started = time.monotonic()
             try:
                 body = await provider.client.complete(_for(provider, payload))
             except ProviderError as exc:
-                await self._failed(provider, reservation, exc, started, tried)
+                await self._failed(provider, reservation, exc, tried)
                 continue
-            self.discovery.observe(provider, (time.monotonic() - started) * 1000, None)
+            except asyncio.CancelledError:
+                provider.breaker.release_trial()
+                raise
+            # How long a completion took is the length the client asked for, not the
+            # provider's speed: a success, without latency (probes measure speed).
+            self.discovery.observe(provider, None, None)
             if reservation is not None:
                 await self.budget.settle(reservation, _total_tokens(body))
             answer.provider, answer.body = provider.name, body
@@ -93,21 +110,34 @@ class ChatGateway:
         routed = ChatStream()
         plan, payload, needed = await self._prepare(request, tier_header, routed)
         tried: list[str] = []
+        client_usage = bool((request.stream_options or {}).get("include_usage"))
         for provider in plan.candidates:
+            if not _trial_allowed(provider, tried):
+                continue
             reservation = await self._reserve(provider, needed, tried)
+            upstream = _for(provider, payload)
+            if reservation is not None:  # the budget settles on the provider's own count
+                upstream["stream_options"] = {
+                    **(request.stream_options or {}),
+                    "include_usage": True,
+                }
             started = time.monotonic()
             stack = contextlib.AsyncExitStack()
             try:
-                events = await stack.enter_async_context(
-                    provider.client.stream(_for(provider, payload))
-                )
+                events = await stack.enter_async_context(provider.client.stream(upstream))
             except ProviderError as exc:
                 await stack.aclose()
-                await self._failed(provider, reservation, exc, started, tried)
+                await self._failed(provider, reservation, exc, tried)
                 continue
+            except asyncio.CancelledError:
+                await stack.aclose()
+                provider.breaker.release_trial()
+                raise
+            # Time to the answer's headers: the provider's responsiveness, whatever the length.
+            self.discovery.observe(provider, (time.monotonic() - started) * 1000, None)
             routed.provider = provider.name
             routed.reason = _with_failover(plan.reason, tried, provider)
-            routed.events = self._relay(provider, events, stack, reservation, started)
+            routed.events = self._relay(provider, events, stack, reservation, client_usage)
             return routed
         raise _exhausted(tried)
 
@@ -132,16 +162,25 @@ class ChatGateway:
         return plan, payload, needed
 
     async def _recall(self, memory: MemoryContext, payload: JSONObject) -> list[str]:
-        """Prepend the memories recalled for the last user message as one system message."""
-        users = [m for m in payload["messages"] if m.get("role") == "user"]
-        query = policy.message_text(users[-1].get("content")) if users else ""
+        """Prepend the memories recalled for `memory.query` (default: the last user message)
+        as one system message; the recalled ids."""
+        query = memory.query
+        if query is None:
+            users = [m for m in payload["messages"] if m.get("role") == "user"]
+            query = policy.message_text(users[-1].get("content")) if users else ""
         if not query.strip():
             return []
-        found = await self.memories.search(
-            MemorySearch(
-                namespace=memory.namespace, query=query, k=memory.k, filters=memory.filters
-            )
+        search = MemorySearch(
+            namespace=memory.namespace, query=query, k=memory.k, filters=memory.filters
         )
+        try:
+            found = await self.memories.search(search)
+        except (InputTooLong, LimitExceeded) as exc:
+            raise type(exc)(
+                f"memory recall: {exc.message}; set `memory.query` to a shorter text to recall "
+                "with (it defaults to the last user message)",
+                {**(exc.details or {}), "field": "memory.query"},
+            ) from exc
         if not found.results:
             return []
         lines = [f"- [{hit.id}] {hit.content}" for hit in found.results]
@@ -157,6 +196,7 @@ class ChatGateway:
         try:
             return await self.budget.reserve(needed)
         except BudgetExhausted as exc:
+            provider.breaker.release_trial()  # a half-open trial that never went out
             if tried:  # earlier candidates failed: say so with the budget refusal
                 exc.message = f"{exc.message} (after: {'; '.join(tried)})"
             raise
@@ -166,14 +206,13 @@ class ChatGateway:
         provider: ManagedChatProvider,
         reservation: Reservation | None,
         exc: ProviderError,
-        started: float,
         tried: list[str],
     ) -> None:
         if reservation is not None:
             await self.budget.refund(reservation)
         if isinstance(exc, ProviderInputError):
             # The provider is healthy; the request is at fault. Relay, never retry.
-            self.discovery.observe(provider, (time.monotonic() - started) * 1000, None)
+            self.discovery.observe(provider, None, None)
             raise UpstreamRejected(str(exc), exc.status, {"provider": provider.name}) from exc
         self.discovery.observe(provider, None, str(exc))
         tried.append(f"{provider.name} failed ({exc})")
@@ -184,25 +223,31 @@ class ChatGateway:
         events: AsyncIterator[str],
         stack: contextlib.AsyncExitStack,
         reservation: Reservation | None,
-        started: float,
+        client_usage: bool,
     ) -> AsyncIterator[bytes]:
-        """Forward each upstream event as it arrives; end with an error event on failure."""
+        """Forward each upstream event as it arrives; end with an error event on failure.
+
+        A usage-only chunk (`choices: []`) the gateway asked for on the client's behalf (cloud
+        streams, to settle the budget) is read and not forwarded."""
         used: int | None = None
         async with stack:
             try:
                 async for data in events:
                     if data.strip() == "[DONE]":
                         break
-                    used = _chunk_usage(data) or used
+                    usage = _chunk_usage(data)
+                    used = usage or used
+                    if usage is not None and not client_usage and _no_choices(data):
+                        continue
                     yield f"data: {data}\n\n".encode()
                 else:
-                    raise ProviderError(provider.name, "the stream ended without [DONE]")
-            except ProviderError as exc:
-                self.discovery.observe(provider, None, str(exc))
-                yield error_event(f"upstream {provider.name} failed mid-stream: {exc}")
+                    raise ProviderServerError(provider.name, "the stream ended without [DONE]")
+            except Exception as exc:  # a provider error, or a bug: either way, end it in-band
+                message = str(exc) if isinstance(exc, ProviderError) else repr(exc)
+                self.discovery.observe(provider, None, message)
+                yield error_event(f"upstream {provider.name} failed mid-stream: {message}")
                 yield DONE
-                return
-        self.discovery.observe(provider, (time.monotonic() - started) * 1000, None)
+                return  # a broken stream keeps its budget estimate: tokens were spent
         if reservation is not None:
             await self.budget.settle(reservation, used)
         yield DONE
@@ -222,6 +267,22 @@ def _total_tokens(body: Mapping[str, Any]) -> int | None:
     usage = body.get("usage")
     total = usage.get("total_tokens") if isinstance(usage, Mapping) else None
     return total if isinstance(total, int) else None
+
+
+def _trial_allowed(provider: ManagedChatProvider, tried: list[str]) -> bool:
+    """The breaker's word: a half-open provider takes one trial request at a time."""
+    if provider.breaker.allow():
+        return True
+    tried.append(f"{provider.name} skipped (circuit half-open, its trial in flight)")
+    return False
+
+
+def _no_choices(data: str) -> bool:
+    try:
+        body = json.loads(data)
+    except json.JSONDecodeError:
+        return False
+    return isinstance(body, dict) and body.get("choices") == []
 
 
 def _chunk_usage(data: str) -> int | None:

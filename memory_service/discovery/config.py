@@ -103,7 +103,8 @@ class ChatProviderConfig(BaseModel):
     keep_alive: str | None = Field(None, description="Ollama only: how long the model stays.")
     priority: int = Field(100, ge=0, description="Lower is preferred.")
     connect_timeout: float = Field(2.0, gt=0)
-    read_timeout: float = Field(120.0, gt=0)
+    read_timeout: float = Field(120.0, gt=0, description="A completion's answer.")
+    probe_timeout: float = Field(5.0, gt=0, description="A probe's answer (health, models).")
     api_key_env: str | None = None
     api_key: str | None = Field(None, exclude=True, description="Resolved from api_key_env.")
 

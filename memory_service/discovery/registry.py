@@ -106,13 +106,14 @@ class Discovery:
         return None
 
     async def probe_all(self) -> None:
-        """Probe every provider (chat ones too) concurrently, then judge parity in priority
-        order."""
+        """Probe every provider concurrently: the embedders (then parity, judged in priority
+        order, without waiting for chat) and the chat providers."""
+        await asyncio.gather(self._probe_embedders(), self.chat.probe_all())
+
+    async def _probe_embedders(self) -> None:
         await self._load_references()
         due = [provider for provider in self.providers if provider.breaker.allow()]
-        canaries, _ = await asyncio.gather(
-            asyncio.gather(*(self._probe(provider) for provider in due)), self.chat.probe_all()
-        )
+        canaries = await asyncio.gather(*(self._probe(provider) for provider in due))
         for provider, vectors in sorted(
             zip(due, canaries, strict=True), key=lambda pair: pair[0].config.priority
         ):

@@ -29,12 +29,16 @@ class ProviderHealth:
     successes: int = 0
     last_error: str | None = None
 
-    def observe_success(self, latency_ms: float) -> None:
-        self.latency_ms = (
-            latency_ms
-            if self.latency_ms is None
-            else ALPHA * latency_ms + (1 - ALPHA) * self.latency_ms
-        )
+    def observe_success(self, latency_ms: float | None) -> None:
+        """`latency_ms` None: a success whose duration says nothing about the provider's
+        speed (a chat completion's length is the client's choice), so only the error rate
+        moves."""
+        if latency_ms is not None:
+            self.latency_ms = (
+                latency_ms
+                if self.latency_ms is None
+                else ALPHA * latency_ms + (1 - ALPHA) * self.latency_ms
+            )
         self.error_rate = (1 - ALPHA) * self.error_rate
         self.successes += 1
 
@@ -54,9 +58,9 @@ def score(health: ProviderHealth, priority: int) -> float:
 def record_outcome(
     health: ProviderHealth, breaker: CircuitBreaker, latency_ms: float | None, error: str | None
 ) -> None:
-    """One call's outcome (probe or live) into health and breaker: a success has a latency
-    and no error; anything else is a failure."""
-    if error is None and latency_ms is not None:
+    """One call's outcome (probe or live) into health and breaker: no error is a success
+    (with its latency, or None when its duration does not measure the provider)."""
+    if error is None:
         health.observe_success(latency_ms)
         breaker.record_success()
     else:

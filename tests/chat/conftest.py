@@ -90,17 +90,18 @@ chat:
 
 
 @pytest.fixture
-def settings(database_url: str, tmp_path: Path, chat_servers: ChatServers) -> Settings:
-    return Settings(
-        database_url=database_url,
-        providers_file=chat_providers_file(tmp_path / "providers.yaml", chat_servers),
-        reconciler=False,
-        probe_interval_seconds=3600,
-        breaker_failure_threshold=3,
-        breaker_cooldown_seconds=30,
-        chat_cloud_daily_requests=100,
-        chat_cloud_daily_tokens=1_000_000,
-        chat_default_max_tokens=256,
+def settings(settings: Settings, tmp_path: Path, chat_servers: ChatServers) -> Settings:
+    """The suite's settings (its own database and data folder) with the chat servers."""
+    return settings.model_copy(
+        update={
+            "providers_file": chat_providers_file(tmp_path / "providers.yaml", chat_servers),
+            "probe_interval_seconds": 3600,
+            "breaker_failure_threshold": 3,
+            "breaker_cooldown_seconds": 30,
+            "chat_cloud_daily_requests": 100,
+            "chat_cloud_daily_tokens": 1_000_000,
+            "chat_default_max_tokens": 256,
+        }
     )
 
 

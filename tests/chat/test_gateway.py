@@ -201,3 +201,43 @@ class TestBudget:
         usage = await resources.chat.budget.usage()
         assert (usage["requests"], usage["tokens"]) == (0, 0)
         assert completions(chat_servers.groq) == completions(chat_servers.gemini) == 1
+
+
+class TestCloudStreamUsage:
+    async def test_a_cloud_stream_is_settled_on_usage_the_client_did_not_ask_for(
+        self, base_url: str, chat_servers: ChatServers, resources: Resources
+    ) -> None:
+        headers, events = await stream_events(
+            base_url, chat_body("count me", stream=True), {"X-Memory-Tier": "cloud"}
+        )
+        assert headers["x-memory-provider"] == "groq"
+        sent = chat_servers.groq.requests.matching("/openai/v1/chat/completions")[0].body
+        assert isinstance(sent, dict) and sent["stream_options"] == {"include_usage": True}
+        bodies = [json.loads(event) for event in events[:-1]]
+        assert all(body["choices"] for body in bodies), "the usage chunk is not forwarded"
+        assert resources.chat is not None
+        usage = await resources.chat.budget.usage()
+        words = len(["Reply", "from", "llama-3.3-70b-versatile", "to:", "count", "me"])
+        assert usage["tokens"] == (2 + 4) + words  # the server's own count, not the estimate
+
+
+class TestMemoryQuery:
+    async def test_a_last_message_too_long_to_recall_with_names_memory_query(
+        self, base_url: str, chat_servers: ChatServers
+    ) -> None:
+        long_question = "why " * 400
+        async with httpx.AsyncClient(base_url=base_url, timeout=10) as http:
+            refused = await http.post(
+                "/v1/chat/completions",
+                json=chat_body(long_question, memory={"namespace": "alice"}),
+            )
+            allowed = await http.post(
+                "/v1/chat/completions",
+                json=chat_body(long_question, memory={"namespace": "alice", "query": "why"}),
+            )
+        assert refused.status_code == 422
+        error = assert_error(refused.json(), "input_too_long")
+        assert error["details"]["field"] == "memory.query"
+        assert "set `memory.query`" in error["message"]
+        assert allowed.status_code == 200, allowed.text
+        assert completions(chat_servers.vllm) == 1

@@ -332,3 +332,68 @@ class TestOllamaNative:
         assert refused.status_code == 503
         assert "cannot serve parameters ['tools']" in refused.json()["error"]["message"]
         assert chat_servers.ollama.requests.count("/api/chat") == 0
+
+
+class TestHealthFromLiveTraffic:
+    async def test_a_completion_counts_as_a_success_but_not_as_latency(
+        self, client: httpx.AsyncClient, resources: Resources
+    ) -> None:
+        """How long an answer takes is the length the client asked for: it must not push the
+        provider down the ranking (probes measure speed)."""
+        assert resources.discovery is not None
+        vllm = next(p for p in resources.discovery.chat.providers if p.name == "vllm-chat")
+        before = (vllm.health.latency_ms, vllm.health.successes)
+        response = await client.post("/v1/chat/completions", json=chat_body())
+        assert response.headers["x-memory-provider"] == "vllm-chat"
+        assert (vllm.health.latency_ms, vllm.health.successes) == (before[0], before[1] + 1)
+
+    async def test_a_half_open_provider_takes_one_trial_and_others_move_on(
+        self, client: httpx.AsyncClient, resources: Resources, chat_servers: ChatServers
+    ) -> None:
+        assert resources.discovery is not None
+        vllm = next(p for p in resources.discovery.chat.providers if p.name == "vllm-chat")
+        for _ in range(3):
+            vllm.breaker.record_failure()
+        vllm.breaker.clock = lambda: 1e12  # the cooldown is over
+        assert vllm.breaker.allow(), "the trial goes to whoever asks first: taken here"
+        response = await client.post("/v1/chat/completions", json=chat_body())
+        assert response.headers["x-memory-provider"] == "ollama-chat"
+        assert "vllm-chat skipped (circuit half-open" in response.headers["x-memory-route-reason"]
+        assert completions(chat_servers.vllm) == 0
+
+
+class TestNativeTranslation:
+    async def test_developer_becomes_system_and_images_are_refused(
+        self, client: httpx.AsyncClient, chat_servers: ChatServers
+    ) -> None:
+        chat_servers.ollama.faults.legacy_only()
+        body = {
+            "model": "fast",
+            "messages": [
+                {"role": "developer", "content": "Be brief."},
+                {"role": "user", "content": [{"type": "text", "text": "hi"}]},
+            ],
+        }
+        response = await client.post("/v1/chat/completions", json=body)
+        assert response.status_code == 200, response.text
+        sent = chat_servers.ollama.requests.matching("/api/chat")[0].body
+        assert isinstance(sent, dict)
+        assert sent["messages"] == [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "hi"},
+        ]
+        image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+        body["messages"] = [{"role": "user", "content": [image]}]
+        refused = await client.post("/v1/chat/completions", json=body)
+        assert refused.status_code == 503
+        assert "content parts other than text" in refused.json()["error"]["message"]
+
+    async def test_a_malformed_response_format_fails_over_instead_of_crashing(
+        self, client: httpx.AsyncClient, chat_servers: ChatServers
+    ) -> None:
+        chat_servers.ollama.faults.legacy_only()
+        response = await client.post(
+            "/v1/chat/completions", json={**chat_body(), "model": "fast", "response_format": "json"}
+        )
+        assert response.status_code == 503
+        assert "response_format" in response.json()["error"]["message"]

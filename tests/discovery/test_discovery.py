@@ -45,16 +45,17 @@ providers:
 
 @pytest.fixture
 def settings(
-    database_url: str, tmp_path: Path, vllm: OpenAICompatServer, ollama: OllamaServer
+    settings: Settings, tmp_path: Path, vllm: OpenAICompatServer, ollama: OllamaServer
 ) -> Settings:
-    return Settings(
-        database_url=database_url,
-        providers_file=providers_file(tmp_path / "providers.yaml", vllm.url, ollama.url),
-        reconciler=False,
-        probe_interval_seconds=3600,
-        breaker_failure_threshold=2,
-        breaker_cooldown_seconds=COOLDOWN,
-        coalesce_window_ms=20,
+    """The suite's settings (its own database and data folder) with the two providers."""
+    return settings.model_copy(
+        update={
+            "providers_file": providers_file(tmp_path / "providers.yaml", vllm.url, ollama.url),
+            "probe_interval_seconds": 3600,
+            "breaker_failure_threshold": 2,
+            "breaker_cooldown_seconds": COOLDOWN,
+            "coalesce_window_ms": 20,
+        }
     )
 
 

@@ -166,8 +166,8 @@ class TestFailedRows:
 
 class TestReconcilerInTheApp:
     @pytest.fixture
-    def settings(self, database_url: str) -> Settings:
-        return Settings(database_url=database_url, reconciler=True, reconcile_interval_seconds=0.05)
+    def settings(self, settings: Settings) -> Settings:
+        return settings.model_copy(update={"reconciler": True, "reconcile_interval_seconds": 0.05})
 
     async def test_lifespan_reconciler_embeds_pending_rows(
         self, client: httpx.AsyncClient, embedder: FlakyProvider

@@ -127,10 +127,13 @@ LOCAL = "  - {name: local, kind: local, space: default, priority: 100}"
 
 
 def settings_for(database_url: str, providers: Path) -> Settings:
+    """`providers` sits in the test's own folder, which also holds its data folder."""
     return Settings(
         database_url=database_url,
+        data_dir=providers.parent / "data",
         providers_file=providers,
         reconciler=False,
+        ingest_worker=False,
         probe_interval_seconds=3600,
     )
 
