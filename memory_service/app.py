@@ -11,8 +11,9 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Coroutine, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 from fastapi import FastAPI
@@ -241,7 +242,7 @@ async def _open_discovery(
 def create_app(settings: Settings, resources: Resources) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        tasks = []
+        tasks: list[Coroutine[Any, Any, object]] = []
         if settings.reconciler:
             tasks.append(resources.reconciler.run_forever(settings.reconcile_interval_seconds))
         if resources.discovery is not None:

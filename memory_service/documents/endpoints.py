@@ -5,7 +5,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response, status
 
-from memory_service.core.errors import InvalidRequest, LimitExceeded
+from memory_service.core.errors import LimitExceeded, ServiceUnavailable
 from memory_service.documents.loaders import LoadedDocument
 from memory_service.documents.pipeline import Ingestor
 from memory_service.documents.schemas import MAX_DOCUMENT_CHARS, DocumentIn, DocumentOut
@@ -14,7 +14,8 @@ from memory_service.documents.schemas import MAX_DOCUMENT_CHARS, DocumentIn, Doc
 def get_ingestor(request: Request) -> Ingestor:
     ingestor: Ingestor | None = request.app.state.resources.documents
     if ingestor is None:
-        raise InvalidRequest(request.app.state.resources.documents_unavailable)
+        # This process's configuration (no tokenizer for the space), not the input: 503.
+        raise ServiceUnavailable(request.app.state.resources.documents_unavailable)
     return ingestor
 
 

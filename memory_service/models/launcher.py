@@ -180,9 +180,10 @@ def is_vllm_server(pid: int) -> bool:
 
 
 def terminate_group(pid: int, grace_seconds: float) -> str:
-    """SIGTERM the process group led by `pid`; SIGKILL it if the leader outlives the grace.
-    Returns how it ended: "terminated", "killed" or "not running"."""
-    if not pid_alive(pid):
+    """SIGTERM the process group led by `pid`; SIGKILL it if any member (the leader, or a
+    child such as vLLM's engine core) outlives the grace. Returns how it ended:
+    "terminated", "killed" or "not running"."""
+    if not pid_alive(pid) and not group_alive(pid):
         return "not running"
     _signal_group(pid, signal.SIGTERM)
     if _wait_gone(pid, grace_seconds):
@@ -192,14 +193,26 @@ def terminate_group(pid: int, grace_seconds: float) -> str:
     return "killed"
 
 
+def group_alive(pgid: int) -> bool:
+    """Whether any process of the group `pgid` runs (the leader may be gone)."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _signal_group(pid: int, signum: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signum)
 
 
 def _wait_gone(pid: int, seconds: float) -> bool:
+    """Until the leader and every other member of its group are gone (bounded)."""
     deadline = time.monotonic() + seconds
-    while pid_alive(pid):
+    while pid_alive(pid) or group_alive(pid):
         if time.monotonic() >= deadline:
             return False
         time.sleep(0.1)

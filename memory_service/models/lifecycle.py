@@ -102,7 +102,11 @@ class VllmManager:
         """Stop the server's process group (bounded) and remove its registration."""
         registration = read_registration(self.directory, name)
         outcome = "not running"
-        if launcher.is_vllm_server(registration.pid):
+        pid = registration.pid
+        # Signalled when the pid still runs vLLM, or when the leader is gone but its group
+        # lives on (orphaned engine processes); a pid reused by another program is left alone.
+        leader_gone = not launcher.pid_alive(pid)
+        if launcher.is_vllm_server(pid) or (leader_gone and launcher.group_alive(pid)):
             outcome = launcher.terminate_group(
                 registration.pid, self._settings.vllm_stop_timeout_seconds
             )

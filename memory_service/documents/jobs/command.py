@@ -28,8 +28,8 @@ async def work(settings: Settings, environ: Mapping[str, str], *, until_idle: bo
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
         try:
-            await worker.run(stop, until_idle=until_idle)
+            clean = await worker.run(stop, until_idle=until_idle)
         finally:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(signum)
-    return 0
+    return 0 if clean else 1

@@ -51,7 +51,10 @@ class DocumentError(BaseModel):
 class JobErrors(BaseModel):
     documents: list[DocumentError] = Field(description="Per-document failures, the first ones.")
     documents_omitted: int = Field(description="Failures beyond those listed.")
-    last_error: str | None = Field(description="Why the last attempt stopped, if it did.")
+    last_error: str | None = Field(
+        description="The error of the most recent failed attempt; kept after a later attempt "
+        "succeeds, so a job that needed retries says why."
+    )
 
 
 class IngestJobOut(BaseModel):

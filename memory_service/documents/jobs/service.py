@@ -19,7 +19,12 @@ from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from memory_service.core.cursor import check_page_size, decode_cursor, encode_cursor
-from memory_service.core.errors import InvalidRequest, LimitExceeded, NotFound
+from memory_service.core.errors import (
+    InvalidRequest,
+    LimitExceeded,
+    NotFound,
+    ServiceUnavailable,
+)
 from memory_service.core.settings import Limits
 from memory_service.documents.jobs import repository
 from memory_service.documents.jobs.paths import allowed_path
@@ -50,8 +55,8 @@ class IngestJobService:
     unavailable: str | None = None
 
     async def submit(self, body: IngestJobIn) -> IngestJobOut:
-        if self.unavailable is not None:
-            raise InvalidRequest(self.unavailable)
+        if self.unavailable is not None:  # this process's configuration, not the input
+            raise ServiceUnavailable(self.unavailable)
         if body.path is not None:
             path = allowed_path(body.path, self.allowed_paths)
             async with self.engine.begin() as conn:

@@ -109,18 +109,22 @@ class JobWorker:
     def lease(self) -> timedelta:
         return timedelta(seconds=self.lease_seconds)
 
-    async def run(self, stop: asyncio.Event | None = None, *, until_idle: bool = False) -> None:
+    async def run(self, stop: asyncio.Event | None = None, *, until_idle: bool = False) -> bool:
         """Take jobs until `stop` is set (or, `until_idle`, until none is due); cancelling
-        it releases the job in hand. Logs what it did at most every LOG_EVERY_SECONDS."""
+        it releases the job in hand. Logs what it did at most every LOG_EVERY_SECONDS.
+
+        False when a pass failed (the database unreachable, say): a long-running worker logs
+        it and polls on; `until_idle` stops there, so its caller can exit non-zero."""
         stop = stop or asyncio.Event()
         log.info("ingest worker %s: started", self.worker_id)
         last_log = time.monotonic()
+        clean = True
         while not stop.is_set():
             try:
                 job = await self._unless_stopped(stop)
             except Exception:
                 log.exception("ingest worker %s: pass failed", self.worker_id)
-                job = None
+                job, clean = None, False
             if time.monotonic() - last_log >= LOG_EVERY_SECONDS:
                 log.info("ingest worker %s: jobs ended so far %s", self.worker_id, self.finished)
                 last_log = time.monotonic()
@@ -130,6 +134,7 @@ class JobWorker:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self.poll_seconds)
         log.info("ingest worker %s: stopped; jobs ended %s", self.worker_id, self.finished)
+        return clean
 
     async def _unless_stopped(self, stop: asyncio.Event) -> ClaimedJob | None:
         work = asyncio.create_task(self.run_once())

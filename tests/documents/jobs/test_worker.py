@@ -6,7 +6,7 @@ from datetime import timedelta
 from uuid import UUID
 
 import pytest
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from memory_service.app import Resources
 from memory_service.core.db import create_engine
@@ -193,3 +193,21 @@ class TestLeases:
         row = await job_row(resources.engine, job_id)
         assert (row["state"], row["attempts"], row["claimed_by"]) == ("queued", 0, None)
         assert row["lease_expires_at"] is None
+
+
+class TestUntilIdle:
+    async def test_a_pass_that_cannot_reach_the_database_is_not_idle(
+        self, settings: Settings, resources: Resources
+    ) -> None:
+        """`worker --until-idle` must not report a clean, empty queue when it never saw it."""
+        assert resources.documents is not None
+        unreachable = create_async_engine(
+            "postgresql+psycopg://nobody@127.0.0.1:9/none", connect_args={"connect_timeout": 1}
+        )
+        try:
+            worker = job_worker(settings, unreachable, resources.documents)
+            assert await worker.run(until_idle=True) is False
+        finally:
+            await unreachable.dispose()
+        healthy = job_worker(settings, resources.engine, resources.documents)
+        assert await healthy.run(until_idle=True) is True
