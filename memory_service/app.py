@@ -32,7 +32,8 @@ from memory_service.embeddings.local import LocalProvider
 from memory_service.embeddings.provider import EmbeddingProvider
 from memory_service.embeddings.spaces import EmbeddingSpace, register_space
 from memory_service.memories.reconciler import Reconciler
-from memory_service.memories.service import MemoryService, VectorSettings
+from memory_service.memories.service import MemoryService
+from memory_service.search.query import VectorSettings
 from memory_service.search.service import SearchService
 
 log = logging.getLogger(__name__)
@@ -109,6 +110,7 @@ async def open_resources(
                 settings.limits,
                 settings.inline_embed_seconds,
                 VectorSettings(settings.diskann_search_list_size, settings.diskann_rescore),
+                settings.rrf_k,
             ),
             search=SearchService(
                 engine,
