@@ -31,6 +31,7 @@ from memory_service.embeddings.batching import CoalescingEmbedder
 from memory_service.embeddings.local import LocalProvider
 from memory_service.embeddings.provider import EmbeddingProvider
 from memory_service.embeddings.spaces import EmbeddingSpace, register_space
+from memory_service.embeddings.tokenizer import FileTokenizer
 from memory_service.memories.reconciler import Reconciler
 from memory_service.memories.service import MemoryService
 from memory_service.search.query import VectorSettings
@@ -137,8 +138,12 @@ async def open_resources(
 def _documents(
     settings: Settings, engine: AsyncEngine, embedder: EmbeddingProvider, space: EmbeddingSpace
 ) -> tuple[Ingestor | None, str]:
-    """The ingestor, or why there is none (chunking needs the space model's tokenizer)."""
+    """The ingestor, or why there is none (chunking needs the space model's tokenizer: a
+    local provider's, else the files of `settings.tokenizer_path`)."""
     try:
+        tokenizer = None
+        if settings.tokenizer_path is not None and embedder.tokenizer() is None:
+            tokenizer = FileTokenizer.load(settings.tokenizer_path)
         ingestor = Ingestor(
             engine,
             embedder,
@@ -146,6 +151,7 @@ def _documents(
             settings.chunk_max_tokens,
             settings.chunk_overlap_tokens,
             settings.ingest_batch_chunks,
+            tokenizer,
         )
     except InvalidRequest as exc:
         return None, exc.message

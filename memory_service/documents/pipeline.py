@@ -82,13 +82,17 @@ class Ingestor:
     chunk_tokens: int
     overlap_tokens: int
     batch_chunks: int = 512
+    # Chunks are counted by the embedder's own tokenizer when it has one (a local provider of
+    # the space's model), else by this one (`embeddings.tokenizer.FileTokenizer`).
+    tokenizer: Tokenizer | None = None
 
     def __post_init__(self) -> None:
-        tokenizer = self.embedder.tokenizer()
+        tokenizer = self.embedder.tokenizer() or self.tokenizer
         if tokenizer is None:
             raise InvalidRequest(
-                f"chunking needs {self.space.model}'s tokenizer in this process; "
-                "declare a local provider of that model for the space"
+                f"chunking needs {self.space.model}'s tokenizer in this process; declare a "
+                "local provider of that model for the space, or set MEMORY_TOKENIZER_PATH to "
+                "a folder holding the model's tokenizer.json"
             )
         if self.chunk_tokens > tokenizer.max_input_tokens:
             raise InvalidRequest(
