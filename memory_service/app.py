@@ -43,10 +43,12 @@ from memory_service.embeddings.batching import CoalescingEmbedder
 from memory_service.embeddings.local import LocalProvider
 from memory_service.embeddings.provider import EmbeddingProvider
 from memory_service.embeddings.spaces import EmbeddingSpace, register_space
+from memory_service.embeddings.tokenizer import FileTokenizer
 from memory_service.memories.reconciler import Reconciler
-from memory_service.memories.service import MemoryService, VectorSettings
+from memory_service.memories.service import MemoryService
 from memory_service.models.lifecycle import VllmManager
 from memory_service.models.refresh import watch_registrations
+from memory_service.search.query import VectorSettings
 from memory_service.search.service import SearchService
 
 log = logging.getLogger(__name__)
@@ -121,6 +123,7 @@ async def open_resources(
             settings.limits,
             settings.inline_embed_seconds,
             VectorSettings(settings.diskann_search_list_size, settings.diskann_rescore),
+            settings.rrf_k,
         )
         yield Resources(
             engine=engine,
@@ -179,8 +182,12 @@ def _served_names(discovery: Discovery | None) -> list[str]:
 def _documents(
     settings: Settings, engine: AsyncEngine, embedder: EmbeddingProvider, space: EmbeddingSpace
 ) -> tuple[Ingestor | None, str]:
-    """The ingestor, or why there is none (chunking needs the space model's tokenizer)."""
+    """The ingestor, or why there is none (chunking needs the space model's tokenizer: a
+    local provider's, else the files of `settings.tokenizer_path`)."""
     try:
+        tokenizer = None
+        if settings.tokenizer_path is not None and embedder.tokenizer() is None:
+            tokenizer = FileTokenizer.load(settings.tokenizer_path)
         ingestor = Ingestor(
             engine,
             embedder,
@@ -188,6 +195,7 @@ def _documents(
             settings.chunk_max_tokens,
             settings.chunk_overlap_tokens,
             settings.ingest_batch_chunks,
+            tokenizer,
         )
     except InvalidRequest as exc:
         return None, exc.message

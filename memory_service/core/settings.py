@@ -58,6 +58,11 @@ class Settings(BaseSettings):
         None, description="Model id recorded for the space. Unset: the model folder's name."
     )
     embed_batch_size: int = Field(64, ge=1, le=2_048)
+    tokenizer_path: Path | None = Field(
+        None,
+        description="Folder with the space model's tokenizer.json, for chunking documents when "
+        "every provider of the space is remote. Unused when a local provider serves it.",
+    )
 
     providers_file: Path | None = Field(
         None, description="Provider YAML (see providers.yaml). Unset: the bundled model alone."

@@ -12,10 +12,11 @@ from typing import TextIO
 from tqdm import tqdm
 
 from memory_service.app import open_resources
+from memory_service.core.errors import StartupError
 from memory_service.core.settings import Settings
 from memory_service.documents import loaders
 from memory_service.documents.loaders import LoadedDocument, LoaderError
-from memory_service.documents.pipeline import Ingestor, IngestReport
+from memory_service.documents.pipeline import IngestReport
 
 
 async def ingest(
@@ -29,14 +30,9 @@ async def ingest(
     out: TextIO = sys.stderr,
 ) -> int:
     async with open_resources(settings, environ=environ) as resources:
-        ingestor = Ingestor(
-            resources.engine,
-            resources.batch_embedder,
-            resources.space,
-            settings.chunk_max_tokens,
-            settings.chunk_overlap_tokens,
-            settings.ingest_batch_chunks,
-        )
+        ingestor = resources.documents
+        if ingestor is None:
+            raise StartupError(f"cannot ingest: {resources.documents_unavailable}")
         files = sum(_count_files(path) for path in paths)
         seen: set[str] = set()
         with tqdm(total=files, unit="file", file=out, dynamic_ncols=True) as bar:

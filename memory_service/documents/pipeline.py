@@ -1,12 +1,16 @@
 """Batch ingestion: documents in, chunks with vectors out, idempotent and resumable.
 
-For each document: hash its text; if the namespace already holds that source with the same
-hash and chunking, skip it (re-ingesting unchanged input is a no-op). Otherwise chunk it with
-the space's own tokenizer, and collect chunks until a batch is full. A batch is embedded in
-one call (the provider splits by its own batch size), then written in one transaction: each
-document row upserted, its old chunks deleted and the new ones copied in (binary COPY), so a
-changed document's chunks are replaced at once. A run that is interrupted keeps every batch
-it committed; the next run skips those documents and goes on: resumable, no duplicates.
+Documents are read in groups (`_groups`), and one query looks up what the namespace holds
+of a whole group. For each document: hash its text; if the namespace already holds that
+source with the same hash and chunking, skip it (re-ingesting unchanged input is a no-op).
+Otherwise chunk it with the space's own tokenizer, and collect chunks until a batch is full.
+A batch is embedded in one call (the provider splits by its own batch size), then written in
+one transaction of a constant number of round trips (`repository.replace_documents`: one
+upsert of all its documents, one delete of their old chunks, one binary COPY of the new
+ones), so a changed document's chunks are replaced at once. A run that is interrupted keeps
+every batch it committed; the next run skips those documents and goes on: resumable, no
+duplicates. A source seen twice in one run ends as its last text, as if the documents had
+been ingested one by one.
 
 Unlike a memory, a document is not committed before it is embedded: the source stays on
 disk, so a batch whose embedding fails is reported and ingested again by the next run.
@@ -15,7 +19,7 @@ disk, so a batch whose embedding fails is reported and ingested again by the nex
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -78,13 +82,17 @@ class Ingestor:
     chunk_tokens: int
     overlap_tokens: int
     batch_chunks: int = 512
+    # Chunks are counted by the embedder's own tokenizer when it has one (a local provider of
+    # the space's model), else by this one (`embeddings.tokenizer.FileTokenizer`).
+    tokenizer: Tokenizer | None = None
 
     def __post_init__(self) -> None:
-        tokenizer = self.embedder.tokenizer()
+        tokenizer = self.embedder.tokenizer() or self.tokenizer
         if tokenizer is None:
             raise InvalidRequest(
-                f"chunking needs {self.space.model}'s tokenizer in this process; "
-                "declare a local provider of that model for the space"
+                f"chunking needs {self.space.model}'s tokenizer in this process; declare a "
+                "local provider of that model for the space, or set MEMORY_TOKENIZER_PATH to "
+                "a folder holding the model's tokenizer.json"
             )
         if self.chunk_tokens > tokenizer.max_input_tokens:
             raise InvalidRequest(
@@ -115,32 +123,55 @@ class Ingestor:
         for callers that retry the whole run later (ingestion jobs)."""
         report = IngestReport()
         started = time.perf_counter()
-        batch: list[_Pending] = []
-        for item in items:
-            report.documents += 1
-            pending = await self._prepare(item, namespace, report)
-            if pending is not None:
-                batch.append(pending)
-            if sum(len(p.chunks) for p in batch) >= self.batch_chunks:
-                await self._write(batch, namespace, report, raise_unavailable)
-                batch = []
-            report.seconds = time.perf_counter() - started
-            if progress is not None:
-                progress(report)
-        await self._write(batch, namespace, report, raise_unavailable)
+        batch: dict[str, _Pending] = {}
+
+        async def flush() -> None:
+            await self._write(list(batch.values()), namespace, report, raise_unavailable)
+
+        for group in _groups(items, self.batch_chunks, self.batch_chunks * self.chunk_tokens * 16):
+            versions = await self._stored_versions(namespace, group)
+            # What this run queued since: the lookup above could not see it yet.
+            versions.update({uri: pending.content_hash for uri, pending in batch.items()})
+            for item in group:
+                report.documents += 1
+                pending = await self._prepare(item, versions, report)
+                if pending is not None:
+                    uri = pending.document.source_uri
+                    if uri in batch:  # a repeat: its earlier text goes first, as in a sequence
+                        await flush()
+                        batch = {}
+                    batch[uri] = pending
+                    versions[uri] = pending.content_hash
+                if sum(len(p.chunks) for p in batch.values()) >= self.batch_chunks:
+                    await flush()
+                    batch = {}
+                report.seconds = time.perf_counter() - started
+                if progress is not None:
+                    progress(report)
+        await flush()
         report.seconds = time.perf_counter() - started
         return report
 
+    async def _stored_versions(
+        self, namespace: str, group: Sequence[LoadedDocument | LoaderError]
+    ) -> dict[str, bytes]:
+        """The content hash of each document of `group` stored with this chunking: one query."""
+        uris = [item.source_uri for item in group if isinstance(item, LoadedDocument)]
+        async with self.engine.connect() as conn:
+            stored = await repository.stored_versions(conn, namespace, uris)
+        return {
+            uri: hash_ for uri, (hash_, chunking) in stored.items() if chunking == self.chunking
+        }
+
     async def _prepare(
-        self, item: LoadedDocument | LoaderError, namespace: str, report: IngestReport
+        self, item: LoadedDocument | LoaderError, versions: dict[str, bytes], report: IngestReport
     ) -> _Pending | None:
+        """The document chunked, or None when it failed to load or is stored unchanged."""
         if isinstance(item, LoaderError):
             report.failed.append((item.source_uri, str(item)))
             return None
         content_hash = hashlib.sha256(item.text.encode()).digest()
-        async with self.engine.connect() as conn:
-            stored = await repository.stored_document(conn, namespace, item.source_uri)
-        if stored and (stored.content_hash, stored.chunking) == (content_hash, self.chunking):
+        if versions.get(item.source_uri) == content_hash:
             report.unchanged += 1
             return None
         chunks = await self._tokenizer.run_with_counter(self._chunker(item.text))
@@ -204,6 +235,26 @@ class Ingestor:
     async def prune(self, namespace: str, folder_uris: list[str], seen: set[str]) -> list[str]:
         async with self.engine.begin() as conn:
             return await repository.prune(conn, namespace, folder_uris, seen)
+
+
+def _groups(
+    items: Iterable[LoadedDocument | LoaderError], size: int, max_chars: int
+) -> Iterator[list[LoadedDocument | LoaderError]]:
+    """`items` in groups that one lookup covers: up to `size` items, or fewer holding
+    `max_chars` characters of text. A batch of `size` chunks holds at most `size` documents
+    that have chunks, and `max_chars` (16 characters per token of a batch) is text for
+    several batches, so a group serves at least one batch in practice, while the text read
+    ahead stays bounded."""
+    group: list[LoadedDocument | LoaderError] = []
+    chars = 0
+    for item in items:
+        group.append(item)
+        chars += len(item.text) if isinstance(item, LoadedDocument) else 0
+        if len(group) >= size or chars >= max_chars:
+            yield group
+            group, chars = [], 0
+    if group:
+        yield group
 
 
 def _new_document(pending: _Pending, vectors: Sequence[Embedded]) -> NewDocument:

@@ -1,15 +1,15 @@
 """All SQL of the documents domain. Functions take a connection; callers own the transaction."""
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from uuid import UUID
 
 from pgvector.psycopg import register_vector_async
-from sqlalchemy import and_, delete, func, not_, or_, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy import and_, delete, not_, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from memory_service.core.tables import chunk, document
+from memory_service.core.tables import document
 from memory_service.embeddings.provider import Vectors
 
 
@@ -46,6 +46,26 @@ async def stored_document(
     return StoredDocument(row.id, row.content_hash, row.chunking, row.chunk_count)
 
 
+async def stored_versions(
+    conn: AsyncConnection, namespace: str, source_uris: Sequence[str]
+) -> dict[str, tuple[bytes, str]]:
+    """(content hash, chunking) of each of `source_uris` the namespace holds, in one query."""
+    if not source_uris:
+        return {}
+    rows = await conn.execute(
+        _STORED_VERSIONS, {"namespace": namespace, "source_uris": list(source_uris)}
+    )
+    return {row.source_uri: (row.content_hash, row.chunking) for row in rows}
+
+
+_STORED_VERSIONS = text(
+    """
+    SELECT source_uri, content_hash, chunking FROM document
+    WHERE namespace = :namespace AND source_uri = ANY(CAST(:source_uris AS text[]))
+    """
+)
+
+
 async def replace_documents(
     conn: AsyncConnection,
     namespace: str,
@@ -55,44 +75,73 @@ async def replace_documents(
 ) -> int:
     """Write documents and their chunks, replacing any earlier version of each; returns the
     chunks written. Within the caller's transaction, so a document's chunks change at once.
-    Chunks go in with one binary COPY."""
-    rows = []
-    for new in documents:
-        document_id = await _upsert_document(conn, namespace, space_id, chunking, new)
-        await conn.execute(delete(chunk).where(chunk.c.document_id == document_id))
-        rows += [
-            (document_id, ordinal, text, tokens, space_id, vector)
-            for ordinal, ((text, tokens), vector) in enumerate(
-                zip(new.chunks, new.vectors, strict=True)
-            )
-        ]
+
+    A constant number of round trips whatever the number of documents: one upsert of every
+    document row (`INSERT ... SELECT FROM unnest(...) ON CONFLICT`), one delete of the
+    replaced chunks, one binary COPY of the new ones. `documents` must have distinct source
+    URIs (one statement cannot upsert a row twice)."""
+    if not documents:
+        return 0
+    ids = await _upsert_documents(conn, namespace, space_id, chunking, documents)
+    await conn.execute(_DELETE_CHUNKS, {"ids": list(ids.values())})
+    rows = [
+        (ids[new.source_uri], ordinal, body, tokens, space_id, vector)
+        for new in documents
+        for ordinal, ((body, tokens), vector) in enumerate(
+            zip(new.chunks, new.vectors, strict=True)
+        )
+    ]
     await _copy_chunks(conn, rows)
     return len(rows)
 
 
-async def _upsert_document(
-    conn: AsyncConnection, namespace: str, space_id: int, chunking: str, new: NewDocument
-) -> UUID:
-    values = {
-        "namespace": namespace,
-        "source_uri": new.source_uri,
-        "title": new.title,
-        "content_hash": new.content_hash,
-        "chunking": chunking,
-        "metadata": new.metadata,
-        "chunk_count": len(new.chunks),
-        "space_id": space_id,
-    }
-    insert = pg_insert(document).values(values)
-    replaced = {
-        key: insert.excluded[key] for key in values if key not in ("namespace", "source_uri")
-    }
-    statement = insert.on_conflict_do_update(
-        constraint="document_namespace_source_uri_key",
-        set_={**replaced, "updated_at": func.now()},
-    ).returning(document.c.id)
-    document_id: UUID = (await conn.execute(statement)).scalar_one()
-    return document_id
+async def _upsert_documents(
+    conn: AsyncConnection,
+    namespace: str,
+    space_id: int,
+    chunking: str,
+    documents: Sequence[NewDocument],
+) -> dict[str, UUID]:
+    """Insert or replace the document rows; their ids by source URI. Rows are sent in
+    source-URI order, one lock order for every writer, so concurrent batches that share
+    documents wait for each other instead of deadlocking."""
+    ordered = sorted(documents, key=lambda new: new.source_uri)
+    result = await conn.execute(
+        _UPSERT_DOCUMENTS,
+        {
+            "namespace": namespace,
+            "space_id": space_id,
+            "chunking": chunking,
+            "source_uris": [new.source_uri for new in ordered],
+            "titles": [new.title for new in ordered],
+            "hashes": [new.content_hash for new in ordered],
+            "metadata": [json.dumps(new.metadata) for new in ordered],
+            "chunk_counts": [len(new.chunks) for new in ordered],
+        },
+    )
+    return {row.source_uri: row.id for row in result}
+
+
+_UPSERT_DOCUMENTS = text(
+    """
+    INSERT INTO document (namespace, source_uri, title, content_hash, chunking, metadata,
+                          chunk_count, space_id)
+    SELECT :namespace, v.source_uri, v.title, v.content_hash, :chunking,
+           CAST(v.metadata AS jsonb), v.chunk_count, :space_id
+    FROM unnest(CAST(:source_uris AS text[]), CAST(:titles AS text[]),
+                CAST(:hashes AS bytea[]), CAST(:metadata AS text[]),
+                CAST(:chunk_counts AS int[]))
+        WITH ORDINALITY AS v(source_uri, title, content_hash, metadata, chunk_count, n)
+    ORDER BY v.n
+    ON CONFLICT ON CONSTRAINT document_namespace_source_uri_key DO UPDATE
+    SET title = excluded.title, content_hash = excluded.content_hash,
+        chunking = excluded.chunking, metadata = excluded.metadata,
+        chunk_count = excluded.chunk_count, space_id = excluded.space_id, updated_at = now()
+    RETURNING id, source_uri
+    """
+)
+
+_DELETE_CHUNKS = text("DELETE FROM chunk WHERE document_id = ANY(CAST(:ids AS uuid[]))")
 
 
 _COPY_CHUNKS = (

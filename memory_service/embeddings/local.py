@@ -23,6 +23,7 @@ from memory_service.embeddings.provider import (
     T,
     Vectors,
 )
+from memory_service.embeddings.tokenizer import token_counter
 
 # The id the bundled model is recorded under; vLLM serves it as `--served-model-name` too.
 BUNDLED_MODEL_ID = "all-MiniLM-L6-v2"
@@ -48,6 +49,7 @@ class LocalProvider(EmbeddingProvider):
         self.normalized = any(type(module).__name__ == "Normalize" for module in model)
         self.max_input_tokens = int(model.max_seq_length)
         self.max_batch = max_batch
+        self._token_counts = token_counter(model.tokenizer)
 
     @classmethod
     async def load(
@@ -85,12 +87,6 @@ class LocalProvider(EmbeddingProvider):
     async def count_tokens(self, texts: Sequence[str]) -> list[int]:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._token_counts, list(texts))
-
-    def _token_counts(self, texts: Sequence[str]) -> list[int]:
-        if not texts:
-            return []
-        encoded = self._model.tokenizer(list(texts), add_special_tokens=True, truncation=False)
-        return [len(ids) for ids in encoded["input_ids"]]
 
     def tokenizer(self) -> "LocalProvider":
         return self

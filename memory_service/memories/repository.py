@@ -11,7 +11,6 @@ from pgvector import Vector
 from sqlalchemy import (
     ColumnElement,
     Row,
-    Select,
     case,
     delete,
     func,
@@ -28,7 +27,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from memory_service.core.tables import memory
 from memory_service.embeddings.provider import Vectors
-from memory_service.embeddings.spaces import EmbeddingSpace
 from memory_service.memories.schemas import MemoryFilters
 
 AnyRow = Row[*tuple[Any, ...]]
@@ -159,42 +157,6 @@ _STORE_VECTORS = text(
     RETURNING memory.id, memory.embedded_at
     """
 )
-
-
-def search_statement(
-    space: EmbeddingSpace,
-    query_vector: Vectors,
-    namespace: str,
-    filters: MemoryFilters,
-    k: int,
-    min_score: float | None,
-) -> Select[Any]:
-    """Top-k embedded, live memories of the space by cosine similarity, in one round trip.
-
-    The inner query is what the space's vector index serves (ORDER BY distance LIMIT k);
-    `min_score` filters its result, so a threshold never turns the index scan into a sort.
-    """
-    distance = memory.c.embedding.cosine_distance(query_vector)
-    nearest = (
-        select(*PUBLIC_COLUMNS, (1 - distance).label("score"))
-        .where(
-            memory.c.space_id == space.id,
-            memory.c.status == "embedded",
-            _live(),
-            *filter_clauses(namespace, filters),
-        )
-        .order_by(distance)
-        .limit(k)
-        .subquery()
-    )
-    outer = select(nearest)
-    if min_score is not None:
-        outer = outer.where(nearest.c.score >= min_score)
-    return outer.order_by(nearest.c.score.desc())
-
-
-async def search(conn: AsyncConnection, statement: Select[Any]) -> list[AnyRow]:
-    return list((await conn.execute(statement)).all())
 
 
 async def get_memory(conn: AsyncConnection, memory_id: UUID) -> AnyRow | None:

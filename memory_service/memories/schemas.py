@@ -23,6 +23,8 @@ ScopeId = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 Tag = Annotated[str, StringConstraints(min_length=1)]
 Metadata = dict[str, JsonValue]
 MemoryStatus = Literal["pending", "embedded", "failed"]
+# Search modes, here rather than in `search.schemas` because memory recall has them too.
+SearchMode = Literal["vector", "keyword", "hybrid"]
 
 
 class StrictModel(BaseModel):
@@ -86,17 +88,40 @@ class MemoryFilters(StrictModel):
 
 
 class MemorySearch(StrictModel):
+    """Recall memories of a namespace.
+
+    `mode` is `vector` unless given: the behaviour recall had before modes existed, so older
+    clients keep their results and the meaning of `score` and `min_score`. `keyword` finds
+    pending and failed memories too (their text is committed before any vector exists);
+    `vector` reads embedded memories only. `min_score` is a cosine-similarity threshold: in
+    hybrid mode a memory under it does not count as a vector match (it may still come
+    through keywords); keyword mode has no cosine and refuses it.
+    """
+
     namespace: Namespace
     query: Text
     k: int = Field(10, ge=1, le=100)
     filters: MemoryFilters = Field(default_factory=MemoryFilters)
+    mode: SearchMode = "vector"
     min_score: float | None = Field(None, ge=-1, le=1)
+    explain: bool = False
+    rrf_k: int | None = Field(
+        None, ge=1, le=1_000, description="Reciprocal rank fusion constant; default from settings."
+    )
     search_list_size: int | None = Field(
         None, ge=10, le=1_000, description="diskann.query_search_list_size for this search."
     )
     rescore: int | None = Field(
         None, ge=0, le=1_000, description="diskann.query_rescore for this search."
     )
+
+    @model_validator(mode="after")
+    def _min_score_needs_vectors(self) -> "MemorySearch":
+        if self.mode == "keyword" and self.min_score is not None:
+            raise ValueError(
+                "min_score is a cosine-similarity threshold: use it in vector or hybrid mode"
+            )
+        return self
 
 
 class MemoryForget(StrictModel):
@@ -138,12 +163,30 @@ class MemoryBatchOut(BaseModel):
     items: list[BatchItemOut]
 
 
+class Explanation(BaseModel):
+    """Where each mode ranked the result (1 is best); null when that mode did not find it."""
+
+    vector_rank: int | None
+    vector_score: float | None
+    keyword_rank: int | None
+    keyword_score: float | None
+    fused_score: float | None
+
+
+SCORE_DESCRIPTION = (
+    "Higher is better: cosine similarity (vector), BM25 or full-text rank (keyword), "
+    "reciprocal rank fusion (hybrid)."
+)
+
+
 class SearchHit(MemoryOut):
-    score: float = Field(description="Cosine similarity to the query; higher is closer.")
+    score: float = Field(description=SCORE_DESCRIPTION)
+    explain: Explanation | None = None
 
 
 class MemorySearchOut(BaseModel):
     results: list[SearchHit]
+    mode: SearchMode
     embedding_model: str
 
 

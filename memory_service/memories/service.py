@@ -25,11 +25,8 @@ import numpy as np
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from memory_service.core.cursor import check_page_size, decode_cursor, encode_cursor
-from memory_service.core.db import set_local
 from memory_service.core.errors import (
     Conflict,
-    EmbedderUnavailable,
-    InputRejected,
     InputTooLong,
     LimitExceeded,
     NotFound,
@@ -45,6 +42,7 @@ from memory_service.embeddings.provider import (
 )
 from memory_service.embeddings.spaces import EmbeddingSpace
 from memory_service.memories import repository
+from memory_service.memories.recall import MemoryRecall
 from memory_service.memories.repository import PendingText, content_hash
 from memory_service.memories.schemas import (
     MemoryFilters,
@@ -55,8 +53,8 @@ from memory_service.memories.schemas import (
     MemorySearch,
     MemorySearchOut,
     MemoryStored,
-    SearchHit,
 )
+from memory_service.search.query import VectorSettings
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +68,14 @@ class MemoryService:
     # A write is acknowledged once durable; waiting for its vector is bounded by this, after
     # which the memory is answered `pending` and the reconciler embeds it.
     inline_embed_seconds: float = 10.0
-    vector_settings: "VectorSettings" = field(default_factory=lambda: VectorSettings())
+    vector_settings: VectorSettings = field(default_factory=VectorSettings)
+    rrf_k: int = 60
+    recall: MemoryRecall = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.recall = MemoryRecall(
+            self.engine, self.embedder, self.space, self.limits, self.rrf_k, self.vector_settings
+        )
 
     async def store(self, items: Sequence[MemoryIn]) -> list[MemoryStored]:
         """Store memories in one transaction; results in input order.
@@ -117,50 +122,8 @@ class MemoryService:
         return results
 
     async def search(self, request: MemorySearch) -> MemorySearchOut:
-        if request.k > self.limits.max_k:
-            raise LimitExceeded(
-                f"k is at most {self.limits.max_k}",
-                {"field": "k", "limit": self.limits.max_k, "actual": request.k},
-            )
-        _check_length("query", request.query, self.limits.max_query_chars, None)
-        await self._check_tokens([request.query], "query", False)
-        try:
-            vectors = await self.embedder.embed([request.query])
-        except ProviderInputError as exc:
-            raise InputRejected(
-                f"the embedder refused the query: {exc}", {"field": "query"}
-            ) from exc
-        except ProviderError as exc:
-            raise EmbedderUnavailable(
-                "no embedder is available for this search; retry shortly",
-                {"provider": exc.provider, "space": self.space.name},
-            ) from exc
-        async with self.engine.begin() as conn:
-            await set_local(
-                conn,
-                "diskann.query_search_list_size",
-                str(request.search_list_size or self.vector_settings.search_list_size),
-            )
-            await set_local(
-                conn,
-                "diskann.query_rescore",
-                str(
-                    request.rescore if request.rescore is not None else self.vector_settings.rescore
-                ),
-            )
-            statement = repository.search_statement(
-                self.space,
-                vectors[0],
-                request.namespace,
-                request.filters,
-                request.k,
-                request.min_score,
-            )
-            rows = await repository.search(conn, statement)
-        return MemorySearchOut(
-            results=[SearchHit.model_validate(row._mapping) for row in rows],
-            embedding_model=self.space.model,
-        )
+        """Recall memories by meaning, keywords or both: see `memories.recall`."""
+        return await self.recall.search(request)
 
     async def get(self, memory_id: UUID) -> MemoryOut:
         async with self.engine.connect() as conn:
@@ -316,14 +279,6 @@ def _check_length(field: str, value: str, limit: int, index: int | None) -> None
             f"{field} is {len(value)} characters, the limit is {limit}",
             _where(index, {"field": field, "limit": limit, "actual": len(value)}),
         )
-
-
-@dataclass(frozen=True)
-class VectorSettings:
-    """diskann query settings, set per transaction; a search request may override them."""
-
-    search_list_size: int = 100
-    rescore: int = 50
 
 
 @dataclass(frozen=True)

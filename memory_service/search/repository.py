@@ -51,11 +51,14 @@ from memory_service.embeddings.provider import Vectors
 from memory_service.embeddings.spaces import EmbeddingSpace
 
 # One definition of "not expired" for every reader of memories.
-from memory_service.memories.repository import _live, filter_clauses
+from memory_service.memories.repository import PUBLIC_COLUMNS, _live, filter_clauses
 from memory_service.memories.schemas import MemoryFilters
 
 KeywordStrategy = Literal["bm25", "fts"]
 RankedBy = Literal["vector", "keyword"]
+# The columns a memory list selects: `result` is the shape `POST /v1/search` shares with
+# chunks; `recall` is every public column of the memory, for memory recall.
+MemoryShape = Literal["result", "recall"]
 
 MEMORY_BM25_INDEX = "memory_content_bm25_idx"
 CHUNK_BM25_INDEX = "chunk_text_bm25_idx"
@@ -83,6 +86,23 @@ class RankedRow:
     source_uri: str | None
     ordinal: int | None
     score: float
+
+    @property
+    def key(self) -> str:
+        return f"{self.source}:{self.id}"
+
+
+@dataclass(frozen=True)
+class RankedMemory:
+    """A memory in a ranked list, with every public column: a row of memory recall."""
+
+    ranked_by: RankedBy
+    score: float
+    fields: dict[str, Any]
+
+    @property
+    def key(self) -> str:
+        return str(self.fields["id"])
 
 
 async def keyword_strategy(conn: AsyncConnection) -> KeywordStrategy:
@@ -117,6 +137,15 @@ def _memory_select(ranked_by: RankedBy, score: ColumnElement[float]) -> Select[A
         cast(null(), Integer).label("ordinal"),
         cast(score, Float).label("score"),
     )
+
+
+def _recall_select(ranked_by: RankedBy, score: ColumnElement[float]) -> Select[Any]:
+    return select(
+        _RANKED_BY[ranked_by].label("ranked_by"), *PUBLIC_COLUMNS, cast(score, Float).label("score")
+    )
+
+
+_MEMORY_SELECTS = {"result": _memory_select, "recall": _recall_select}
 
 
 def _chunk_select(ranked_by: RankedBy, score: ColumnElement[float]) -> Select[Any]:
@@ -155,10 +184,14 @@ def _chunk_scope(scope: Scope) -> list[ColumnElement[bool]]:
     return clauses
 
 
-def vector_memories(scope: Scope, query_vector: Vectors, depth: int) -> Select[Any]:
+def vector_memories(
+    scope: Scope, query_vector: Vectors, depth: int, shape: MemoryShape = "result"
+) -> Select[Any]:
+    """Embedded memories nearest the query, by cosine similarity: `ORDER BY distance LIMIT
+    depth` is what the space's vector index serves."""
     distance = memory.c.embedding.cosine_distance(query_vector)
     return (
-        _memory_select("vector", 1 - distance)
+        _MEMORY_SELECTS[shape]("vector", 1 - distance)
         .where(memory.c.status == "embedded", *_memory_scope(scope))
         .order_by(distance)
         .limit(depth)
@@ -196,10 +229,11 @@ def _any_term_tsquery(query: str) -> ColumnElement[Any]:
 
 
 def keyword_memories(
-    scope: Scope, query: str, depth: int, strategy: KeywordStrategy
+    scope: Scope, query: str, depth: int, strategy: KeywordStrategy, shape: MemoryShape = "result"
 ) -> Select[Any]:
+    """Memories in every status (pending ones too) best by keyword."""
     return _keyword(
-        _memory_select,
+        _MEMORY_SELECTS[shape],
         memory.c.content,
         MEMORY_BM25_INDEX,
         _memory_scope(scope),
@@ -255,3 +289,14 @@ async def search(
     conn: AsyncConnection, statement: Select[Any] | CompoundSelect[Any]
 ) -> list[RankedRow]:
     return [RankedRow(**row._mapping) for row in await conn.execute(statement)]
+
+
+async def recall(
+    conn: AsyncConnection, statement: Select[Any] | CompoundSelect[Any]
+) -> list[RankedMemory]:
+    """The rows of a statement of `recall`-shaped memory lists."""
+    rows = []
+    for row in await conn.execute(statement):
+        fields = dict(row._mapping)
+        rows.append(RankedMemory(fields.pop("ranked_by"), fields.pop("score"), fields))
+    return rows

@@ -7,14 +7,16 @@ from uuid import UUID
 from pydantic import BaseModel, Field
 
 from memory_service.memories.schemas import (
+    SCORE_DESCRIPTION,
+    Explanation,
     MemoryFilters,
     Metadata,
     Namespace,
+    SearchMode,
     StrictModel,
     Text,
 )
 
-SearchMode = Literal["vector", "keyword", "hybrid"]
 Source = Literal["memories", "documents"]
 
 
@@ -43,24 +45,11 @@ class SearchRequest(StrictModel):
     )
 
 
-class Explanation(BaseModel):
-    """Where each mode ranked the result (1 is best); null when that mode did not find it."""
-
-    vector_rank: int | None
-    vector_score: float | None
-    keyword_rank: int | None
-    keyword_score: float | None
-    fused_score: float | None
-
-
 class SearchResult(BaseModel):
     source: Literal["memory", "document"]
     id: str = Field(description="The memory's id, or the chunk's id.")
     content: str = Field(description="The memory's content, or the chunk's text.")
-    score: float = Field(
-        description="Higher is better: cosine similarity (vector), BM25 or full-text rank "
-        "(keyword), reciprocal rank fusion (hybrid)."
-    )
+    score: float = Field(description=SCORE_DESCRIPTION)
     metadata: Metadata
     created_at: datetime
     document_id: UUID | None = None

@@ -4,10 +4,11 @@ import shutil
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 from memory_service.app import Resources
 from memory_service.documents import loaders
+from memory_service.documents.loaders import LoadedDocument
 from memory_service.documents.pipeline import Ingestor
 from tests.fakes import FlakyProvider
 
@@ -128,3 +129,83 @@ class TestIngestor:
         embedder.down = False
         again = await ingestor.ingest(loaders.iter_documents([corpus]), "docs")
         assert again.ingested == 8 and again.failed == []
+
+
+def note(n: int, version: int = 1) -> LoadedDocument:
+    body = " ".join(
+        f"Note {n}, revision {version}: sentence {s} about the quarterly roadmap." for s in range(6)
+    )
+    return LoadedDocument(f"mem://notes/{n:03d}", f"note {n}", body, {"n": n})
+
+
+async def chunks_by_source(resources: Resources) -> dict[str, list[tuple[int, str]]]:
+    """source URI -> its (chunk id, text) in ordinal order."""
+    by_source: dict[str, list[tuple[int, str]]] = {}
+    for source, chunk_id, _, body, _ in await chunk_rows(resources):
+        by_source.setdefault(source, []).append((chunk_id, body))
+    return by_source
+
+
+class TestBatchWrites:
+    async def test_many_documents_some_unchanged_some_changed_some_new_land_right(
+        self, ingestor: Ingestor, resources: Resources
+    ) -> None:
+        first = await ingestor.ingest([note(n) for n in range(40)], "docs")
+        assert (first.ingested, first.failed) == (40, [])
+        before = await chunks_by_source(resources)
+        changed, new = set(range(0, 40, 4)), range(40, 45)
+        items = [note(n, 2 if n in changed else 1) for n in range(40)]
+        items += [note(n) for n in new]
+        again = await ingestor.ingest(items, "docs")
+        assert (again.documents, again.ingested, again.unchanged) == (45, 15, 30)
+        after = await chunks_by_source(resources)
+        assert set(after) == {note(n).source_uri for n in range(45)}
+        for n in range(45):
+            uri = note(n).source_uri
+            texts = [body for _, body in after[uri]]
+            assert texts[0].startswith(f"Note {n}, revision"), n
+            if n in changed:
+                assert all("revision 2" in body and "revision 1" not in body for body in texts)
+                assert not {i for i, _ in after[uri]} & {i for i, _ in before[uri]}, "replaced"
+            elif n < 40:
+                assert after[uri] == before[uri], "unchanged documents are not rewritten"
+        async with resources.engine.connect() as conn:
+            mismatched = await conn.scalar(
+                text(
+                    "SELECT count(*) FROM document d WHERE d.chunk_count <> "
+                    "(SELECT count(*) FROM chunk c WHERE c.document_id = d.id)"
+                )
+            )
+        assert mismatched == 0
+
+    async def test_statements_per_run_do_not_grow_with_its_documents(
+        self, resources: Resources
+    ) -> None:
+        ingestor = Ingestor(
+            resources.engine, resources.batch_embedder, resources.space, MAX_TOKENS, 8, 10_000
+        )
+        statements: list[str] = []
+
+        def count(*args: object) -> None:
+            statements.append(str(args[2]))
+
+        event.listen(resources.engine.sync_engine, "before_cursor_execute", count)
+        try:
+            await ingestor.ingest([note(n) for n in range(3)], "few")
+            few = len(statements)
+            statements.clear()
+            await ingestor.ingest([note(n) for n in range(60)], "many")
+            many = len(statements)
+        finally:
+            event.remove(resources.engine.sync_engine, "before_cursor_execute", count)
+        assert few == many, statements
+
+    async def test_a_source_seen_twice_in_one_run_ends_as_its_last_text(
+        self, ingestor: Ingestor, resources: Resources
+    ) -> None:
+        report = await ingestor.ingest([note(1), note(2), note(1, 2), note(1, 2)], "docs")
+        assert (report.documents, report.ingested, report.unchanged) == (4, 3, 1)
+        after = await chunks_by_source(resources)
+        texts = [body for _, body in after[note(1).source_uri]]
+        assert texts and all("revision 2" in body for body in texts)
+        assert set(after) == {note(1).source_uri, note(2).source_uri}

@@ -14,8 +14,8 @@ from memory_service.app import Resources
 from memory_service.core.db import set_local
 from memory_service.core.tables import memory
 from memory_service.embeddings.spaces import vector_index_name
-from memory_service.memories import repository
 from memory_service.memories.schemas import MemoryFilters
+from memory_service.search.repository import Scope, vector_memories
 from tests.fakes import FlakyProvider
 from tests.memories.factories import assert_error, memory_body
 
@@ -278,9 +278,8 @@ class TestVectorIndex:
             )
             await conn.execute(text("ANALYZE memory"))
             query = np.random.default_rng(7).standard_normal(space.dimension).astype(np.float32)
-            statement = repository.search_statement(
-                space, query / np.linalg.norm(query), "agent-1", MemoryFilters(), 10, 0.1
-            )
+            scope = Scope("agent-1", MemoryFilters(), space)
+            statement = vector_memories(scope, query / np.linalg.norm(query), 10, "recall")
             plan = "\n".join((await conn.execute(Explain(statement))).scalars())
         assert f"Index Scan using {vector_index_name_for_memory(space.id)}" in plan, plan
 

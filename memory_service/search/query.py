@@ -1,0 +1,111 @@
+"""What every search does before its statement: check limits, embed the query, and set the
+diskann query settings for its transaction.
+
+Shared by `POST /v1/search` and memory recall, so both refuse and fail the same way: a query
+over the model's window is rejected (never truncated), and an embedder outage is a 503 that
+points at keyword mode, which needs no embedder.
+"""
+
+from dataclasses import dataclass, field
+
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from memory_service.core.db import set_local
+from memory_service.core.errors import (
+    EmbedderUnavailable,
+    InputRejected,
+    InputTooLong,
+    LimitExceeded,
+)
+from memory_service.core.settings import Limits
+from memory_service.embeddings.provider import (
+    EmbeddingProvider,
+    ProviderError,
+    ProviderInputError,
+    Vectors,
+)
+from memory_service.embeddings.spaces import EmbeddingSpace
+from memory_service.memories.schemas import SearchMode
+from memory_service.search import repository
+from memory_service.search.repository import KeywordStrategy
+
+
+def check_query(limits: Limits, k: int, query: str) -> None:
+    """Raise LimitExceeded when `k` or the query's length is over the configured limits."""
+    if k > limits.max_k:
+        raise LimitExceeded(
+            f"k is at most {limits.max_k}", {"field": "k", "limit": limits.max_k, "actual": k}
+        )
+    if len(query) > limits.max_query_chars:
+        raise LimitExceeded(
+            f"query is {len(query)} characters, the limit is {limits.max_query_chars}",
+            {"field": "query", "limit": limits.max_query_chars, "actual": len(query)},
+        )
+
+
+async def embed_query(embedder: EmbeddingProvider, space: EmbeddingSpace, query: str) -> Vectors:
+    """The query's vector. Raises InputTooLong (over the model's window, where the service
+    can count), InputRejected (the embedder refused it) or EmbedderUnavailable."""
+    counts = await embedder.count_tokens([query])
+    window = embedder.max_input_tokens
+    if counts is not None and counts[0] > window:
+        raise InputTooLong(
+            f"query is {counts[0]} tokens long; {space.model} reads at most {window}. "
+            "Shorten it, or search in keyword mode: text is never truncated.",
+            {"field": "query", "tokens": counts[0], "max_tokens": window},
+        )
+    try:
+        vectors = await embedder.embed([query])
+    except ProviderInputError as exc:
+        raise InputRejected(f"the embedder refused the query: {exc}", {"field": "query"}) from exc
+    except ProviderError as exc:
+        raise EmbedderUnavailable(
+            "no embedder is available for this search; retry shortly, or search in keyword mode",
+            {"provider": exc.provider, "space": space.name},
+        ) from exc
+    query_vector: Vectors = vectors[0]
+    return query_vector
+
+
+@dataclass(frozen=True)
+class VectorSettings:
+    """diskann query settings, set per transaction; a search request may override them."""
+
+    search_list_size: int = 100
+    rescore: int = 50
+
+    def overridden(self, search_list_size: int | None, rescore: int | None) -> "VectorSettings":
+        """These settings with a request's overrides (None keeps the configured value)."""
+        return VectorSettings(
+            self.search_list_size if search_list_size is None else search_list_size,
+            self.rescore if rescore is None else rescore,
+        )
+
+    async def apply(self, conn: AsyncConnection) -> None:
+        """Set them for the rest of `conn`'s transaction only."""
+        await set_local(conn, "diskann.query_search_list_size", str(self.search_list_size))
+        await set_local(conn, "diskann.query_rescore", str(self.rescore))
+
+
+@dataclass
+class Searcher:
+    """What a search runs on; the base of `SearchService` and of memory recall."""
+
+    engine: AsyncEngine
+    embedder: EmbeddingProvider
+    space: EmbeddingSpace
+    limits: Limits
+    rrf_k: int = 60
+    vector_settings: VectorSettings = field(default_factory=VectorSettings)
+    # None: detected at the first keyword search (`repository.keyword_strategy`). Set it to
+    # force one.
+    keyword_strategy: KeywordStrategy | None = None
+
+    async def query_vector(self, mode: SearchMode, query: str) -> Vectors | None:
+        """The query's vector, or None in keyword mode (which needs no embedder)."""
+        return None if mode == "keyword" else await embed_query(self.embedder, self.space, query)
+
+    async def strategy(self, conn: AsyncConnection) -> KeywordStrategy:
+        if self.keyword_strategy is None:
+            self.keyword_strategy = await repository.keyword_strategy(conn)
+        return self.keyword_strategy
