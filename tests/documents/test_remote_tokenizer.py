@@ -33,8 +33,10 @@ providers:
 def remote_settings(database_url: str, tmp_path: Path, vllm_url: str, **fields: object) -> Settings:
     return Settings(
         database_url=database_url,
+        data_dir=tmp_path / "data",
         providers_file=remote_only(tmp_path / "providers.yaml", vllm_url),
         reconciler=False,
+        ingest_worker=False,
         probe_interval_seconds=3600,
         chunk_max_tokens=MAX_TOKENS,
         chunk_overlap_tokens=8,
@@ -88,5 +90,7 @@ class TestRemoteOnlySpace:
         ):
             assert opened.documents is None
             response = await client.post("/v1/documents", json={"namespace": "d", "text": "Hi."})
-        assert response.status_code == 400
-        assert "MEMORY_TOKENIZER_PATH" in response.json()["error"]["message"]
+        assert response.status_code == 503, "the service's configuration, not the input"
+        error = response.json()["error"]
+        assert error["type"] == "service_unavailable"
+        assert "MEMORY_TOKENIZER_PATH" in error["message"]
