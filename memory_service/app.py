@@ -9,6 +9,7 @@ the reconciler and the discovery probes in the lifespan.
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 from collections.abc import AsyncIterator, Coroutine, Mapping
@@ -150,7 +151,7 @@ async def open_resources(
                 background_embedder or embedder,
                 space,
                 settings.limits,
-                _served_names(discovery),
+                functools.partial(_served_names, discovery),
             ),
             discovery=discovery,
             chat=None

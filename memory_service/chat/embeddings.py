@@ -9,7 +9,7 @@ the model's tokenizer is local; a remote provider refuses them itself (its 4xx i
 """
 
 import base64
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,12 +47,17 @@ class EmbeddingsGateway:
         embedder: EmbeddingProvider,
         space: EmbeddingSpace,
         limits: Limits,
-        served_names: Sequence[str] = (),
+        served_names: Callable[[], Sequence[str]] = tuple,
     ) -> None:
         self.embedder = embedder
         self.space = space
         self.limits = limits
-        self.models = list(dict.fromkeys([space.model, space.name, *served_names]))
+        self._served_names = served_names
+
+    @property
+    def models(self) -> list[str]:
+        """Read per request: providers (vLLM servers started later) may join at run time."""
+        return list(dict.fromkeys([self.space.model, self.space.name, *self._served_names()]))
 
     async def embed(self, request: EmbeddingsRequest) -> EmbeddingsAnswer:
         texts = [request.input] if isinstance(request.input, str) else request.input
@@ -69,7 +74,9 @@ class EmbeddingsGateway:
             raise UpstreamRejected(str(exc), exc.status, {"index": exc.index}) from exc
         except ProviderUnavailable as exc:
             raise EmbedderUnavailable(str(exc)) from exc
-        tokens = sum(counts) if counts is not None else sum(len(t.split()) for t in texts)
+        # Counted by the model's own tokenizer where this process has it; 0 (not counted)
+        # when only a remote server has it, rather than a made-up number.
+        tokens = sum(counts) if counts is not None else 0
         return EmbeddingsAnswer(_body(request, vectors, tokens), provider)
 
     def _check(self, request: EmbeddingsRequest, texts: list[str]) -> None:
