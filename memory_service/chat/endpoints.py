@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from memory_service.chat.embeddings import EmbeddingsGateway
 from memory_service.chat.schemas import ChatCompletionRequest, EmbeddingsRequest
 from memory_service.chat.service import ChatGateway
-from memory_service.core.errors import ChatUnavailable
+from memory_service.core.errors import ChatUnavailable, MemoryServiceError
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -39,15 +39,21 @@ async def chat_completions(
     body: ChatCompletionRequest, gateway: ChatDep, x_memory_tier: TierHeader = None
 ) -> JSONResponse | StreamingResponse:
     """OpenAI chat completions, routed to a local or cloud provider (SSE when `stream`)."""
-    if body.stream:
-        stream = await gateway.stream(body, x_memory_tier)
-        assert stream.events is not None
-        return StreamingResponse(
-            stream.events,
-            media_type="text/event-stream",
-            headers=_headers(stream.provider, stream.reason, stream.memory_ids),
-        )
-    answer = await gateway.complete(body, x_memory_tier)
+    try:
+        if body.stream:
+            stream = await gateway.stream(body, x_memory_tier)
+            assert stream.events is not None
+            return StreamingResponse(
+                stream.events,
+                media_type="text/event-stream",
+                headers=_headers(stream.provider, stream.reason, stream.memory_ids),
+            )
+        answer = await gateway.complete(body, x_memory_tier)
+    except MemoryServiceError as exc:
+        # Errors say where they were decided too: the refusing provider, or none.
+        provider = (exc.details or {}).get("provider") if isinstance(exc.details, dict) else None
+        exc.headers = _headers(provider or "none", exc.message, [])
+        raise
     return JSONResponse(
         answer.body, headers=_headers(answer.provider, answer.reason, answer.memory_ids)
     )

@@ -30,6 +30,8 @@ class MemoryServiceError(Exception):
         super().__init__(message)
         self.message = message
         self.details = details
+        # Extra response headers (the chat gateway's routing headers on its errors).
+        self.headers: dict[str, str] = {}
 
 
 class InvalidRequest(MemoryServiceError):

@@ -22,15 +22,23 @@ _HTTP_TYPES = {
 }
 
 
-def error_response(status: int, error_type: str, message: str, details: Any = None) -> JSONResponse:
+def error_response(
+    status: int,
+    error_type: str,
+    message: str,
+    details: Any = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
     body = {"error": {"type": error_type, "message": message, "details": details}}
-    return JSONResponse(status_code=status, content=jsonable_encoder(body))
+    return JSONResponse(status_code=status, content=jsonable_encoder(body), headers=headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(MemoryServiceError)
     async def _domain(request: Request, exc: MemoryServiceError) -> JSONResponse:
-        return error_response(exc.status_code, exc.error_type, exc.message, exc.details)
+        return error_response(
+            exc.status_code, exc.error_type, exc.message, exc.details, exc.headers or None
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

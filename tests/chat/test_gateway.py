@@ -171,6 +171,8 @@ class TestBudget:
         assert refused.status_code == 429
         error = assert_error(refused.json(), "budget_exhausted")
         assert error["details"]["requests"] == 2 and error["details"]["max_requests"] == 2
+        assert refused.headers["x-memory-provider"] == "none"
+        assert "daily cloud budget is spent" in refused.headers["x-memory-route-reason"]
         assert completions(chat_servers.groq) == 2
         assert local.status_code == 200  # local chat is not budgeted
 

@@ -98,6 +98,8 @@ class TestAutoRouting:
         error = assert_error(response.json(), "upstream_rejected")
         assert "temperature" in error["message"]
         assert error["details"] == {"provider": "vllm-chat"}
+        assert response.headers["x-memory-provider"] == "vllm-chat"
+        assert "temperature" in response.headers["x-memory-route-reason"]
         assert [completions(s) for s in chat_servers.all()] == [1, 0, 0, 0]
 
     async def test_a_cloud_429_fails_over_to_the_other_cloud(
