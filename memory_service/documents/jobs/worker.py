@@ -150,17 +150,32 @@ class JobWorker:
         return None if work.cancelled() else work.result()
 
     async def run_once(self) -> ClaimedJob | None:
-        """Claim one due job and run it to its outcome; None when no job is due."""
-        async with self.engine.begin() as conn:
-            for job_id in await repository.bury_expired(conn, self.retry.max_attempts):
-                log.warning("ingest job %s: dead, its worker stopped answering", job_id)
-            job = await repository.claim_job(
-                conn, self.worker_id, self.lease, self.retry.max_attempts
-            )
+        """Claim one due job and run it to its outcome; None when no job is due.
+
+        The claim runs shielded: a stop that lands while it commits must not leave a job
+        claimed with nobody running it (it would wait for its lease, its attempt counted);
+        such a job is handed back at once instead."""
+        claim = asyncio.ensure_future(self._claim())
+        try:
+            job = await asyncio.shield(claim)
+        except asyncio.CancelledError:
+            claimed = await claim
+            if claimed is not None:
+                await self._write(lambda conn: repository.release_job(conn, claimed))
+                log.info("ingest job %s: released (worker stopping)", claimed.id)
+            raise
         if job is not None:
             log.info("ingest job %s: claimed (attempt %d)", job.id, job.attempts)
             await self._execute(_Run(job))
         return job
+
+    async def _claim(self) -> ClaimedJob | None:
+        async with self.engine.begin() as conn:
+            for job_id in await repository.bury_expired(conn, self.retry.max_attempts):
+                log.warning("ingest job %s: dead, its worker stopped answering", job_id)
+            return await repository.claim_job(
+                conn, self.worker_id, self.lease, self.retry.max_attempts
+            )
 
     async def _execute(self, run: _Run) -> None:
         ingest = asyncio.create_task(self._ingest(run))

@@ -211,3 +211,21 @@ class TestUntilIdle:
             await unreachable.dispose()
         healthy = job_worker(settings, resources.engine, resources.documents)
         assert await healthy.run(until_idle=True) is True
+
+
+class TestStopDuringClaim:
+    async def test_a_stop_at_claim_time_leaves_the_job_runnable_and_uncounted(
+        self, resources: Resources, make_worker: MakeWorker
+    ) -> None:
+        """Whether the stop lands before the claim commits (rolled back) or while it commits
+        (claimed, then handed back by run_once), the job is queued with no attempt spent.
+        Which of the two happens here depends on timing; the outcome must not."""
+        (job_id,) = await queue(resources.engine, 1)
+        task = asyncio.create_task(make_worker("w1").run_once())
+        await asyncio.sleep(0)  # the claim's transaction is in flight
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        row = await job_row(resources.engine, job_id)
+        assert (row["state"], row["claimed_by"], row["attempts"]) == ("queued", None, 0)
+        assert await make_worker("w2").run_once() is not None, "runnable at once"
