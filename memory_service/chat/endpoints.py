@@ -4,10 +4,12 @@ Every chat and embeddings response carries `X-Memory-Provider` (who served it) a
 `X-Memory-Route-Reason` (why that provider: the policy's decision and any failover).
 """
 
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from memory_service.chat.embeddings import EmbeddingsGateway
 from memory_service.chat.schemas import ChatCompletionRequest, EmbeddingsRequest
@@ -34,17 +36,36 @@ EmbeddingsDep = Annotated[EmbeddingsGateway, Depends(get_embeddings)]
 TierHeader = Annotated[str | None, Header(alias="X-Memory-Tier")]
 
 
+class RelayResponse(StreamingResponse):
+    """A relayed stream that closes its upstream however the response ends: also when the
+    client left before the first byte and the body iterator never started (Starlette then
+    never closes it, and the upstream connection would stay checked out)."""
+
+    def __init__(
+        self, content: AsyncIterator[bytes], close: Callable[[], Awaitable[None]], **kwargs: Any
+    ) -> None:
+        super().__init__(content, **kwargs)
+        self._close = close
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._close()
+
+
 @router.post("/chat/completions", response_model=None)
 async def chat_completions(
     body: ChatCompletionRequest, gateway: ChatDep, x_memory_tier: TierHeader = None
-) -> JSONResponse | StreamingResponse:
+) -> JSONResponse | RelayResponse:
     """OpenAI chat completions, routed to a local or cloud provider (SSE when `stream`)."""
     try:
         if body.stream:
             stream = await gateway.stream(body, x_memory_tier)
-            assert stream.events is not None
-            return StreamingResponse(
+            assert stream.events is not None and stream.close is not None
+            return RelayResponse(
                 stream.events,
+                stream.close,
                 media_type="text/event-stream",
                 headers=_headers(stream.provider, stream.reason, stream.memory_ids),
             )

@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,6 +58,9 @@ class ChatAnswer(Routed):
 @dataclass
 class ChatStream(Routed):
     events: AsyncIterator[bytes] | None = None
+    # Closes the upstream response; idempotent. For the endpoint to call however the
+    # response ends, even when `events` never started (a client gone before the first byte).
+    close: Callable[[], Awaitable[None]] | None = None
 
 
 class ChatGateway:
@@ -138,6 +141,7 @@ class ChatGateway:
             routed.provider = provider.name
             routed.reason = _with_failover(plan.reason, tried, provider)
             routed.events = self._relay(provider, events, stack, reservation, client_usage)
+            routed.close = stack.aclose
             return routed
         raise _exhausted(tried)
 

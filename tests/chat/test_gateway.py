@@ -2,12 +2,15 @@
 chat, and the cloud budget."""
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, MutableMapping
+from typing import Any
 
 import httpx
 import pytest
+from starlette.requests import ClientDisconnect
 
 from memory_service.app import Resources
+from memory_service.chat.endpoints import RelayResponse
 from memory_service.core.settings import Settings
 from tests.apps import served_app
 from tests.chat.conftest import LOCAL_MODEL, ChatServers, chat_body, completions
@@ -243,3 +246,30 @@ class TestMemoryQuery:
         assert "set `memory.query`" in error["message"]
         assert allowed.status_code == 200, allowed.text
         assert completions(chat_servers.vllm) == 1
+
+
+class TestRelayResponse:
+    async def test_the_upstream_is_closed_when_the_client_left_before_the_first_byte(
+        self,
+    ) -> None:
+        closed: list[bool] = []
+        started: list[bool] = []
+
+        async def events() -> AsyncIterator[bytes]:
+            started.append(True)
+            yield b"data: [DONE]\n\n"
+
+        async def close() -> None:
+            closed.append(True)
+
+        async def receive() -> dict[str, object]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: MutableMapping[str, Any]) -> None:
+            raise OSError("the client is gone")  # as uvicorn's send does on a closed socket
+
+        response = RelayResponse(events(), close, media_type="text/event-stream")
+        scope = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.4"}}
+        with pytest.raises((OSError, ClientDisconnect)):
+            await response(scope, receive, send)
+        assert (started, closed) == ([], [True])
