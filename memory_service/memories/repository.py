@@ -208,6 +208,18 @@ async def update_memory(
         raise
 
 
+async def delete_expired_duplicate(conn: AsyncConnection, namespace: str, content: str) -> None:
+    """Delete an expired memory of `namespace` holding `content`: it is invisible and due for
+    purging, so it must not block a live memory from taking that content (as in upserts)."""
+    await conn.execute(
+        delete(memory).where(
+            memory.c.namespace == namespace,
+            memory.c.content_hash == content_hash(content),
+            memory.c.expires_at <= func.now(),
+        )
+    )
+
+
 async def find_by_content(conn: AsyncConnection, namespace: str, content: str) -> UUID | None:
     statement = select(memory.c.id).where(
         memory.c.namespace == namespace, memory.c.content_hash == content_hash(content)

@@ -155,6 +155,9 @@ class MemoryService:
                 del values["content"]
             if "content" in values:
                 await self._check_tokens([values["content"]], "content", False)
+                await repository.delete_expired_duplicate(
+                    conn, current.namespace, values["content"]
+                )
             try:
                 row = await repository.update_memory(conn, memory_id, values)
             except repository.DuplicateContent as exc:

@@ -257,6 +257,19 @@ class TestGetUpdateDelete:
         unchanged = (await client.get(f"/v1/memories/{two['id']}")).json()
         assert unchanged["content"] == "Fact two."
 
+    async def test_an_expired_memory_does_not_block_a_patch_to_its_content(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        """Expired memories are invisible: a live memory may take their content, as a new
+        store may (the expired row goes, as the reconciler would purge it)."""
+        past = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
+        gone = await client.post("/v1/memories", json=memory_body("Old fact.", expires_at=past))
+        live = (await client.post("/v1/memories", json=memory_body("New fact."))).json()
+        response = await client.patch(f"/v1/memories/{live['id']}", json={"content": "Old fact."})
+        assert response.status_code == 200, response.text
+        assert response.json()["content"] == "Old fact." and response.json()["id"] == live["id"]
+        assert (await client.get(f"/v1/memories/{gone.json()['id']}")).status_code == 404
+
     @pytest.mark.parametrize(
         "patch",
         [{}, {"importance": None}, {"content": None}, {"content": ""}, {"nope": 1}],
