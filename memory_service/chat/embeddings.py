@@ -25,7 +25,6 @@ from memory_service.core.errors import (
     UpstreamRejected,
 )
 from memory_service.core.settings import Limits
-from memory_service.discovery.routing import RoutedEmbedder
 from memory_service.embeddings.provider import (
     EmbeddingProvider,
     ProviderInputError,
@@ -66,10 +65,7 @@ class EmbeddingsGateway:
         if counts is not None:
             self._check_tokens(counts)
         try:
-            if isinstance(self.embedder, RoutedEmbedder):
-                vectors, provider = await self.embedder.embed_routed(texts)
-            else:
-                vectors, provider = await self.embedder.embed(texts), self.embedder.name
+            vectors, provider = await self.embedder.embed_routed(texts)
         except ProviderInputError as exc:
             raise UpstreamRejected(str(exc), exc.status, {"index": exc.index}) from exc
         except ProviderUnavailable as exc:

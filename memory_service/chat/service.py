@@ -239,9 +239,9 @@ class ChatGateway:
                 async for data in events:
                     if data.strip() == "[DONE]":
                         break
-                    usage = _chunk_usage(data)
+                    usage, usage_only = _chunk_usage(data)
                     used = usage or used
-                    if usage is not None and not client_usage and _no_choices(data):
+                    if usage_only and not client_usage:
                         continue
                     yield f"data: {data}\n\n".encode()
                 else:
@@ -281,21 +281,18 @@ def _trial_allowed(provider: ManagedChatProvider, tried: list[str]) -> bool:
     return False
 
 
-def _no_choices(data: str) -> bool:
+def _chunk_usage(data: str) -> tuple[int | None, bool]:
+    """(total tokens the chunk reports, whether it is a usage-only chunk: `choices: []`).
+    Only chunks that mention usage are parsed; the others are relayed as they came."""
+    if '"usage"' not in data:
+        return None, False
     try:
         body = json.loads(data)
     except json.JSONDecodeError:
-        return False
-    return isinstance(body, dict) and body.get("choices") == []
-
-
-def _chunk_usage(data: str) -> int | None:
-    if '"usage"' not in data:
-        return None
-    try:
-        return _total_tokens(json.loads(data))
-    except (json.JSONDecodeError, AttributeError):
-        return None
+        return None, False
+    if not isinstance(body, dict):
+        return None, False
+    return _total_tokens(body), body.get("choices") == []
 
 
 def _with_failover(reason: str, tried: list[str], provider: ManagedChatProvider) -> str:

@@ -122,6 +122,11 @@ class EmbeddingProvider(ABC):
     async def _embed_batch(self, texts: Sequence[str]) -> Vectors:
         """One provider call for at most `max_batch` texts."""
 
+    async def embed_routed(self, texts: Sequence[str]) -> tuple[Vectors, str]:
+        """`embed`, also naming the provider that made the vectors: this one, unless the
+        provider routes to others (discovery's RoutedEmbedder)."""
+        return await self.embed(texts), self.name
+
     async def count_tokens(self, texts: Sequence[str]) -> list[int] | None:
         """Tokens each text takes in the model's window, special tokens included; None when
         the provider cannot count locally (a remote server then rejects over-long input)."""
