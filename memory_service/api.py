@@ -16,11 +16,13 @@ from memory_service.embeddings.provider import ProviderError
 from memory_service.memories.endpoints import router as memories_router
 from memory_service.models.endpoints import router as admin_vllm_router
 from memory_service.search.endpoints import router as search_router
+from memory_service.search.endpoints import spaces_router
 
 router = APIRouter()
 router.include_router(memories_router)
 router.include_router(providers_router)
 router.include_router(search_router)
+router.include_router(spaces_router)
 router.include_router(documents_router)
 router.include_router(openai_router)
 router.include_router(admin_vllm_router)

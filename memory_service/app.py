@@ -49,6 +49,7 @@ from memory_service.memories.reconciler import Reconciler
 from memory_service.memories.service import MemoryService
 from memory_service.models.lifecycle import VllmManager
 from memory_service.models.refresh import watch_registrations
+from memory_service.search.indexes import IndexMaintainer, IndexPolicy
 from memory_service.search.query import VectorSettings
 from memory_service.search.service import SearchService
 
@@ -63,6 +64,7 @@ class Resources:
     memories: MemoryService
     search: SearchService
     reconciler: Reconciler
+    indexes: IndexMaintainer
     # For bulk work (reconciler, ingestion): large batches of its own, no coalescing.
     batch_embedder: EmbeddingProvider
     embeddings_gateway: EmbeddingsGateway
@@ -147,6 +149,7 @@ async def open_resources(
                 settings.reconcile_batch_size,
                 settings.reconcile_max_attempts,
             ),
+            indexes=IndexMaintainer(engine, space.id, IndexPolicy.of(settings)),
             embeddings_gateway=EmbeddingsGateway(
                 background_embedder or embedder,
                 space,
@@ -254,6 +257,8 @@ def create_app(settings: Settings, resources: Resources) -> FastAPI:
         tasks: list[Coroutine[Any, Any, object]] = []
         if settings.reconciler:
             tasks.append(resources.reconciler.run_forever(settings.reconcile_interval_seconds))
+        if settings.index_maintainer:
+            tasks.append(resources.indexes.run_forever(settings.index_interval_seconds))
         if resources.discovery is not None:
             tasks.append(resources.discovery.run_forever(settings.probe_interval_seconds))
             # Servers started by `vllm serve` join discovery (see models/refresh.py).

@@ -1,8 +1,9 @@
-"""The `memory-service` command: serve, db upgrade, db current, ingest, worker, providers."""
+"""The `memory-service` command: serve, db, ingest, worker, index, providers, models, vllm."""
 
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -110,6 +111,56 @@ def db_current(settings: Settings) -> int:
     return 0 if current == head else 1
 
 
+def index(settings: Settings, action: str, table: str | None, as_json: bool) -> int:
+    """`index status` / `index rebuild`, straight on the database (no running service needed)."""
+    from memory_service.search.index_command import index_rebuild, index_status
+
+    with database_url(settings) as url:
+        resolved = settings.model_copy(update={"database_url": url})
+        if action == "status":
+            statuses = asyncio.run(index_status(resolved))
+            print(
+                json.dumps(statuses, default=str, indent=2) if as_json else format_index(statuses)
+            )
+            return 0
+        outcomes = asyncio.run(index_rebuild(resolved, table))
+    for name, outcome in outcomes.items():
+        print(f"{name}: {_REBUILD_OUTCOMES[outcome]}")
+    return 1 if "failed" in outcomes.values() else 0
+
+
+_REBUILD_OUTCOMES = {
+    "built": "built",
+    "rebuilt": "rebuilt",
+    "not_needed": "exact: fewer rows than MEMORY_ANN_MIN_ROWS, no index needed",
+    "busy": "another process is building it now; the rebuild request stays recorded",
+    "failed": "build failed (see the log and `index status`)",
+}
+
+
+def format_index(statuses: list[dict[str, Any]]) -> str:
+    header = ("table", "state", "method", "rows", "at build", "built at", "recall", "last error")
+    rows = [header]
+    for s in statuses:
+        recall = ", ".join(
+            f"{selectivity} {value['recall']:.3f} (n={value['samples']})"
+            for selectivity, value in sorted(s["recall"].items())
+        )
+        rows.append(
+            (
+                s["table"],
+                s["index_state"],
+                s["method"] or "-",
+                str(s["rows"]),
+                "-" if s["rows_at_build"] is None else str(s["rows_at_build"]),
+                "-" if s["built_at"] is None else s["built_at"].isoformat(timespec="seconds"),
+                recall or "-",
+                s["last_error"] or "",
+            )
+        )
+    return "\n".join(_table(rows))
+
+
 def providers(settings: Settings, url: str | None) -> int:
     """Print the running service's /v1/providers as a table."""
     import httpx
@@ -202,6 +253,14 @@ def build_parser() -> argparse.ArgumentParser:
     worker_cmd.add_argument(
         "--until-idle", action="store_true", help="exit once no job is due instead of polling"
     )
+    index_cmd = commands.add_parser("index", help="ANN vector indexes: status and rebuild")
+    index_actions = index_cmd.add_subparsers(dest="action", required=True)
+    status_cmd = index_actions.add_parser("status", help="each vector table's index state")
+    status_cmd.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    rebuild_cmd = index_actions.add_parser(
+        "rebuild", help="build a fresh index now (concurrently; searches go on meanwhile)"
+    )
+    rebuild_cmd.add_argument("--table", choices=["memory", "chunk"], help="default: every table")
     providers_cmd = commands.add_parser("providers", help="print the providers' states as a table")
     providers_cmd.add_argument("--url", help="the service (default http://HOST:PORT from settings)")
     model_commands.add_commands(commands)
@@ -245,6 +304,10 @@ def main(argv: list[str] | None = None) -> int:
             return model_commands.run(settings, args, os.environ)
         if args.command == "worker":
             return worker(settings, args.until_idle)
+        if args.command == "index":
+            return index(
+                settings, args.action, getattr(args, "table", None), getattr(args, "json", False)
+            )
         if args.action == "upgrade":
             return db_upgrade(settings, args.revision)
         return db_current(settings)

@@ -138,6 +138,7 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         reconciler=False,
         reconcile_interval_seconds=0.05,
         ingest_worker=False,
+        index_maintainer=False,
     )
 
 

@@ -113,6 +113,20 @@ class Settings(BaseSettings):
         50, ge=0, le=1_000, description="diskann.query_rescore per search."
     )
 
+    ann_min_rows: int = Field(
+        10_000,
+        ge=1,
+        description="Rows with vectors (per table and space) below which vector search scans "
+        "exactly and no ANN index exists; at this many the index is built from the real rows.",
+    )
+    ann_rebuild_growth: float = Field(
+        2.0, gt=1, description="Rebuild an ANN index once its rows grew by this factor."
+    )
+    index_maintainer: bool = Field(True, description="Run the ANN index lifecycle in `serve`.")
+    index_interval_seconds: float = Field(
+        30.0, gt=0, description="How often `serve` checks whether an index is due."
+    )
+
     rrf_k: int = Field(
         60, ge=1, le=1_000, description="Reciprocal rank fusion constant of hybrid search."
     )

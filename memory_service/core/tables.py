@@ -4,12 +4,11 @@ These describe what the Alembic migrations create; `tests/core/test_migrations.p
 that the two agree. The migrations create the vector column untyped (`vector`): the
 dimension belongs to the embedding space, not to the schema. The first space registered
 types it, and each space gets its own partial index `WHERE space_id = id`
-(`embeddings/spaces.py`), so vectors of two spaces never share an index or a search.
+(`search/indexes.py`), so vectors of two spaces never share an index or a search.
 
-The `bm25` indexes exist only where the server has `pg_textsearch` (migration 0004); they are
-declared here for the servers this project runs on (the embedded one and timescaledb-ha,
-both of which ship it). On a server without it keyword search falls back to full text and
-this module declares two indexes the database lacks.
+Vector indexes are not declared here either: they are built from real rows by the index
+lifecycle (`search/indexes.py`), which records each build in `vector_index`. Keyword search
+is PostgreSQL's full text over the GIN expression indexes (migrations 0004 and 0007).
 """
 
 from typing import Any
@@ -107,12 +106,6 @@ memory = Table(
     Index("memory_expires_at_idx", "expires_at", postgresql_where=text("expires_at IS NOT NULL")),
     # Keyword search (migration 0004, `search/repository.py`).
     Index("memory_content_fts_idx", _english_tsvector("content"), postgresql_using="gin"),
-    Index(
-        "memory_content_bm25_idx",
-        "content",
-        postgresql_using="bm25",
-        postgresql_with={"text_config": "english"},
-    ),
 )
 
 document = Table(
@@ -149,12 +142,6 @@ chunk = Table(
     Column("embedding", Vector(), nullable=False),
     UniqueConstraint("document_id", "ordinal", name="chunk_document_id_ordinal_key"),
     Index("chunk_text_fts_idx", _english_tsvector("text"), postgresql_using="gin"),
-    Index(
-        "chunk_text_bm25_idx",
-        "text",
-        postgresql_using="bm25",
-        postgresql_with={"text_config": "english"},
-    ),
 )
 
 # Requests and tokens sent to cloud chat providers, per UTC day (chat/budget.py).
@@ -170,6 +157,32 @@ cloud_usage = Table(
 
 # Tables whose `embedding` column gets one vector index per embedding space.
 VECTOR_TABLES: tuple[Table, ...] = (memory, chunk)
+
+# The ANN index of each (vector table, space) (migration 0007, `search/indexes.py`): which
+# index serves it now (None: searches scan exactly), and when and on how many rows it was
+# built. Whether a build is running is not stored: a builder holds the advisory lock keyed by
+# this row's id, so a crashed builder can never leave a stale "building" behind.
+vector_index = Table(
+    "vector_index",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("table_name", Text, nullable=False),
+    Column(
+        "space_id", Integer, ForeignKey("embedding_space.id", ondelete="CASCADE"), nullable=False
+    ),
+    Column("index_name", Text),
+    Column("method", Text),
+    Column("generation", Integer, nullable=False, server_default=text("0")),
+    Column("rows_at_build", BigInteger),
+    Column("built_at", DateTime(timezone=True)),
+    Column("build_seconds", Float),
+    Column("rebuild_requested_at", DateTime(timezone=True)),
+    Column("last_error", Text),
+    # Recall@k measured by the sampler, by selectivity class (`search/recall.py`).
+    Column("recall", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    UniqueConstraint("table_name", "space_id", name="vector_index_table_name_space_id_key"),
+    CheckConstraint("table_name IN ('memory', 'chunk')", name="vector_index_table_name_valid"),
+)
 
 # The ingestion-job queue (migration 0005, `documents/jobs/repository.py`). A job's inline
 # documents live in its own row (JSONB): they are written once with the job, in the one

@@ -8,10 +8,10 @@ The migrations create `embedding` columns untyped (`vector`), because the dimens
 from the embedding space, not from the schema. The first space registered in a database
 types them (`vector(dim)`): pgvectorscale's `diskann` indexes typed columns only, not
 expressions. So one database stores one dimension; a space of another dimension is refused
-with a clear error. Each space then gets its own partial index on every vector table,
-`USING diskann (embedding vector_cosine_ops) WHERE space_id = id` (HNSW where vectorscale
-is missing), and every search filters on `space_id`, so two spaces never share a search.
-This DDL depends on data, which is why it lives here and not in a migration.
+with a clear error. Every search filters on `space_id`, so two spaces never share a search;
+each space's ANN indexes are partial (`WHERE space_id = id`) and built from its real rows by
+the index lifecycle (`search/indexes.py`), never here on an empty table. The column typing
+depends on data, which is why it lives here and not in a migration.
 """
 
 from collections.abc import Sequence
@@ -21,9 +21,8 @@ import numpy as np
 from alembic.operations import Operations
 from alembic.runtime.migration import MigrationContext
 from pgvector.sqlalchemy import Vector
-from sqlalchemy import Connection, Index, Table, func, insert, select, text, update
+from sqlalchemy import Connection, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-from sqlalchemy.schema import CreateIndex
 
 from memory_service.core.errors import StartupError
 from memory_service.core.tables import VECTOR_TABLES, embedding_space
@@ -39,14 +38,10 @@ class EmbeddingSpace:
     normalized: bool
 
 
-def vector_index_name(table: Table, space_id: int) -> str:
-    return f"{table.name}_embedding_space_{space_id}_idx"
-
-
 async def register_space(
     engine: AsyncEngine, name: str, model: str, dimension: int, normalized: bool
 ) -> EmbeddingSpace:
-    """Return the space `name`, recording it (and building its indexes) at first use.
+    """Return the space `name`, recording it (and typing the vector columns) at first use.
 
     Raises StartupError when the recorded space has another model or dimension, or when the
     database already stores vectors of another dimension.
@@ -66,14 +61,11 @@ async def register_space(
                     .returning(embedding_space.c.id)
                 )
             ).scalar_one()
-            space = EmbeddingSpace(space_id, name, model, dimension, normalized)
-            await _create_vector_indexes(conn, space)
-            return space
+            return EmbeddingSpace(space_id, name, model, dimension, normalized)
         space = EmbeddingSpace(row.id, row.name, row.model, row.dimension, row.normalized)
         if (space.model, space.dimension, space.normalized) == (model, dimension, normalized):
-            # Vector tables added by later migrations are typed and indexed here.
+            # Vector tables added by later migrations are typed here.
             await _type_vector_columns(conn, name, dimension)
-            await _create_vector_indexes(conn, space)
     if (space.model, space.dimension, space.normalized) != (model, dimension, normalized):
         recorded = _describe(space.model, space.dimension, space.normalized)
         configured = _describe(model, dimension, normalized)
@@ -84,6 +76,21 @@ async def register_space(
             "MEMORY_EMBEDDING_SPACE or a fresh database for the new one."
         )
     return space
+
+
+async def list_spaces(engine: AsyncEngine) -> list[EmbeddingSpace]:
+    """Every space recorded in the database, oldest first."""
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            select(
+                embedding_space.c.id,
+                embedding_space.c.name,
+                embedding_space.c.model,
+                embedding_space.c.dimension,
+                embedding_space.c.normalized,
+            ).order_by(embedding_space.c.id)
+        )
+        return [EmbeddingSpace(*row) for row in rows]
 
 
 def _describe(model: str, dimension: int, normalized: bool) -> str:
@@ -115,24 +122,6 @@ async def _type_vector_columns(conn: AsyncConnection, name: str, dimension: int)
 def _alter_vector_type(conn: Connection, table_name: str, dimension: int) -> None:
     operations = Operations(MigrationContext.configure(conn))
     operations.alter_column(table_name, "embedding", type_=Vector(dimension))
-
-
-async def _create_vector_indexes(conn: AsyncConnection, space: EmbeddingSpace) -> None:
-    has_vectorscale = (
-        await conn.execute(text("SELECT 1 FROM pg_extension WHERE extname = 'vectorscale'"))
-    ).first() is not None
-    for table in VECTOR_TABLES:
-        index = Index(
-            vector_index_name(table, space.id),
-            table.c.embedding,
-            postgresql_using="diskann" if has_vectorscale else "hnsw",
-            postgresql_ops={"embedding": "vector_cosine_ops"},
-            postgresql_where=table.c.space_id == space.id,
-        )
-        await conn.execute(CreateIndex(index, if_not_exists=True))
-        # Building the Index attached it to the shared table metadata; it is data, not schema
-        # (and would otherwise leak into every later use of `metadata`).
-        table.indexes.discard(index)
 
 
 async def load_references(

@@ -56,10 +56,7 @@ class MemoryRecall(Searcher):
             await tuned.apply(conn)
             lists.append(repository.vector_memories(scope, query_vector, depth, "recall"))
         if request.mode != "vector":
-            strategy = await self.strategy(conn)
-            lists.append(
-                repository.keyword_memories(scope, request.query, depth, strategy, "recall")
-            )
+            lists.append(repository.keyword_memories(scope, request.query, depth, "recall"))
         return lists
 
 

@@ -174,7 +174,7 @@ class Explanation(BaseModel):
 
 
 SCORE_DESCRIPTION = (
-    "Higher is better: cosine similarity (vector), BM25 or full-text rank (keyword), "
+    "Higher is better: cosine similarity (vector), full-text rank (keyword), "
     "reciprocal rank fusion (hybrid)."
 )
 

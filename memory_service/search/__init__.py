@@ -1,1 +1,1 @@
-"""Search over memories and document chunks: vector, keyword (BM25) and hybrid (RRF)."""
+"""Search over memories and document chunks: vector, keyword (full text) and hybrid (RRF)."""

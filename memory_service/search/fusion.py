@@ -2,7 +2,7 @@
 
 Hybrid search is reciprocal rank fusion (RRF): a result's score is the sum, over the vector
 and keyword rankings that hold it, of `1 / (rrf_k + rank)`, ranks counted from 1. RRF needs
-no score calibration between cosine similarity and BM25, which live on unrelated scales.
+no score calibration between cosine similarity and full-text rank, which live on unrelated scales.
 Each ranking is fetched `max(4 * k, 20)` deep (`depth`): a result ranked just outside the
 top k by both modes can still win on the sum, and 20 keeps small k from starving the
 fusion; deeper lists cost index work and change the fused top k rarely.

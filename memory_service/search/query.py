@@ -26,8 +26,6 @@ from memory_service.embeddings.provider import (
 )
 from memory_service.embeddings.spaces import EmbeddingSpace
 from memory_service.memories.schemas import SearchMode
-from memory_service.search import repository
-from memory_service.search.repository import KeywordStrategy
 
 
 def check_query(limits: Limits, k: int, query: str) -> None:
@@ -97,15 +95,7 @@ class Searcher:
     limits: Limits
     rrf_k: int = 60
     vector_settings: VectorSettings = field(default_factory=VectorSettings)
-    # None: detected at the first keyword search (`repository.keyword_strategy`). Set it to
-    # force one.
-    keyword_strategy: KeywordStrategy | None = None
 
     async def query_vector(self, mode: SearchMode, query: str) -> Vectors | None:
         """The query's vector, or None in keyword mode (which needs no embedder)."""
         return None if mode == "keyword" else await embed_query(self.embedder, self.space, query)
-
-    async def strategy(self, conn: AsyncConnection) -> KeywordStrategy:
-        if self.keyword_strategy is None:
-            self.keyword_strategy = await repository.keyword_strategy(conn)
-        return self.keyword_strategy

@@ -6,13 +6,11 @@ shape its index serves:
 
 - vector: `ORDER BY embedding <=> :query LIMIT :depth` over embedded, live memories and the
   chunks of the service's embedding space, served by the space's diskann (or HNSW) index;
-- keyword, strategy `bm25`: `ORDER BY content <@> to_bm25query(:query, index) LIMIT :depth`
-  (pg_textsearch). `<@>` is the *negated* BM25 score (lower is better, 0 for a text that
-  matches no query term), so a match is `< 0` and the score returned is its negation;
-- keyword, strategy `fts` (where pg_textsearch is missing): `ts_rank_cd` of
-  `to_tsvector('english', text)` against the query's lexemes joined with OR, filtered with
-  `@@` so the GIN expression index serves it. OR gives the same "any term matches, more and
-  rarer terms rank higher" recall as BM25; `plainto_tsquery` would demand every term.
+- keyword: `ts_rank_cd` of `to_tsvector('english', text)` against the query's lexemes joined
+  with OR, filtered with `@@` so the GIN expression index serves it. OR gives the "any term
+  matches, more and rarer terms rank higher" recall of BM25; `plainto_tsquery` would demand
+  every term. This is core PostgreSQL on purpose: pg_textsearch's `bm25` index wedged
+  concurrent UPDATEs forever (migration 0007 says why it was dropped).
 
 Keyword lists take memories in every status (pending and failed ones too: their text is
 committed before any vector exists) but never expired ones. Both modes read only the rows
@@ -39,7 +37,6 @@ from sqlalchemy import (
     literal_column,
     null,
     select,
-    text,
     union_all,
 )
 from sqlalchemy.dialects.postgresql import TSQUERY
@@ -54,14 +51,10 @@ from memory_service.embeddings.spaces import EmbeddingSpace
 from memory_service.memories.repository import PUBLIC_COLUMNS, _live, filter_clauses
 from memory_service.memories.schemas import MemoryFilters
 
-KeywordStrategy = Literal["bm25", "fts"]
 RankedBy = Literal["vector", "keyword"]
 # The columns a memory list selects: `result` is the shape `POST /v1/search` shares with
 # chunks; `recall` is every public column of the memory, for memory recall.
 MemoryShape = Literal["result", "recall"]
-
-MEMORY_BM25_INDEX = "memory_content_bm25_idx"
-CHUNK_BM25_INDEX = "chunk_text_bm25_idx"
 
 
 @dataclass(frozen=True)
@@ -103,18 +96,6 @@ class RankedMemory:
     @property
     def key(self) -> str:
         return str(self.fields["id"])
-
-
-async def keyword_strategy(conn: AsyncConnection) -> KeywordStrategy:
-    """`bm25` where migration 0004 built the pg_textsearch indexes, `fts` otherwise."""
-    found = await conn.execute(
-        text(
-            "SELECT to_regclass(:memory_index) IS NOT NULL "
-            "AND to_regclass(:chunk_index) IS NOT NULL"
-        ),
-        {"memory_index": MEMORY_BM25_INDEX, "chunk_index": CHUNK_BM25_INDEX},
-    )
-    return "bm25" if found.scalar_one() else "fts"
 
 
 _RANKED_BY: dict[RankedBy, ColumnElement[str]] = {
@@ -208,14 +189,6 @@ def vector_chunks(scope: Scope, query_vector: Vectors, depth: int) -> Select[Any
     )
 
 
-def _bm25_distance(column: ColumnElement[str], query: str, index: str) -> ColumnElement[float]:
-    """pg_textsearch's `<@>`: minus the BM25 score, 0 for no match. The index is named so
-    the statistics come from it in any plan (PostgreSQL 18 may evaluate the expression
-    outside the index scan)."""
-    bm25_query = func.to_bm25query(bindparam(None, query, Text), bindparam(None, index, Text))
-    return column.op("<@>", return_type=Float)(bm25_query)
-
-
 def _english_tsvector(column: ColumnElement[str]) -> ColumnElement[Any]:
     """The expression of the GIN indexes of migration 0004, literally ('english' inlined)."""
     return func.to_tsvector(literal_column("'english'"), column)
@@ -229,45 +202,24 @@ def _any_term_tsquery(query: str) -> ColumnElement[Any]:
 
 
 def keyword_memories(
-    scope: Scope, query: str, depth: int, strategy: KeywordStrategy, shape: MemoryShape = "result"
+    scope: Scope, query: str, depth: int, shape: MemoryShape = "result"
 ) -> Select[Any]:
     """Memories in every status (pending ones too) best by keyword."""
-    return _keyword(
-        _MEMORY_SELECTS[shape],
-        memory.c.content,
-        MEMORY_BM25_INDEX,
-        _memory_scope(scope),
-        query,
-        depth,
-        strategy,
-    )
+    return _keyword(_MEMORY_SELECTS[shape], memory.c.content, _memory_scope(scope), query, depth)
 
 
-def keyword_chunks(scope: Scope, query: str, depth: int, strategy: KeywordStrategy) -> Select[Any]:
-    return _keyword(
-        _chunk_select, chunk.c.text, CHUNK_BM25_INDEX, _chunk_scope(scope), query, depth, strategy
-    )
+def keyword_chunks(scope: Scope, query: str, depth: int) -> Select[Any]:
+    return _keyword(_chunk_select, chunk.c.text, _chunk_scope(scope), query, depth)
 
 
 def _keyword(
     select_for: Callable[[RankedBy, ColumnElement[float]], Select[Any]],
     column: ColumnElement[str],
-    bm25_index: str,
     scope: Sequence[ColumnElement[bool]],
     query: str,
     depth: int,
-    strategy: KeywordStrategy,
 ) -> Select[Any]:
-    """The best `depth` rows by keyword: BM25 through the named index (its distances are
-    negated scores; 0 means no term matched), or full-text rank over matching rows."""
-    if strategy == "bm25":
-        distance = _bm25_distance(column, query, bm25_index)
-        return (
-            select_for("keyword", -distance)
-            .where(distance < 0, *scope)
-            .order_by(distance)
-            .limit(depth)
-        )
+    """The best `depth` rows by full-text rank, over the rows that match any query term."""
     vector, tsquery = _english_tsvector(column), _any_term_tsquery(query)
     rank = func.ts_rank_cd(vector, tsquery)
     return (

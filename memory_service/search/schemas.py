@@ -63,3 +63,44 @@ class SearchResponse(BaseModel):
     results: list[SearchResult]
     mode: SearchMode
     embedding_model: str
+
+
+class RecallOut(BaseModel):
+    recall: float
+    samples: int
+    measured_at: datetime
+
+
+class VectorTableOut(BaseModel):
+    """The ANN index of one vector table in a space (see `search/indexes.py`)."""
+
+    table: Literal["memory", "chunk"]
+    index_state: Literal["exact", "building", "ready", "rebuilding"] = Field(
+        description="exact: no index, searches scan exactly; building: the first index is being "
+        "built (searches still exact); ready: the index serves searches; rebuilding: a "
+        "replacement is being built (the current index serves meanwhile)."
+    )
+    index_name: str | None
+    method: Literal["diskann", "hnsw"] | None
+    rows: int = Field(description="Rows with a vector in this space, counted now.")
+    rows_at_build: int | None
+    built_at: datetime | None
+    build_seconds: float | None
+    rebuild_requested_at: datetime | None
+    last_error: str | None = Field(description="Why the last build failed, if it did.")
+    recall: dict[str, RecallOut] = Field(
+        description="Recall@k of sampled live searches against an exact scan, by selectivity "
+        "class of the search's scope (the share of the space's rows it could return)."
+    )
+
+
+class SpaceOut(BaseModel):
+    name: str
+    model: str
+    dimension: int
+    normalized: bool
+    tables: list[VectorTableOut]
+
+
+class SpacesOut(BaseModel):
+    spaces: list[SpaceOut]

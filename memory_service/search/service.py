@@ -2,8 +2,8 @@
 
 Ranking and fusion are `search.fusion`'s (shared with memory recall). Within one mode,
 memories and chunks form one ranking, merged by score: cosine similarity is one scale across
-both (one embedding space); BM25 of the two tables comes from two indexes with their own
-corpus statistics, an approximation accepted for a merged list. Keyword mode needs no
+both (one embedding space); full-text rank has no corpus statistics, so it is one scale
+across both tables too. Keyword mode needs no
 embedder: it keeps working while every embedder is down.
 """
 
@@ -14,7 +14,7 @@ from memory_service.memories.schemas import SearchMode
 from memory_service.search import fusion, repository
 from memory_service.search.fusion import Candidate
 from memory_service.search.query import Searcher, check_query
-from memory_service.search.repository import KeywordStrategy, RankedRow, Scope
+from memory_service.search.repository import RankedRow, Scope
 from memory_service.search.schemas import SearchRequest, SearchResponse, SearchResult
 
 
@@ -27,8 +27,7 @@ class SearchService(Searcher):
         async with self.engine.begin() as conn:
             if query_vector is not None:
                 await self.vector_settings.apply(conn)
-            strategy = await self.strategy(conn) if request.mode != "vector" else None
-            lists = self._ranked_lists(request, scope, query_vector, depth, strategy)
+            lists = self._ranked_lists(request, scope, query_vector, depth)
             rows = await repository.search(conn, repository.combine(lists))
         best = fusion.fuse(rows, request.mode, request.k, request.rrf_k or self.rrf_k)
         return SearchResponse(
@@ -43,7 +42,6 @@ class SearchService(Searcher):
         scope: Scope,
         query_vector: Vectors | None,
         depth: int,
-        strategy: KeywordStrategy | None,
     ) -> list[Select[object]]:
         sources = set(request.sources)
         lists: list[Select[object]] = []
@@ -52,11 +50,11 @@ class SearchService(Searcher):
                 lists.append(repository.vector_memories(scope, query_vector, depth))
             if "documents" in sources:
                 lists.append(repository.vector_chunks(scope, query_vector, depth))
-        if strategy is not None:
+        if request.mode != "vector":
             if "memories" in sources:
-                lists.append(repository.keyword_memories(scope, request.query, depth, strategy))
+                lists.append(repository.keyword_memories(scope, request.query, depth))
             if "documents" in sources:
-                lists.append(repository.keyword_chunks(scope, request.query, depth, strategy))
+                lists.append(repository.keyword_chunks(scope, request.query, depth))
         return lists
 
 

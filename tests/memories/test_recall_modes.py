@@ -6,13 +6,11 @@ import httpx
 import pytest
 
 from memory_service.app import Resources
-from memory_service.search.repository import KeywordStrategy
 from tests.fakes import FlakyProvider
 from tests.memories.factories import assert_error, memory_body
 from tests.search.labelled import MEMORIES, QUERIES
 
 NAMESPACE = "agent-1"
-STRATEGIES: list[KeywordStrategy] = ["bm25", "fts"]
 EXPLAIN_FIELDS = {"vector_rank", "vector_score", "keyword_rank", "keyword_score", "fused_score"}
 
 
@@ -39,11 +37,6 @@ async def labelled(client: httpx.AsyncClient) -> dict[str, str]:
     return dict(zip(MEMORIES, await store(client, list(MEMORIES.values())), strict=True))
 
 
-def use_strategy(resources: Resources, strategy: KeywordStrategy) -> None:
-    """Force a keyword strategy: `fts` is the fallback for servers without pg_textsearch."""
-    resources.memories.recall.keyword_strategy = strategy
-
-
 class TestModes:
     async def test_vector_is_the_default_and_the_answer_names_its_mode(
         self, client: httpx.AsyncClient
@@ -56,11 +49,9 @@ class TestModes:
         assert default["results"][0]["id"] == known["m-diet"]
         assert all(hit["explain"] is None for hit in default["results"])
 
-    @pytest.mark.parametrize("strategy", STRATEGIES)
     async def test_an_exact_identifier_is_found_by_keyword_and_missed_by_vector(
-        self, client: httpx.AsyncClient, resources: Resources, strategy: KeywordStrategy
+        self, client: httpx.AsyncClient, resources: Resources
     ) -> None:
-        use_strategy(resources, strategy)
         known = await labelled(client)
         keyword = await recall(client, query="ERR-4471-XQ", mode="keyword", k=3)
         assert keyword["mode"] == "keyword"
@@ -71,15 +62,12 @@ class TestModes:
         assert hybrid["results"][0]["id"] == known["m-err"]
         assert hybrid["results"][0]["explain"]["keyword_rank"] == 1
 
-    @pytest.mark.parametrize("strategy", STRATEGIES)
     async def test_keyword_finds_pending_memories_and_vector_never_does(
         self,
         client: httpx.AsyncClient,
         resources: Resources,
         embedder: FlakyProvider,
-        strategy: KeywordStrategy,
     ) -> None:
-        use_strategy(resources, strategy)
         await store(client, ["The gym is open until ten."])
         embedder.down = True
         (pending,) = await store(client, ["Locker code for the gym is QW-5521."])

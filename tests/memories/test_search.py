@@ -4,7 +4,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-import numpy as np
 import pytest
 from sqlalchemy import ClauseElement, Executable, Select, text
 from sqlalchemy.ext.compiler import compiles
@@ -12,10 +11,6 @@ from sqlalchemy.sql.compiler import SQLCompiler
 
 from memory_service.app import Resources
 from memory_service.core.db import set_local
-from memory_service.core.tables import memory
-from memory_service.embeddings.spaces import vector_index_name
-from memory_service.memories.schemas import MemoryFilters
-from memory_service.search.repository import Scope, vector_memories
 from tests.fakes import FlakyProvider
 from tests.memories.factories import assert_error, memory_body
 
@@ -247,45 +242,6 @@ class Explain(Executable, ClauseElement):
 @compiles(Explain, "postgresql")
 def _explain(element: Explain, compiler: SQLCompiler, **kw: Any) -> str:
     return "EXPLAIN " + compiler.process(element.statement, **kw)
-
-
-class TestVectorIndex:
-    async def test_search_uses_the_space_diskann_index(self, resources: Resources) -> None:
-        space = resources.space
-        async with resources.engine.begin() as conn:
-            definition = (
-                await conn.execute(
-                    text("SELECT indexdef FROM pg_indexes WHERE indexname = :name"),
-                    {"name": vector_index_name_for_memory(space.id)},
-                )
-            ).scalar_one()
-            assert "USING diskann" in definition
-            assert f"space_id = {space.id}" in definition
-            # 5,000 embedded rows with random unit vectors, made in the database.
-            await conn.execute(
-                text(
-                    """
-                    INSERT INTO memory (namespace, content, content_hash, status, space_id,
-                                        embedding, embedded_at)
-                    SELECT 'agent-1', 'row ' || g, sha256(('row ' || g)::bytea), 'embedded', :space,
-                           (SELECT l2_normalize(array_agg(random() - 0.5)::vector)
-                            FROM generate_series(1, :dim) WHERE g > 0),
-                           now()
-                    FROM generate_series(1, 5000) AS g
-                    """
-                ),
-                {"space": space.id, "dim": space.dimension},
-            )
-            await conn.execute(text("ANALYZE memory"))
-            query = np.random.default_rng(7).standard_normal(space.dimension).astype(np.float32)
-            scope = Scope("agent-1", MemoryFilters(), space)
-            statement = vector_memories(scope, query / np.linalg.norm(query), 10, "recall")
-            plan = "\n".join((await conn.execute(Explain(statement))).scalars())
-        assert f"Index Scan using {vector_index_name_for_memory(space.id)}" in plan, plan
-
-
-def vector_index_name_for_memory(space_id: int) -> str:
-    return vector_index_name(memory, space_id)
 
 
 class TestDiskannSettings:

@@ -8,10 +8,9 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 
 from memory_service.app import Resources
-from memory_service.core.tables import chunk, memory
-from memory_service.embeddings.spaces import vector_index_name
 from memory_service.memories.schemas import MemoryFilters
 from memory_service.search import repository
+from memory_service.search.indexes import IndexMaintainer, IndexPolicy
 from memory_service.search.repository import Scope
 
 
@@ -45,33 +44,30 @@ async def explain(
 
 
 class TestHybridStatement:
-    async def test_vector_and_bm25_lists_use_their_indexes(self, resources: Resources) -> None:
+    async def test_vector_lists_use_their_ann_indexes(self, resources: Resources) -> None:
         space = resources.space
+        # Built on empty tables (min_rows 0) only to look at the plan's shape.
+        maintainer = IndexMaintainer(resources.engine, space.id, IndexPolicy(0, 2.0))
+        assert await maintainer.maintain() == {"memory": "built", "chunk": "built"}
+        names = {status.table: status.index_name for status in await maintainer.status()}
         scope = Scope("agent-1", MemoryFilters(), space)
         query_vector = np.ones(space.dimension, dtype=np.float32) / np.sqrt(space.dimension)
         statement = repository.combine(
             [
                 repository.vector_memories(scope, query_vector, 20),
                 repository.vector_chunks(scope, query_vector, 20),
-                repository.keyword_memories(scope, "ERR-4471-XQ", 20, "bm25"),
-                repository.keyword_chunks(scope, "ERR-4471-XQ", 20, "bm25"),
             ]
         )
         plan = await explain(resources, statement)
-        for name in (
-            vector_index_name(memory, space.id),
-            vector_index_name(chunk, space.id),
-            "memory_content_bm25_idx",
-            "chunk_text_bm25_idx",
-        ):
+        for name in (names["memory"], names["chunk"]):
             assert f"Index Scan using {name}" in plan, plan
 
     async def test_full_text_lists_use_the_gin_indexes(self, resources: Resources) -> None:
         scope = Scope("agent-1", MemoryFilters(), resources.space)
         statement = repository.combine(
             [
-                repository.keyword_memories(scope, "ERR-4471-XQ", 20, "fts"),
-                repository.keyword_chunks(scope, "ERR-4471-XQ", 20, "fts"),
+                repository.keyword_memories(scope, "ERR-4471-XQ", 20),
+                repository.keyword_chunks(scope, "ERR-4471-XQ", 20),
             ]
         )
         # GIN serves bitmap scans only; on empty tables the btree indexes on the namespace

@@ -11,13 +11,11 @@ from sqlalchemy import text
 from memory_service.app import Resources
 from memory_service.documents.loaders import LoadedDocument
 from memory_service.documents.pipeline import Ingestor
-from memory_service.search.repository import KeywordStrategy
 from tests.fakes import FlakyProvider
 from tests.memories.factories import assert_error, memory_body
 from tests.search.labelled import DOCUMENTS, MEMORIES, QUERIES
 
 NAMESPACE = "agent-1"
-STRATEGIES: list[KeywordStrategy] = ["bm25", "fts"]
 
 
 async def search(client: httpx.AsyncClient, **body: Any) -> list[dict[str, Any]]:
@@ -63,17 +61,10 @@ async def labelled_corpus(client: httpx.AsyncClient, resources: Resources) -> di
     return {**ids, **await chunk_ids(resources)}
 
 
-def use_strategy(resources: Resources, strategy: KeywordStrategy) -> None:
-    """Force a keyword strategy: `fts` is the fallback for servers without pg_textsearch."""
-    resources.search.keyword_strategy = strategy
-
-
 class TestKeyword:
-    @pytest.mark.parametrize("strategy", STRATEGIES)
     async def test_an_exact_identifier_is_found_first_where_vectors_miss_it(
-        self, client: httpx.AsyncClient, resources: Resources, strategy: KeywordStrategy
+        self, client: httpx.AsyncClient, resources: Resources
     ) -> None:
-        use_strategy(resources, strategy)
         ids = await labelled_corpus(client, resources)
         keyword = await search(client, query="ERR-4471-XQ", mode="keyword", k=5)
         assert keyword[0]["id"] == ids["m-err"]
@@ -86,15 +77,12 @@ class TestKeyword:
         assert explain["keyword_rank"] == 1
         assert explain["vector_rank"] is None or explain["vector_rank"] > 1
 
-    @pytest.mark.parametrize("strategy", STRATEGIES)
     async def test_pending_memories_are_found_by_keyword_but_not_by_vector(
         self,
         client: httpx.AsyncClient,
         resources: Resources,
         embedder: FlakyProvider,
-        strategy: KeywordStrategy,
     ) -> None:
-        use_strategy(resources, strategy)
         embedder.down = True
         (pending,) = await store(client, ["Locker code for the gym is QW-5521."])
         keyword = await search(client, query="QW-5521 locker", mode="keyword")
@@ -103,11 +91,9 @@ class TestKeyword:
         vector = await search(client, query="gym locker code", mode="vector")
         assert pending not in [result["id"] for result in vector]
 
-    @pytest.mark.parametrize("strategy", STRATEGIES)
     async def test_expired_memories_are_never_found(
-        self, client: httpx.AsyncClient, resources: Resources, strategy: KeywordStrategy
+        self, client: httpx.AsyncClient, resources: Resources
     ) -> None:
-        use_strategy(resources, strategy)
         soon = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
         (expired,) = await store(client, ["Temporary badge TB-3003 for the visitor."])
         await store(client, ["Badge TB-3003 was returned."], expires_at=soon)
@@ -143,11 +129,9 @@ def reciprocal_rank(results: list[dict[str, Any]], relevant: set[str]) -> float:
 
 
 class TestHybrid:
-    @pytest.mark.parametrize("strategy", STRATEGIES)
     async def test_hybrid_ranks_at_least_as_well_as_either_mode(
-        self, client: httpx.AsyncClient, resources: Resources, strategy: KeywordStrategy
+        self, client: httpx.AsyncClient, resources: Resources
     ) -> None:
-        use_strategy(resources, strategy)
         ids = await labelled_corpus(client, resources)
         mrr: dict[str, float] = {}
         for mode in ("vector", "keyword", "hybrid"):

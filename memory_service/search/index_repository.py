@@ -1,0 +1,218 @@
+"""All SQL of the ANN index lifecycle (`search/indexes.py`). Functions take a connection.
+
+DDL is built with SQLAlchemy's `CreateIndex`/`DropIndex` (identifiers quoted by the
+compiler), never with f-strings. `CREATE INDEX CONCURRENTLY` and `DROP INDEX CONCURRENTLY`
+cannot run inside a transaction block: their callers pass an AUTOCOMMIT connection.
+"""
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Index, Table, bindparam, func, literal, select, text, update
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.schema import CreateIndex, DropIndex
+
+from memory_service.core.tables import VECTOR_TABLES, vector_index
+
+# The first key of every builder's advisory lock; the second is the `vector_index` row's id.
+# A constant of this service's own, so `pg_locks` tells a running build from a finished one.
+BUILD_LOCK_CLASS = 7_340_001
+
+
+@dataclass(frozen=True)
+class IndexRow:
+    """One `vector_index` row: the ANN index of one vector table in one space."""
+
+    id: int
+    table_name: str
+    space_id: int
+    index_name: str | None
+    method: str | None
+    generation: int
+    rows_at_build: int | None
+    built_at: datetime | None
+    build_seconds: float | None
+    rebuild_requested_at: datetime | None
+    last_error: str | None
+    recall: dict[str, Any]
+
+
+def vector_table(name: str) -> Table:
+    for table in VECTOR_TABLES:
+        if table.name == name:
+            return table
+    raise KeyError(name)
+
+
+async def ensure_rows(conn: AsyncConnection, space_id: int) -> None:
+    """One `vector_index` row per vector table of the space (idempotent)."""
+    await conn.execute(
+        pg_insert(vector_index)
+        .values([{"table_name": table.name, "space_id": space_id} for table in VECTOR_TABLES])
+        .on_conflict_do_nothing(constraint="vector_index_table_name_space_id_key")
+    )
+
+
+async def index_rows(conn: AsyncConnection, space_id: int) -> list[IndexRow]:
+    result = await conn.execute(
+        select(vector_index).where(vector_index.c.space_id == space_id).order_by(vector_index.c.id)
+    )
+    return [IndexRow(**row._mapping) for row in result]
+
+
+async def index_row(conn: AsyncConnection, space_id: int, table_name: str) -> IndexRow:
+    result = await conn.execute(
+        select(vector_index).where(
+            vector_index.c.space_id == space_id, vector_index.c.table_name == table_name
+        )
+    )
+    return IndexRow(**result.one()._mapping)
+
+
+def _vector_rows(table: Table, space_id: int) -> Any:
+    """The rows of `table` an index of the space holds: those with a vector."""
+    return select(literal(1)).where(table.c.space_id == space_id, table.c.embedding.is_not(None))
+
+
+async def count_rows(conn: AsyncConnection, table: Table, space_id: int) -> int:
+    """Exact: a scan of the table (an operator's question, and once per build)."""
+    statement = select(func.count()).select_from(_vector_rows(table, space_id).subquery())
+    return int((await conn.execute(statement)).scalar_one())
+
+
+async def has_rows(conn: AsyncConnection, table: Table, space_id: int, at_least: int) -> bool:
+    """Whether the space holds `at_least` rows with vectors in `table`. The scan stops at that
+    many, so asking costs the threshold, not the table's size."""
+    capped = _vector_rows(table, space_id).limit(at_least).subquery()
+    found = (await conn.execute(select(func.count()).select_from(capped))).scalar_one()
+    return int(found) >= at_least
+
+
+async def try_build_lock(conn: AsyncConnection, row_id: int) -> bool:
+    """Take the builder's session lock for this row, or False when another session has it."""
+    statement = select(func.pg_try_advisory_lock(BUILD_LOCK_CLASS, row_id))
+    return bool((await conn.execute(statement)).scalar_one())
+
+
+async def release_build_lock(conn: AsyncConnection, row_id: int) -> None:
+    await conn.execute(select(func.pg_advisory_unlock(BUILD_LOCK_CLASS, row_id)))
+
+
+async def builds_running(conn: AsyncConnection, row_ids: list[int]) -> set[int]:
+    """The rows whose builder lock some session holds now."""
+    result = await conn.execute(
+        text(
+            "SELECT objid::bigint FROM pg_locks WHERE locktype = 'advisory' AND granted "
+            "AND classid = CAST(:lock_class AS oid) AND objsubid = 2 "
+            "AND objid::bigint = ANY(:ids)"
+        ),
+        {"lock_class": BUILD_LOCK_CLASS, "ids": row_ids},
+    )
+    return {int(row_id) for row_id in result.scalars()}
+
+
+async def has_vectorscale(conn: AsyncConnection) -> bool:
+    found = await conn.execute(text("SELECT 1 FROM pg_extension WHERE extname = 'vectorscale'"))
+    return found.first() is not None
+
+
+def _index(table: Table, name: str, space_id: int, method: str) -> Index:
+    index = Index(
+        name,
+        table.c.embedding,
+        postgresql_using=method,
+        postgresql_ops={"embedding": "vector_cosine_ops"},
+        postgresql_where=table.c.space_id == space_id,
+        postgresql_concurrently=True,
+    )
+    # Building the Index attached it to the shared table metadata; it is data, not schema
+    # (and would otherwise leak into every later use of `metadata`).
+    table.indexes.discard(index)
+    return index
+
+
+async def create_index_concurrently(
+    conn: AsyncConnection, table: Table, name: str, space_id: int, method: str
+) -> None:
+    """Build `name` over the space's rows without blocking reads or writes (AUTOCOMMIT)."""
+    await conn.execute(CreateIndex(_index(table, name, space_id, method)))
+
+
+async def drop_index_concurrently(conn: AsyncConnection, table: Table, name: str) -> None:
+    await conn.execute(DropIndex(_index(table, name, 0, "btree"), if_exists=True))
+
+
+async def stray_indexes(
+    conn: AsyncConnection, table: Table, space_id: int, keep: str | None
+) -> list[str]:
+    """Indexes of this lifecycle on `table` for the space, other than `keep`: what a crashed
+    or interrupted build left behind (invalid, or valid but never switched to)."""
+    result = await conn.execute(
+        text(
+            "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema() "
+            "AND tablename = :table AND indexname LIKE :pattern "
+            "AND indexname IS DISTINCT FROM :keep"
+        ),
+        {
+            "table": table.name,
+            "pattern": f"{table.name}_embedding_space_{space_id}_g%",
+            "keep": keep,
+        },
+    )
+    return list(result.scalars())
+
+
+async def record_build(
+    conn: AsyncConnection, row_id: int, name: str, method: str, rows: int, seconds: float
+) -> None:
+    """Switch searches to the new index: from now on it is the table's index of record."""
+    await conn.execute(
+        update(vector_index)
+        .where(vector_index.c.id == row_id)
+        .values(
+            index_name=name,
+            method=method,
+            generation=vector_index.c.generation + 1,
+            rows_at_build=rows,
+            built_at=func.now(),
+            build_seconds=seconds,
+            rebuild_requested_at=None,
+            last_error=None,
+        )
+    )
+
+
+async def record_error(conn: AsyncConnection, row_id: int, error: str) -> None:
+    await conn.execute(
+        update(vector_index).where(vector_index.c.id == row_id).values(last_error=error)
+    )
+
+
+async def request_rebuild(conn: AsyncConnection, space_id: int, table_name: str | None) -> int:
+    """Mark the space's indexes (or one table's) for rebuild at the next pass."""
+    statement = (
+        update(vector_index)
+        .where(vector_index.c.space_id == space_id, vector_index.c.index_name.is_not(None))
+        .values(rebuild_requested_at=func.now())
+    )
+    if table_name is not None:
+        statement = statement.where(vector_index.c.table_name == table_name)
+    return (await conn.execute(statement)).rowcount
+
+
+async def record_recall(
+    conn: AsyncConnection, space_id: int, table_name: str, selectivity: str, value: dict[str, Any]
+) -> None:
+    """Set one selectivity class of the table's measured recall."""
+    await conn.execute(
+        update(vector_index)
+        .where(vector_index.c.space_id == space_id, vector_index.c.table_name == table_name)
+        .values(
+            recall=vector_index.c.recall.op("||")(
+                bindparam("recall", {selectivity: value}, type_=JSONB)
+            )
+        )
+    )
