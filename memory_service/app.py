@@ -91,7 +91,14 @@ async def open_resources(
     """
     if settings.database_url is None:
         raise RuntimeError("resolve the database URL (embedded or configured) before opening")
-    engine = create_engine(settings.database_url, pool_size=settings.pool_size)
+    engine = create_engine(
+        settings.database_url,
+        pool_size=settings.pool_size,
+        max_overflow=settings.pool_max_overflow,
+        pool_timeout_seconds=settings.pool_timeout_seconds,
+        statement_timeout_ms=settings.db_statement_timeout_ms,
+        lock_timeout_ms=settings.db_lock_timeout_ms,
+    )
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(engine.dispose)
         await ensure_schema_at_head(engine)

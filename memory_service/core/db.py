@@ -8,18 +8,39 @@ from memory_service.core.errors import StartupError
 from memory_service.core.migrations import head_revision
 
 
-def create_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:
+def create_engine(
+    database_url: str,
+    *,
+    pool_size: int = 10,
+    max_overflow: int = 10,
+    pool_timeout_seconds: float = 30.0,
+    statement_timeout_ms: int = 0,
+    lock_timeout_ms: int = 0,
+) -> AsyncEngine:
     """Build the engine. Created in the app lifespan or a CLI command, disposed there.
 
     `plan_cache_mode=force_custom_plan` makes PostgreSQL plan every statement with its real
     parameter values: the per-space vector indexes are partial (`WHERE space_id = n`), and a
     generic plan of a prepared statement could not prove that predicate and would skip them.
+
+    The timeouts (0: none) bound what a stuck database can cost a request: a statement or a
+    lock wait past them fails, and a request that finds no free connection within
+    `pool_timeout_seconds` fails; the error handler answers all three with a 503
+    (`core/handlers.py`). They cannot bound a wait inside an extension's LWLock, which
+    ignores cancellation: that is why no write path runs through such an extension (migration
+    0007).
     """
+    options = (
+        "-c plan_cache_mode=force_custom_plan "
+        f"-c statement_timeout={int(statement_timeout_ms)} -c lock_timeout={int(lock_timeout_ms)}"
+    )
     return create_async_engine(
         database_url,
         pool_size=pool_size,
+        max_overflow=max_overflow,
+        pool_timeout=pool_timeout_seconds,
         pool_pre_ping=True,
-        connect_args={"options": "-c plan_cache_mode=force_custom_plan"},
+        connect_args={"options": options},
     )
 
 

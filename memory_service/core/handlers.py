@@ -3,10 +3,14 @@
 import logging
 from typing import Any
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from psycopg import errors as psycopg_errors
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from memory_service.core.errors import MemoryServiceError
@@ -53,10 +57,44 @@ def install_error_handlers(app: FastAPI) -> None:
         error_type = _HTTP_TYPES.get(exc.status_code, "http_error")
         return error_response(exc.status_code, error_type, str(exc.detail))
 
+    @app.exception_handler(SQLAlchemyTimeoutError)
+    @app.exception_handler(DBAPIError)
+    async def _database(request: Request, exc: Exception) -> JSONResponse:
+        reason = database_unavailable(exc)
+        if reason is None:
+            return await _unexpected(request, exc)
+        log.warning("database unavailable on %s %s: %s", request.method, request.url.path, reason)
+        return error_response(
+            503,
+            "database_unavailable",
+            f"the database did not answer in time ({reason}); retry shortly",
+            {"reason": reason},
+            {"Retry-After": "1"},
+        )
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return error_response(500, "internal_error", "internal server error")
+
+
+def database_unavailable(exc: BaseException) -> str | None:
+    """Why the database could not serve a request, when that is the fault (a 503, worth a
+    retry), not the request's: the pool had no free connection in time, a statement or lock
+    wait ran past the session's timeout, or the server is unreachable or restarting.
+    None for every other error, which stays a 500."""
+    if isinstance(exc, SQLAlchemyTimeoutError):
+        return "no free database connection (pool exhausted)"
+    orig = getattr(exc, "orig", None)
+    if isinstance(orig, psycopg_errors.LockNotAvailable):
+        return "lock_timeout"
+    if isinstance(orig, psycopg_errors.QueryCanceled):
+        return "statement_timeout"
+    if isinstance(exc, DBAPIError) and (
+        exc.connection_invalidated or isinstance(orig, psycopg.OperationalError)
+    ):
+        return "database unreachable"
+    return None
 
 
 def _summary(errors: list[dict[str, Any]]) -> str:

@@ -169,7 +169,22 @@ class Settings(BaseSettings):
         None, description="Bearer token of /v1/admin. Unset: the admin endpoints are disabled."
     )
 
-    pool_size: int = Field(10, ge=1)
+    pool_size: int = Field(
+        20,
+        ge=1,
+        description="Database connections kept open. Each concurrent write holds one for its "
+        "transaction; the reconciler, the ingestion worker and the index builder one each.",
+    )
+    pool_max_overflow: int = Field(10, ge=0, description="Extra connections under bursts.")
+    pool_timeout_seconds: float = Field(
+        10.0, gt=0, description="Wait for a free connection before answering 503."
+    )
+    db_statement_timeout_ms: int = Field(
+        30_000, ge=0, description="statement_timeout of the service's sessions; 0: none."
+    )
+    db_lock_timeout_ms: int = Field(
+        10_000, ge=0, description="lock_timeout of the service's sessions; 0: none."
+    )
     limits: Limits = Field(default_factory=Limits)
 
     @field_validator("database_url")

@@ -180,7 +180,8 @@ class IndexMaintainer:
         self, table_name: str
     ) -> AsyncIterator[tuple[AsyncConnection, IndexRow] | None]:
         """An AUTOCOMMIT connection holding this table's builder lock, with its row; None when
-        another session builds. The service's statement timeout does not apply to a build."""
+        another session builds. The service's statement and lock timeouts do not apply to a
+        build."""
         async with self.engine.connect() as conn:
             await conn.execution_options(isolation_level="AUTOCOMMIT")
             await repo.ensure_rows(conn, self.space_id)
@@ -188,12 +189,15 @@ class IndexMaintainer:
             if not await repo.try_build_lock(conn, row.id):
                 yield None
                 return
+            # A concurrent build waits for older transactions through lock waits.
             await conn.exec_driver_sql("SET statement_timeout = 0")
+            await conn.exec_driver_sql("SET lock_timeout = 0")
             try:
                 # Read again under the lock: another builder may have finished meanwhile.
                 yield conn, await repo.index_row(conn, self.space_id, table_name)
             finally:
                 await conn.exec_driver_sql("RESET statement_timeout")
+                await conn.exec_driver_sql("RESET lock_timeout")
                 await repo.release_build_lock(conn, row.id)
 
     async def run_forever(self, interval_seconds: float) -> None:
