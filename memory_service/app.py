@@ -51,6 +51,7 @@ from memory_service.models.lifecycle import VllmManager
 from memory_service.models.refresh import watch_registrations
 from memory_service.search.indexes import IndexMaintainer, IndexPolicy
 from memory_service.search.query import VectorSettings
+from memory_service.search.recall import RecallSampler
 from memory_service.search.service import SearchService
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ class Resources:
     search: SearchService
     reconciler: Reconciler
     indexes: IndexMaintainer
+    sampler: RecallSampler
     # For bulk work (reconciler, ingestion): large batches of its own, no coalescing.
     batch_embedder: EmbeddingProvider
     embeddings_gateway: EmbeddingsGateway
@@ -126,6 +128,13 @@ async def open_resources(
         documents, unavailable = _documents(
             settings, engine, background_embedder or embedder, space
         )
+        sampler = RecallSampler(
+            engine,
+            space.id,
+            settings.recall_sample_rate,
+            settings.recall_max_per_minute,
+            settings.recall_target,
+        )
         memories = MemoryService(
             engine,
             embedder,
@@ -134,6 +143,7 @@ async def open_resources(
             settings.inline_embed_seconds,
             VectorSettings(settings.diskann_search_list_size, settings.diskann_rescore),
             settings.rrf_k,
+            sampler,
         )
         yield Resources(
             engine=engine,
@@ -147,6 +157,7 @@ async def open_resources(
                 settings.limits,
                 settings.rrf_k,
                 VectorSettings(settings.diskann_search_list_size, settings.diskann_rescore),
+                sampler,
             ),
             batch_embedder=background_embedder or embedder,
             reconciler=Reconciler(
@@ -157,6 +168,7 @@ async def open_resources(
                 settings.reconcile_max_attempts,
             ),
             indexes=IndexMaintainer(engine, space.id, IndexPolicy.of(settings)),
+            sampler=sampler,
             embeddings_gateway=EmbeddingsGateway(
                 background_embedder or embedder,
                 space,
@@ -266,6 +278,8 @@ def create_app(settings: Settings, resources: Resources) -> FastAPI:
             tasks.append(resources.reconciler.run_forever(settings.reconcile_interval_seconds))
         if settings.index_maintainer:
             tasks.append(resources.indexes.run_forever(settings.index_interval_seconds))
+        if settings.recall_sample_rate > 0:
+            tasks.append(resources.sampler.run_forever())
         if resources.discovery is not None:
             tasks.append(resources.discovery.run_forever(settings.probe_interval_seconds))
             # Servers started by `vllm serve` join discovery (see models/refresh.py).

@@ -127,6 +127,16 @@ class Settings(BaseSettings):
         30.0, gt=0, description="How often `serve` checks whether an index is due."
     )
 
+    recall_sample_rate: float = Field(
+        0.01, ge=0, le=1, description="Share of vector searches re-run exactly to measure recall."
+    )
+    recall_max_per_minute: int = Field(
+        30, ge=1, le=6_000, description="At most this many exact re-runs a minute."
+    )
+    recall_target: float = Field(
+        0.95, gt=0, le=1, description="Below this measured recall@k, a warning and a rebuild."
+    )
+
     rrf_k: int = Field(
         60, ge=1, le=1_000, description="Reciprocal rank fusion constant of hybrid search."
     )

@@ -34,6 +34,10 @@ class MemoryRecall(Searcher):
         async with self.engine.begin() as conn:
             lists = await self._ranked_lists(conn, request, query_vector)
             rows = await repository.recall(conn, repository.combine(lists))
+        if query_vector is not None:
+            scope = Scope(request.namespace, request.filters, self.space)
+            ranked = [(row.score, row.key) for row in rows if row.ranked_by == "vector"]
+            self.sample("memory", scope, query_vector, request.k, ranked)
         if request.min_score is not None:
             threshold = request.min_score
             rows = [r for r in rows if r.ranked_by != "vector" or r.score >= threshold]

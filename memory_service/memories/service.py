@@ -55,6 +55,7 @@ from memory_service.memories.schemas import (
     MemoryStored,
 )
 from memory_service.search.query import VectorSettings
+from memory_service.search.recall import RecallSampler
 
 log = logging.getLogger(__name__)
 
@@ -70,11 +71,18 @@ class MemoryService:
     inline_embed_seconds: float = 10.0
     vector_settings: VectorSettings = field(default_factory=VectorSettings)
     rrf_k: int = 60
+    sampler: RecallSampler | None = None
     recall: MemoryRecall = field(init=False)
 
     def __post_init__(self) -> None:
         self.recall = MemoryRecall(
-            self.engine, self.embedder, self.space, self.limits, self.rrf_k, self.vector_settings
+            self.engine,
+            self.embedder,
+            self.space,
+            self.limits,
+            self.rrf_k,
+            self.vector_settings,
+            self.sampler,
         )
 
     async def store(self, items: Sequence[MemoryIn]) -> list[MemoryStored]:

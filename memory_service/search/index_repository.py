@@ -63,13 +63,15 @@ async def index_rows(conn: AsyncConnection, space_id: int) -> list[IndexRow]:
     return [IndexRow(**row._mapping) for row in result]
 
 
-async def index_row(conn: AsyncConnection, space_id: int, table_name: str) -> IndexRow:
+async def index_row(conn: AsyncConnection, space_id: int, table_name: str) -> IndexRow | None:
+    """The row, or None before the lifecycle first looked at this space (`ensure_rows`)."""
     result = await conn.execute(
         select(vector_index).where(
             vector_index.c.space_id == space_id, vector_index.c.table_name == table_name
         )
     )
-    return IndexRow(**result.one()._mapping)
+    row = result.first()
+    return None if row is None else IndexRow(**row._mapping)
 
 
 def _vector_rows(table: Table, space_id: int) -> Any:
@@ -89,6 +91,16 @@ async def has_rows(conn: AsyncConnection, table: Table, space_id: int, at_least:
     capped = _vector_rows(table, space_id).limit(at_least).subquery()
     found = (await conn.execute(select(func.count()).select_from(capped))).scalar_one()
     return int(found) >= at_least
+
+
+# Literal statements: no SQL is assembled from names, even our own.
+_ANALYZE = {"memory": text("ANALYZE memory"), "chunk": text("ANALYZE chunk")}
+
+
+async def analyze(conn: AsyncConnection, table: Table) -> None:
+    """Fresh planner statistics: after a bulk load the planner may still believe the table
+    empty and sort it whole instead of using the new index."""
+    await conn.execute(_ANALYZE[table.name])
 
 
 async def try_build_lock(conn: AsyncConnection, row_id: int) -> bool:

@@ -121,15 +121,11 @@ class IndexMaintainer:
         async with self.engine.begin() as conn:
             return await repo.request_rebuild(conn, self.space_id, table_name)
 
-    async def maintain(self, *, force: bool = False) -> dict[str, BuildOutcome]:
-        """One pass over every vector table: build or rebuild where the policy says so (or
-        everywhere an index is due when `force`)."""
-        return {
-            table.name: await self.maintain_table(table.name, force=force)
-            for table in VECTOR_TABLES
-        }
+    async def maintain(self) -> dict[str, BuildOutcome]:
+        """One pass over every vector table: build or rebuild where the policy says so."""
+        return {table.name: await self.maintain_table(table.name) for table in VECTOR_TABLES}
 
-    async def maintain_table(self, table_name: str, *, force: bool = False) -> BuildOutcome:
+    async def maintain_table(self, table_name: str) -> BuildOutcome:
         async with self._builder(table_name) as held:
             if held is None:
                 return "busy"
@@ -138,7 +134,7 @@ class IndexMaintainer:
             for stray in await repo.stray_indexes(conn, table, self.space_id, row.index_name):
                 log.info("index: dropping %s, left by an interrupted build", stray)
                 await repo.drop_index_concurrently(conn, table, stray)
-            if not force and not await self._due(conn, row):
+            if not await self._due(conn, row):
                 return "not_needed"
             try:
                 await self._build(conn, row)
@@ -169,6 +165,7 @@ class IndexMaintainer:
         started = time.monotonic()
         await repo.create_index_concurrently(conn, table, name, self.space_id, method)
         seconds = time.monotonic() - started
+        await repo.analyze(conn, table)
         async with self.engine.begin() as bookkeeping:
             await repo.record_build(bookkeeping, row.id, name, method, rows, seconds)
         log.info("index: %s ready after %.1fs", name, seconds)
@@ -185,7 +182,7 @@ class IndexMaintainer:
         async with self.engine.connect() as conn:
             await conn.execution_options(isolation_level="AUTOCOMMIT")
             await repo.ensure_rows(conn, self.space_id)
-            row = await repo.index_row(conn, self.space_id, table_name)
+            row = await self._row(conn, table_name)
             if not await repo.try_build_lock(conn, row.id):
                 yield None
                 return
@@ -194,11 +191,17 @@ class IndexMaintainer:
             await conn.exec_driver_sql("SET lock_timeout = 0")
             try:
                 # Read again under the lock: another builder may have finished meanwhile.
-                yield conn, await repo.index_row(conn, self.space_id, table_name)
+                yield conn, await self._row(conn, table_name)
             finally:
                 await conn.exec_driver_sql("RESET statement_timeout")
                 await conn.exec_driver_sql("RESET lock_timeout")
                 await repo.release_build_lock(conn, row.id)
+
+    async def _row(self, conn: AsyncConnection, table_name: str) -> IndexRow:
+        row = await repo.index_row(conn, self.space_id, table_name)
+        if row is None:
+            raise RuntimeError(f"no vector_index row for {table_name} after ensure_rows")
+        return row
 
     async def run_forever(self, interval_seconds: float) -> None:
         """A pass every `interval_seconds`, logged when it builds; errors are logged, not fatal."""

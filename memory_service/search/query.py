@@ -6,6 +6,7 @@ over the model's window is rejected (never truncated), and an embedder outage is
 points at keyword mode, which needs no embedder.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -26,6 +27,8 @@ from memory_service.embeddings.provider import (
 )
 from memory_service.embeddings.spaces import EmbeddingSpace
 from memory_service.memories.schemas import SearchMode
+from memory_service.search.recall import RecallSampler, VectorTable
+from memory_service.search.repository import Scope
 
 
 def check_query(limits: Limits, k: int, query: str) -> None:
@@ -95,6 +98,21 @@ class Searcher:
     limits: Limits
     rrf_k: int = 60
     vector_settings: VectorSettings = field(default_factory=VectorSettings)
+    # Re-runs a fraction of vector searches exactly, off the request path (`search/recall.py`).
+    sampler: RecallSampler | None = None
+
+    def sample(
+        self,
+        table: VectorTable,
+        scope: Scope,
+        query_vector: Vectors,
+        k: int,
+        ranked: Sequence[tuple[float, str]],
+    ) -> None:
+        """Offer a vector list (its (score, id) pairs, any order) to the recall sampler."""
+        if self.sampler is not None:
+            best = [key for _, key in sorted(ranked, key=lambda pair: -pair[0])]
+            self.sampler.offer(table, scope, query_vector, k, best)
 
     async def query_vector(self, mode: SearchMode, query: str) -> Vectors | None:
         """The query's vector, or None in keyword mode (which needs no embedder)."""

@@ -165,6 +165,22 @@ def _chunk_scope(scope: Scope) -> list[ColumnElement[bool]]:
     return clauses
 
 
+async def count_scope(
+    conn: AsyncConnection, table: Literal["memory", "chunk"], scope: Scope
+) -> int:
+    """Rows with vectors that a vector search of `scope` could return (a scan: the recall
+    sampler's question, off the request path)."""
+    if table == "memory":
+        statement = select(func.count()).where(memory.c.status == "embedded", *_memory_scope(scope))
+    else:
+        statement = (
+            select(func.count())
+            .select_from(chunk.join(document, chunk.c.document_id == document.c.id))
+            .where(*_chunk_scope(scope))
+        )
+    return int((await conn.execute(statement)).scalar_one())
+
+
 def vector_memories(
     scope: Scope, query_vector: Vectors, depth: int, shape: MemoryShape = "result"
 ) -> Select[Any]:

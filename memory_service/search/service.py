@@ -14,8 +14,13 @@ from memory_service.memories.schemas import SearchMode
 from memory_service.search import fusion, repository
 from memory_service.search.fusion import Candidate
 from memory_service.search.query import Searcher, check_query
+from memory_service.search.recall import VectorTable
 from memory_service.search.repository import RankedRow, Scope
-from memory_service.search.schemas import SearchRequest, SearchResponse, SearchResult
+from memory_service.search.schemas import SearchRequest, SearchResponse, SearchResult, Source
+
+# A request's source, the table its vectors live in, and the `source` of its result rows.
+_VECTOR_TABLES: dict[Source, VectorTable] = {"memories": "memory", "documents": "chunk"}
+_SOURCE_OF: dict[Source, str] = {"memories": "memory", "documents": "document"}
 
 
 class SearchService(Searcher):
@@ -29,6 +34,15 @@ class SearchService(Searcher):
                 await self.vector_settings.apply(conn)
             lists = self._ranked_lists(request, scope, query_vector, depth)
             rows = await repository.search(conn, repository.combine(lists))
+        if query_vector is not None:
+            for source, table in _VECTOR_TABLES.items():
+                if source in request.sources:
+                    ranked = [
+                        (row.score, row.id)
+                        for row in rows
+                        if row.ranked_by == "vector" and row.source == _SOURCE_OF[source]
+                    ]
+                    self.sample(table, scope, query_vector, request.k, ranked)
         best = fusion.fuse(rows, request.mode, request.k, request.rrf_k or self.rrf_k)
         return SearchResponse(
             results=[to_result(candidate, request.mode, request.explain) for candidate in best],
