@@ -6,7 +6,10 @@ rows: upserts merging duplicate contents, the reconciler's claim and embedding U
 inline embedding UPDATE of rows other writers are patching (some with stale content),
 content and non-content PATCHes, deletes and forgets. pg_textsearch 1.0.0's `bm25` index
 wedged exactly such UPDATEs forever, in an LWLock that ignores `statement_timeout`
-(timescale/pg_textsearch #370): an index that does that fails this test.
+(timescale/pg_textsearch #370): an index that does that fails this test. The space's
+diskann index (pgvectorscale), built on the first load's rows, is there for every write of
+the second load, which runs beside a concurrent rebuild of it (`CREATE INDEX CONCURRENTLY`,
+then `DROP INDEX CONCURRENTLY`).
 
 Then PostgreSQL is killed (`pg_ctl stop -m immediate`: no checkpoint, WAL replay at the next
 start), restarted and loaded again. The server is private to this module, so the crash
@@ -53,6 +56,7 @@ from memory_service.embeddings.spaces import register_space
 from memory_service.memories import repository
 from memory_service.memories.repository import AnyRow, PendingText, content_hash
 from memory_service.memories.schemas import MemoryFilters
+from memory_service.search.indexes import IndexMaintainer, IndexPolicy
 from tests.conftest import async_url, create_database, with_database
 
 WRITERS = 16
@@ -79,9 +83,10 @@ CONTENTS = tuple(f"The {WORDS[i % 6]} and the {WORDS[i // 6]} note {i}." for i i
 
 def vector_of(content: str) -> Vectors:
     """A deterministic unit vector per content: a stored embedding shows which text it is of."""
-    vector = np.zeros((1, DIMENSION), dtype=np.float32)
-    vector[0, int.from_bytes(content_hash(content)[:4], "big") % DIMENSION] = 1.0
-    return vector
+    rng = np.random.default_rng(int.from_bytes(content_hash(content)[:8], "big"))
+    vector = rng.standard_normal((1, DIMENSION)).astype(np.float32)
+    normalized: Vectors = vector / np.linalg.norm(vector)
+    return normalized
 
 
 def vectors_of(items: Sequence[PendingText]) -> Vectors:
@@ -416,7 +421,7 @@ async def assert_consistent(engine: AsyncEngine, space_id: int, ledger: Ledger) 
         assert row.content_hash == hashlib.sha256(row.content.encode()).digest(), row
         assert (row.status == "embedded") == (row.embedding is not None), row
         if row.embedding is not None:
-            assert np.array_equal(row.embedding, vector_of(row.content)[0]), (
+            assert np.allclose(row.embedding, vector_of(row.content)[0], atol=1e-6), (
                 f"memory {row.id} holds the vector of another text than {row.content!r}"
             )
     keys = [(row.namespace, row.content_hash) for row in rows]
@@ -509,6 +514,10 @@ class TestWriteConcurrency:
         try:
             space = await register_space(engine, "default", "test-model", DIMENSION, True)
             await run_load(own_server, engine, space.id, ledger, seed=1)
+            # From here on the writers go through the space's diskann index too, built on the
+            # rows of the first load, and the second load runs beside a rebuild of it.
+            indexes = IndexMaintainer(engine, space.id, IndexPolicy(1, 2.0))
+            assert (await indexes.maintain())["memory"] == "built"
             await assert_consistent(engine, space.id, ledger)
             before_crash = await row_digests(engine)
         finally:
@@ -520,7 +529,13 @@ class TestWriteConcurrency:
         engine = create_engine(own_server.database_url(), pool_size=WRITERS)
         try:
             assert await row_digests(engine) == before_crash, "the crash lost committed rows"
-            await run_load(own_server, engine, space.id, ledger, seed=2)
+            indexes = IndexMaintainer(engine, space.id, IndexPolicy(1, 2.0))
+            await indexes.request_rebuild("memory")
+            async with asyncio.timeout(4 * DEADLINE_SECONDS):
+                _, outcomes = await asyncio.gather(
+                    run_load(own_server, engine, space.id, ledger, seed=2), indexes.maintain()
+                )
+            assert outcomes["memory"] == "rebuilt"
             await assert_consistent(engine, space.id, ledger)
         finally:
             await engine.dispose()
