@@ -1,16 +1,12 @@
 """A stuck database shows up as 503s, never as a hung request or a 500: a lock held past the
 session's lock_timeout, and a pool with no free connection."""
 
-from collections.abc import AsyncIterator
-
 import httpx
 import pytest
 from sqlalchemy import text
 
-from memory_service.app import Resources, open_resources
+from memory_service.app import Resources
 from memory_service.core.settings import Settings
-from tests.apps import http_app
-from tests.fakes import FlakyProvider
 from tests.memories.factories import assert_error, memory_body
 
 
@@ -24,18 +20,6 @@ def settings(settings: Settings) -> Settings:
             "db_lock_timeout_ms": 300,
         }
     )
-
-
-@pytest.fixture
-async def resources(settings: Settings, embedder: FlakyProvider) -> AsyncIterator[Resources]:
-    async with open_resources(settings, embedder=embedder) as opened:
-        yield opened
-
-
-@pytest.fixture
-async def client(settings: Settings, resources: Resources) -> AsyncIterator[httpx.AsyncClient]:
-    async with http_app(settings, resources) as http:
-        yield http
 
 
 class TestDatabaseUnavailable:
