@@ -128,6 +128,11 @@ async def open_resources(
         documents, unavailable = _documents(
             settings, engine, background_embedder or embedder, space
         )
+        vector_settings = VectorSettings(
+            settings.diskann_search_list_size,
+            settings.diskann_rescore,
+            settings.ann_exact_scope_rows,
+        )
         sampler = RecallSampler(
             engine,
             space.id,
@@ -141,7 +146,7 @@ async def open_resources(
             space,
             settings.limits,
             settings.inline_embed_seconds,
-            VectorSettings(settings.diskann_search_list_size, settings.diskann_rescore),
+            vector_settings,
             settings.rrf_k,
             sampler,
         )
@@ -156,7 +161,7 @@ async def open_resources(
                 space,
                 settings.limits,
                 settings.rrf_k,
-                VectorSettings(settings.diskann_search_list_size, settings.diskann_rescore),
+                vector_settings,
                 sampler,
             ),
             batch_embedder=background_embedder or embedder,

@@ -1,8 +1,13 @@
 """The async engine (SQLAlchemy 2 on psycopg 3) and the schema-version check."""
 
-from sqlalchemy import text
+import json
+from typing import Any
+
+from sqlalchemy import ClauseElement, Executable, Select, text
 from sqlalchemy.exc import ProgrammingError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
 
 from memory_service.core.errors import StartupError
 from memory_service.core.migrations import head_revision
@@ -49,6 +54,27 @@ async def set_local(conn: AsyncConnection, name: str, value: str) -> None:
     await conn.execute(
         text("SELECT set_config(:name, :value, true)"), {"name": name, "value": value}
     )
+
+
+class _ExplainJson(Executable, ClauseElement):
+    """`EXPLAIN (FORMAT JSON)` of a statement, with its bound parameters."""
+
+    inherit_cache = False
+
+    def __init__(self, statement: Select[Any]) -> None:
+        self.statement = statement
+
+
+@compiles(_ExplainJson, "postgresql")
+def _compile_explain(element: _ExplainJson, compiler: SQLCompiler, **kw: Any) -> str:
+    return "EXPLAIN (FORMAT JSON) " + compiler.process(element.statement, **kw)
+
+
+async def estimated_rows(conn: AsyncConnection, statement: Select[Any]) -> float:
+    """The planner's estimate of the rows `statement` returns (one round trip, no execution)."""
+    plan = (await conn.execute(_ExplainJson(statement))).scalar_one()
+    document = json.loads(plan) if isinstance(plan, str) else plan
+    return float(document[0]["Plan"]["Plan Rows"])
 
 
 async def ping(engine: AsyncEngine) -> None:

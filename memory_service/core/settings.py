@@ -119,6 +119,12 @@ class Settings(BaseSettings):
         description="Rows with vectors (per table and space) below which vector search scans "
         "exactly and no ANN index exists; at this many the index is built from the real rows.",
     )
+    ann_exact_scope_rows: int = Field(
+        10_000,
+        ge=0,
+        description="A search whose scope the planner estimates below this many rows scans "
+        "it exactly instead of filtering an ANN index (which loses recall on small scopes).",
+    )
     ann_rebuild_growth: float = Field(
         2.0, gt=1, description="Rebuild an ANN index once its rows grew by this factor."
     )

@@ -31,11 +31,14 @@ class MemoryRecall(Searcher):
     async def search(self, request: MemorySearch) -> MemorySearchOut:
         check_query(self.limits, request.k, request.query)
         query_vector = await self.query_vector(request.mode, request.query)
+        scope = Scope(request.namespace, request.filters, self.space)
         async with self.engine.begin() as conn:
-            lists = await self._ranked_lists(conn, request, query_vector)
+            exact = query_vector is not None and await self.vector_settings.exact(
+                conn, "memory", scope
+            )
+            lists = await self._ranked_lists(conn, request, scope, query_vector, exact)
             rows = await repository.recall(conn, repository.combine(lists))
-        if query_vector is not None:
-            scope = Scope(request.namespace, request.filters, self.space)
+        if query_vector is not None and not exact:
             ranked = [(row.score, row.key) for row in rows if row.ranked_by == "vector"]
             self.sample("memory", scope, query_vector, request.k, ranked)
         if request.min_score is not None:
@@ -49,16 +52,22 @@ class MemoryRecall(Searcher):
         )
 
     async def _ranked_lists(
-        self, conn: AsyncConnection, request: MemorySearch, query_vector: Vectors | None
+        self,
+        conn: AsyncConnection,
+        request: MemorySearch,
+        scope: Scope,
+        query_vector: Vectors | None,
+        exact: bool,
     ) -> list[Select[object]]:
         """The mode's ranked lists; sets up the transaction for them on the way."""
-        scope = Scope(request.namespace, request.filters, self.space)
         depth = fusion.depth(request.mode, request.k)
         lists: list[Select[object]] = []
         if query_vector is not None:
             tuned = self.vector_settings.overridden(request.search_list_size, request.rescore)
             await tuned.apply(conn)
-            lists.append(repository.vector_memories(scope, query_vector, depth, "recall"))
+            lists.append(
+                repository.vector_memories(scope, query_vector, depth, "recall", exact=exact)
+            )
         if request.mode != "vector":
             lists.append(repository.keyword_memories(scope, request.query, depth, "recall"))
         return lists

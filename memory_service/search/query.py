@@ -27,8 +27,9 @@ from memory_service.embeddings.provider import (
 )
 from memory_service.embeddings.spaces import EmbeddingSpace
 from memory_service.memories.schemas import SearchMode
-from memory_service.search.recall import RecallSampler, VectorTable
-from memory_service.search.repository import Scope
+from memory_service.search import repository
+from memory_service.search.recall import RecallSampler
+from memory_service.search.repository import Scope, VectorTable
 
 
 def check_query(limits: Limits, k: int, query: str) -> None:
@@ -70,17 +71,28 @@ async def embed_query(embedder: EmbeddingProvider, space: EmbeddingSpace, query:
 
 @dataclass(frozen=True)
 class VectorSettings:
-    """diskann query settings, set per transaction; a search request may override them."""
+    """How vector lists are planned and run: diskann query settings, set per transaction (a
+    search request may override them), and the scope size below which a list scans exactly."""
 
     search_list_size: int = 100
     rescore: int = 50
+    # A scope the planner estimates below this many rows is searched exactly: an exact scan
+    # of so few rows is fast, while an ANN index filtered down to them loses recall (0.72 at
+    # a 1% filter, measured in docs/benchmarks.md).
+    exact_scope_rows: int = 10_000
 
     def overridden(self, search_list_size: int | None, rescore: int | None) -> "VectorSettings":
         """These settings with a request's overrides (None keeps the configured value)."""
         return VectorSettings(
             self.search_list_size if search_list_size is None else search_list_size,
             self.rescore if rescore is None else rescore,
+            self.exact_scope_rows,
         )
+
+    async def exact(self, conn: AsyncConnection, table: VectorTable, scope: Scope) -> bool:
+        """Whether the vector list of `table` over `scope` should scan exactly (one EXPLAIN:
+        the planner's estimate of the scope, from the table's statistics)."""
+        return await repository.estimate_scope(conn, table, scope) < self.exact_scope_rows
 
     async def apply(self, conn: AsyncConnection) -> None:
         """Set them for the rest of `conn`'s transaction only."""
@@ -109,7 +121,8 @@ class Searcher:
         k: int,
         ranked: Sequence[tuple[float, str]],
     ) -> None:
-        """Offer a vector list (its (score, id) pairs, any order) to the recall sampler."""
+        """Offer a vector list served by an index (its (score, id) pairs, any order) to the
+        recall sampler; an exact list has nothing to measure."""
         if self.sampler is not None:
             best = [key for _, key in sorted(ranked, key=lambda pair: -pair[0])]
             self.sampler.offer(table, scope, query_vector, k, best)

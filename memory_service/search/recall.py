@@ -5,11 +5,11 @@ A search that used a vector list offers it here (`offer`): with probability `rat
 vector, its scope, `k` and the ids it returned are queued, unless the bounded queue is full
 (then the sample is dropped: sampling never slows a search down). A background task
 (`run_forever`) takes at most `max_per_minute` samples a minute and, for each, runs the very
-statement the search ran, in a transaction where `enable_indexscan` is off: the ANN index
-(an index scan, never a bitmap scan) cannot serve it, while the B-tree and GIN filters still
-can as bitmap scans. That is the exact answer over the same scope, so recall@k is the share
-of its ids the search returned. Samples of tables still `exact` (no index) are skipped: they
-are exact by construction.
+statement the search ran in its exact form (`repository.vector_memories(..., exact=True)`:
+an ORDER BY no ANN index can serve, over the same filters). That is the exact answer over
+the same scope, so recall@k is the share of its ids the search returned. Lists that were
+exact already (a table still without an index, or a scope small enough to scan) are not
+sampled: they are exact by construction.
 
 Recall is kept per table and selectivity class: the share of the space's rows the scope
 could return, bucketed as `100%` (at least 50%), `10%` (5% to 50%), `1%` (0.5% to 5%) and
@@ -33,19 +33,17 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 from sqlalchemy import Select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from memory_service.core.db import set_local
 from memory_service.embeddings.provider import Vectors
 from memory_service.search import index_repository, repository
-from memory_service.search.repository import Scope
+from memory_service.search.repository import Scope, VectorTable
 
 log = logging.getLogger(__name__)
 
-VectorTable = Literal["memory", "chunk"]
 WINDOW = 50
 MIN_SAMPLES = 20
 REBUILD_COOLDOWN_SECONDS = 3_600.0
@@ -124,7 +122,6 @@ class RecallSampler:
             row = await index_repository.index_row(conn, self.space_id, sample.table)
             if row is None or row.index_name is None:
                 return None
-            await set_local(conn, "enable_indexscan", "off")
             exact = [ranked.id for ranked in await self._exact(conn, sample)]
             table = index_repository.vector_table(sample.table)
             space_rows = await index_repository.count_rows(conn, table, self.space_id)
@@ -135,9 +132,9 @@ class RecallSampler:
 
     async def _exact(self, conn: AsyncConnection, sample: Sample) -> list[repository.RankedRow]:
         statement: Select[Any] = (
-            repository.vector_memories(sample.scope, sample.query_vector, sample.k)
+            repository.vector_memories(sample.scope, sample.query_vector, sample.k, exact=True)
             if sample.table == "memory"
-            else repository.vector_chunks(sample.scope, sample.query_vector, sample.k)
+            else repository.vector_chunks(sample.scope, sample.query_vector, sample.k, exact=True)
         )
         return await repository.search(conn, statement)
 

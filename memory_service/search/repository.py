@@ -34,6 +34,7 @@ from sqlalchemy import (
     bindparam,
     cast,
     func,
+    literal,
     literal_column,
     null,
     select,
@@ -43,6 +44,7 @@ from sqlalchemy.dialects.postgresql import TSQUERY
 from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from memory_service.core.db import estimated_rows
 from memory_service.core.tables import chunk, document, memory
 from memory_service.embeddings.provider import Vectors
 from memory_service.embeddings.spaces import EmbeddingSpace
@@ -52,6 +54,7 @@ from memory_service.memories.repository import PUBLIC_COLUMNS, _live, filter_cla
 from memory_service.memories.schemas import MemoryFilters
 
 RankedBy = Literal["vector", "keyword"]
+VectorTable = Literal["memory", "chunk"]
 # The columns a memory list selects: `result` is the shape `POST /v1/search` shares with
 # chunks; `recall` is every public column of the memory, for memory recall.
 MemoryShape = Literal["result", "recall"]
@@ -165,42 +168,61 @@ def _chunk_scope(scope: Scope) -> list[ColumnElement[bool]]:
     return clauses
 
 
-async def count_scope(
-    conn: AsyncConnection, table: Literal["memory", "chunk"], scope: Scope
-) -> int:
-    """Rows with vectors that a vector search of `scope` could return (a scan: the recall
-    sampler's question, off the request path)."""
+def _scope_rows(table: VectorTable, scope: Scope) -> Select[Any]:
+    """The rows with vectors a vector search of `scope` could return."""
     if table == "memory":
-        statement = select(func.count()).where(memory.c.status == "embedded", *_memory_scope(scope))
-    else:
-        statement = (
-            select(func.count())
-            .select_from(chunk.join(document, chunk.c.document_id == document.c.id))
-            .where(*_chunk_scope(scope))
-        )
+        return select(literal(1)).where(memory.c.status == "embedded", *_memory_scope(scope))
+    return (
+        select(literal(1))
+        .select_from(chunk.join(document, chunk.c.document_id == document.c.id))
+        .where(*_chunk_scope(scope))
+    )
+
+
+async def count_scope(conn: AsyncConnection, table: VectorTable, scope: Scope) -> int:
+    """Exactly (a scan: the recall sampler's question, off the request path)."""
+    statement = select(func.count()).select_from(_scope_rows(table, scope).subquery())
     return int((await conn.execute(statement)).scalar_one())
 
 
+async def estimate_scope(conn: AsyncConnection, table: VectorTable, scope: Scope) -> float:
+    """The planner's estimate (no scan: what a search plans by)."""
+    return await estimated_rows(conn, _scope_rows(table, scope))
+
+
+def _nearest(distance: ColumnElement[float], exact: bool) -> ColumnElement[float]:
+    """The ORDER BY of a vector list. `ORDER BY embedding <=> :query` is what an ANN index
+    serves; `exact` adds 0, an expression no index can serve, so the rows the filters select
+    are sorted by their true distance: exact over the scope, whatever the planner thinks."""
+    return distance + literal_column("0") if exact else distance
+
+
 def vector_memories(
-    scope: Scope, query_vector: Vectors, depth: int, shape: MemoryShape = "result"
+    scope: Scope,
+    query_vector: Vectors,
+    depth: int,
+    shape: MemoryShape = "result",
+    *,
+    exact: bool = False,
 ) -> Select[Any]:
-    """Embedded memories nearest the query, by cosine similarity: `ORDER BY distance LIMIT
-    depth` is what the space's vector index serves."""
+    """Embedded memories nearest the query, by cosine similarity."""
     distance = memory.c.embedding.cosine_distance(query_vector)
     return (
         _MEMORY_SELECTS[shape]("vector", 1 - distance)
         .where(memory.c.status == "embedded", *_memory_scope(scope))
-        .order_by(distance)
+        .order_by(_nearest(distance, exact))
         .limit(depth)
     )
 
 
-def vector_chunks(scope: Scope, query_vector: Vectors, depth: int) -> Select[Any]:
+def vector_chunks(
+    scope: Scope, query_vector: Vectors, depth: int, *, exact: bool = False
+) -> Select[Any]:
     distance = chunk.c.embedding.cosine_distance(query_vector)
     return (
         _chunk_select("vector", 1 - distance)
         .where(*_chunk_scope(scope))
-        .order_by(distance)
+        .order_by(_nearest(distance, exact))
         .limit(depth)
     )
 

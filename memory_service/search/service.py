@@ -14,8 +14,7 @@ from memory_service.memories.schemas import SearchMode
 from memory_service.search import fusion, repository
 from memory_service.search.fusion import Candidate
 from memory_service.search.query import Searcher, check_query
-from memory_service.search.recall import VectorTable
-from memory_service.search.repository import RankedRow, Scope
+from memory_service.search.repository import RankedRow, Scope, VectorTable
 from memory_service.search.schemas import SearchRequest, SearchResponse, SearchResult, Source
 
 # A request's source, the table its vectors live in, and the `source` of its result rows.
@@ -29,20 +28,24 @@ class SearchService(Searcher):
         depth = fusion.depth(request.mode, request.k)
         query_vector = await self.query_vector(request.mode, request.query)
         scope = Scope(request.namespace, request.filters, self.space)
+        tables = [_VECTOR_TABLES[source] for source in request.sources]
         async with self.engine.begin() as conn:
+            exact: dict[VectorTable, bool] = {}
             if query_vector is not None:
                 await self.vector_settings.apply(conn)
-            lists = self._ranked_lists(request, scope, query_vector, depth)
+                for table in tables:
+                    exact[table] = await self.vector_settings.exact(conn, table, scope)
+            lists = self._ranked_lists(request, scope, query_vector, depth, exact)
             rows = await repository.search(conn, repository.combine(lists))
         if query_vector is not None:
-            for source, table in _VECTOR_TABLES.items():
-                if source in request.sources:
+            for source in request.sources:
+                if not exact[_VECTOR_TABLES[source]]:
                     ranked = [
                         (row.score, row.id)
                         for row in rows
                         if row.ranked_by == "vector" and row.source == _SOURCE_OF[source]
                     ]
-                    self.sample(table, scope, query_vector, request.k, ranked)
+                    self.sample(_VECTOR_TABLES[source], scope, query_vector, request.k, ranked)
         best = fusion.fuse(rows, request.mode, request.k, request.rrf_k or self.rrf_k)
         return SearchResponse(
             results=[to_result(candidate, request.mode, request.explain) for candidate in best],
@@ -56,14 +59,19 @@ class SearchService(Searcher):
         scope: Scope,
         query_vector: Vectors | None,
         depth: int,
+        exact: dict[VectorTable, bool],
     ) -> list[Select[object]]:
         sources = set(request.sources)
         lists: list[Select[object]] = []
         if query_vector is not None:
             if "memories" in sources:
-                lists.append(repository.vector_memories(scope, query_vector, depth))
+                lists.append(
+                    repository.vector_memories(scope, query_vector, depth, exact=exact["memory"])
+                )
             if "documents" in sources:
-                lists.append(repository.vector_chunks(scope, query_vector, depth))
+                lists.append(
+                    repository.vector_chunks(scope, query_vector, depth, exact=exact["chunk"])
+                )
         if request.mode != "vector":
             if "memories" in sources:
                 lists.append(repository.keyword_memories(scope, request.query, depth))

@@ -61,6 +61,19 @@ class TestHybridStatement:
         plan = await explain(resources, statement)
         for name in (names["memory"], names["chunk"]):
             assert f"Index Scan using {name}" in plan, plan
+        # The exact form of the same lists: no plan can serve its ORDER BY from the index,
+        # even with sequential scans and sorts priced out.
+        exact_plan = await explain(
+            resources,
+            repository.combine(
+                [
+                    repository.vector_memories(scope, query_vector, 20, exact=True),
+                    repository.vector_chunks(scope, query_vector, 20, exact=True),
+                ]
+            ),
+        )
+        for name in (names["memory"], names["chunk"]):
+            assert name not in exact_plan, exact_plan
 
     async def test_full_text_lists_use_the_gin_indexes(self, resources: Resources) -> None:
         scope = Scope("agent-1", MemoryFilters(), resources.space)

@@ -23,7 +23,7 @@ from memory_service.documents.pipeline import Ingestor
 from memory_service.embeddings.local import LocalProvider
 from memory_service.memories.schemas import MemoryFilters
 from memory_service.search import repository
-from memory_service.search.repository import Scope
+from memory_service.search.repository import Scope, VectorTable
 from tests.search.corpus import sentences
 from tests.search.test_plans import explain
 
@@ -43,7 +43,9 @@ def corpus() -> tuple[list[str], list[str]]:
 
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
-    return settings.model_copy(update={"ann_min_rows": 1_000})
+    # The production proportions at test size: an index past 1,000 rows, and scopes under
+    # a tenth of the table (the 1% ones here) searched exactly.
+    return settings.model_copy(update={"ann_min_rows": 1_000, "ann_exact_scope_rows": 300})
 
 
 async def exact_ids(
@@ -56,6 +58,15 @@ async def exact_ids(
     vectors = np.stack([np.asarray(row[1], dtype=np.float32) for row in rows])
     similarity = vectors @ query_vector / np.linalg.norm(vectors, axis=1)
     return [ids[i] for i in np.argsort(-similarity, kind="stable")[:K]]
+
+
+async def planned_exact(
+    resources: Resources, table: VectorTable, namespace: str, filters: MemoryFilters
+) -> bool:
+    """Whether the service scans this scope exactly rather than through the index."""
+    async with resources.engine.connect() as conn:
+        scope = Scope(namespace, filters, resources.space)
+        return await resources.search.vector_settings.exact(conn, table, scope)
 
 
 def recall(found: Sequence[str], exact: Sequence[str]) -> float:
@@ -106,6 +117,9 @@ class TestMemoryRecall:
             ),
         )
         assert f"Index Scan using {memory_index.index_name}" in unfiltered_plan
+        assert await planned_exact(resources, "memory", "big", MemoryFilters()) is False
+        rare = MemoryFilters(user_id="rare")
+        assert await planned_exact(resources, "memory", "big", rare) is True
 
         measured: dict[str, list[float]] = {"all": [], "rare": []}
         for query, vector in zip(queries, query_vectors, strict=True):
@@ -152,6 +166,8 @@ class TestChunkRecall:
         (chunk_index,) = [s for s in await resources.indexes.status() if s.table == "chunk"]
         assert (chunk_index.index_state, chunk_index.rows) == ("ready", ROWS)
 
+        assert await planned_exact(resources, "chunk", "docs", MemoryFilters()) is False
+        assert await planned_exact(resources, "chunk", "docs-rare", MemoryFilters()) is True
         query_vectors = await local_provider.embed(queries)
         measured: dict[str, list[float]] = {"docs": [], "docs-rare": []}
         for query, vector in zip(queries, query_vectors, strict=True):

@@ -111,7 +111,8 @@ class TestRecallSampler:
 
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
-    return settings.model_copy(update={"recall_sample_rate": 1.0})
+    # Every search sampled, and none small enough to be searched exactly (which is not).
+    return settings.model_copy(update={"recall_sample_rate": 1.0, "ann_exact_scope_rows": 0})
 
 
 class TestSampledSearches:
