@@ -44,6 +44,19 @@ from memory_service.search.index_repository import IndexRow
 
 log = logging.getLogger(__name__)
 
+# The builder's session settings, reset after the build:
+# - no statement or lock timeout: a concurrent build waits for older transactions through
+#   lock waits, and a large build runs for minutes;
+# - no parallel maintenance workers: pgvectorscale 0.9 builds diskann in parallel from
+#   `diskann.min_vectors_for_parallel_build` (65,536) rows, and a parallel build inside
+#   CREATE INDEX CONCURRENTLY fails ("cannot assign transaction IDs during a parallel
+#   operation"); pgvector's parallel HNSW build is given up with it, for one code path.
+_BUILD_SETTINGS = (
+    ("statement_timeout", "0"),
+    ("lock_timeout", "0"),
+    ("max_parallel_maintenance_workers", "0"),
+)
+
 IndexState = Literal["exact", "building", "ready", "rebuilding"]
 BuildOutcome = Literal["built", "rebuilt", "not_needed", "busy", "failed"]
 
@@ -186,15 +199,14 @@ class IndexMaintainer:
             if not await repo.try_build_lock(conn, row.id):
                 yield None
                 return
-            # A concurrent build waits for older transactions through lock waits.
-            await conn.exec_driver_sql("SET statement_timeout = 0")
-            await conn.exec_driver_sql("SET lock_timeout = 0")
+            for name, value in _BUILD_SETTINGS:
+                await conn.exec_driver_sql(f"SET {name} = {value}")
             try:
                 # Read again under the lock: another builder may have finished meanwhile.
                 yield conn, await self._row(conn, table_name)
             finally:
-                await conn.exec_driver_sql("RESET statement_timeout")
-                await conn.exec_driver_sql("RESET lock_timeout")
+                for name, _ in _BUILD_SETTINGS:
+                    await conn.exec_driver_sql(f"RESET {name}")
                 await repo.release_build_lock(conn, row.id)
 
     async def _row(self, conn: AsyncConnection, table_name: str) -> IndexRow:

@@ -12,7 +12,7 @@ import sys
 import httpx
 import pytest
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from memory_service.app import Resources
 from memory_service.core.tables import memory
@@ -153,6 +153,37 @@ class TestConcurrentBuild:
             await blocker.commit()
         assert await asyncio.wait_for(build, 120) == "built"
         assert (await memory_status(maintainer))["state"] == "ready"
+
+
+class TestParallelBuild:
+    async def test_a_build_large_enough_for_parallel_workers_succeeds(
+        self, resources: Resources, database_url: str
+    ) -> None:
+        # pgvectorscale builds in parallel from `diskann.min_vectors_for_parallel_build`
+        # (65,536) rows, as the table's statistics count them, once the table is large
+        # enough for the planner to give it workers; inside CREATE INDEX CONCURRENTLY that
+        # build fails. Both thresholds are lowered for the builder's sessions, and the table
+        # analyzed, so that the build of this test gets workers.
+        await add_rows(resources, 2 * MIN_ROWS)
+        async with resources.engine.connect() as conn:
+            await conn.execute(text("ANALYZE memory"))
+            await conn.commit()
+        engine = create_async_engine(
+            resources.engine.url,
+            connect_args={
+                "options": "-c diskann.min_vectors_for_parallel_build=100 "
+                "-c min_parallel_table_scan_size=8 -c max_parallel_maintenance_workers=2"
+            },
+        )
+        try:
+            async with engine.connect() as conn:
+                workers = await conn.scalar(text("SHOW max_parallel_maintenance_workers"))
+            assert workers == "2"
+            maintainer = IndexMaintainer(engine, resources.space.id, IndexPolicy(MIN_ROWS, 2.0))
+            assert await maintainer.maintain_table("memory") == "built"
+            assert (await memory_status(maintainer))["state"] == "ready"
+        finally:
+            await engine.dispose()
 
 
 async def add_rows_in(conn: AsyncConnection, resources: Resources, start: int) -> None:
