@@ -96,6 +96,16 @@ memory = Table(
         "created_at",
         postgresql_where=text("status = 'pending'"),
     ),
+    # Scopes a search filters by, so that a small one is found without a scan (migration 0008).
+    *(
+        Index(
+            f"memory_namespace_{column}_idx",
+            "namespace",
+            column,
+            postgresql_where=text(f"{column} IS NOT NULL"),
+        )
+        for column in ("user_id", "agent_id", "session_id")
+    ),
     Index("memory_tags_idx", "tags", postgresql_using="gin"),
     Index(
         "memory_metadata_idx",

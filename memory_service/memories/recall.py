@@ -33,10 +33,7 @@ class MemoryRecall(Searcher):
         query_vector = await self.query_vector(request.mode, request.query)
         scope = Scope(request.namespace, request.filters, self.space)
         async with self.engine.begin() as conn:
-            exact = query_vector is not None and await self.vector_settings.exact(
-                conn, "memory", scope
-            )
-            lists = await self._ranked_lists(conn, request, scope, query_vector, exact)
+            lists, exact = await self._ranked_lists(conn, request, scope, query_vector)
             rows = await repository.recall(conn, repository.combine(lists))
         if query_vector is not None and not exact:
             ranked = [(row.score, row.key) for row in rows if row.ranked_by == "vector"]
@@ -57,20 +54,23 @@ class MemoryRecall(Searcher):
         request: MemorySearch,
         scope: Scope,
         query_vector: Vectors | None,
-        exact: bool,
-    ) -> list[Select[object]]:
-        """The mode's ranked lists; sets up the transaction for them on the way."""
+    ) -> tuple[list[Select[object]], bool]:
+        """The mode's ranked lists, and whether the vector list (if any) scans exactly; sets
+        up the transaction for them on the way."""
         depth = fusion.depth(request.mode, request.k)
         lists: list[Select[object]] = []
+        exact = False
         if query_vector is not None:
             tuned = self.vector_settings.overridden(request.search_list_size, request.rescore)
-            await tuned.apply(conn)
+            plan = await tuned.plan(conn, "memory", scope, request.k)
+            await tuned.apply(conn, [plan])
+            exact = plan.exact
             lists.append(
                 repository.vector_memories(scope, query_vector, depth, "recall", exact=exact)
             )
         if request.mode != "vector":
             lists.append(repository.keyword_memories(scope, request.query, depth, "recall"))
-        return lists
+        return lists, exact
 
 
 def hits(best: Sequence[Candidate[RankedMemory]], request: MemorySearch) -> list[SearchHit]:

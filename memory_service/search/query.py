@@ -6,7 +6,8 @@ over the model's window is rejected (never truncated), and an embedder outage is
 points at keyword mode, which needs no embedder.
 """
 
-from collections.abc import Sequence
+import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -69,6 +70,26 @@ async def embed_query(embedder: EmbeddingProvider, space: EmbeddingSpace, query:
     return query_vector
 
 
+# The diskann rescore window a filtered list gets, per result wanted and per unit of the
+# scope's share of the index. pgvectorscale streams index entries in the order of their
+# 1-bit quantized (SBQ) distance and re-sorts them by the true distance in a sliding window
+# of `diskann.query_rescore` entries (its scan.rs); a list whose filter keeps a share s of
+# the rows reads about k/s entries to find k in scope, and the quantized order is off by
+# about that much, so the window has to grow with k/s. search_list_size (the graph beam)
+# changed nothing. Measured at 100k rows, 10% scope, k=10 (docs/benchmarks.md): a window of
+# 2·k/s gave recall@10 0.935, 8·k/s 0.993.
+RESCORE_PER_ENTRY_READ = 4
+
+
+@dataclass(frozen=True)
+class VectorPlan:
+    """How one vector list runs: an exact scan of its scope, or the index with this
+    `diskann.query_rescore`."""
+
+    exact: bool
+    rescore: int
+
+
 @dataclass(frozen=True)
 class VectorSettings:
     """How vector lists are planned and run: diskann query settings, set per transaction (a
@@ -77,9 +98,11 @@ class VectorSettings:
     search_list_size: int = 100
     rescore: int = 50
     # A scope the planner estimates below this many rows is searched exactly: an exact scan
-    # of so few rows is fast, while an ANN index filtered down to them loses recall (0.72 at
-    # a 1% filter, measured in docs/benchmarks.md).
+    # of so few rows (found through a B-tree or GIN index of the filter) is fast, while the
+    # ANN index filtered down to them needs a rescore window of thousands of entries.
     exact_scope_rows: int = 10_000
+    # A request chose the rescore window: use it as given, never widened for a filter.
+    fixed_rescore: bool = False
 
     def overridden(self, search_list_size: int | None, rescore: int | None) -> "VectorSettings":
         """These settings with a request's overrides (None keeps the configured value)."""
@@ -87,17 +110,31 @@ class VectorSettings:
             self.search_list_size if search_list_size is None else search_list_size,
             self.rescore if rescore is None else rescore,
             self.exact_scope_rows,
+            self.fixed_rescore or rescore is not None,
         )
 
-    async def exact(self, conn: AsyncConnection, table: VectorTable, scope: Scope) -> bool:
-        """Whether the vector list of `table` over `scope` should scan exactly (one EXPLAIN:
-        the planner's estimate of the scope, from the table's statistics)."""
-        return await repository.estimate_scope(conn, table, scope) < self.exact_scope_rows
+    async def plan(
+        self, conn: AsyncConnection, table: VectorTable, scope: Scope, k: int
+    ) -> VectorPlan:
+        """Plan the top-`k` vector list of `table` over `scope` from the planner's estimates
+        (one or two EXPLAINs, no scan): exact below `exact_scope_rows`, else the index with
+        a rescore window of `RESCORE_PER_ENTRY_READ * k / share` (at least `rescore`)."""
+        rows = await repository.estimate_scope(conn, table, scope)
+        if rows < self.exact_scope_rows:
+            return VectorPlan(exact=True, rescore=self.rescore)
+        if self.fixed_rescore:
+            return VectorPlan(exact=False, rescore=self.rescore)
+        indexed = await repository.estimate_space(conn, table, scope.space)
+        share = min(1.0, rows / indexed) if indexed > 0 else 1.0
+        window = math.ceil(RESCORE_PER_ENTRY_READ * k / share)
+        return VectorPlan(exact=False, rescore=max(self.rescore, window))
 
-    async def apply(self, conn: AsyncConnection) -> None:
-        """Set them for the rest of `conn`'s transaction only."""
+    async def apply(self, conn: AsyncConnection, plans: Iterable[VectorPlan] = ()) -> None:
+        """Set them for the rest of `conn`'s transaction only, with the widest rescore
+        window the index-served `plans` need."""
+        rescore = max((plan.rescore for plan in plans if not plan.exact), default=self.rescore)
         await set_local(conn, "diskann.query_search_list_size", str(self.search_list_size))
-        await set_local(conn, "diskann.query_rescore", str(self.rescore))
+        await set_local(conn, "diskann.query_rescore", str(rescore))
 
 
 @dataclass

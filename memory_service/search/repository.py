@@ -190,6 +190,14 @@ async def estimate_scope(conn: AsyncConnection, table: VectorTable, scope: Scope
     return await estimated_rows(conn, _scope_rows(table, scope))
 
 
+async def estimate_space(conn: AsyncConnection, table: VectorTable, space: EmbeddingSpace) -> float:
+    """The planner's estimate of the rows with vectors in `table` for `space`: what its
+    vector index holds."""
+    column = memory.c if table == "memory" else chunk.c
+    statement = select(literal(1)).where(column.space_id == space.id, column.embedding.is_not(None))
+    return await estimated_rows(conn, statement)
+
+
 def _nearest(distance: ColumnElement[float], exact: bool) -> ColumnElement[float]:
     """The ORDER BY of a vector list. `ORDER BY embedding <=> :query` is what an ANN index
     serves; `exact` adds 0, an expression no index can serve, so the rows the filters select

@@ -32,9 +32,12 @@ class SearchService(Searcher):
         async with self.engine.begin() as conn:
             exact: dict[VectorTable, bool] = {}
             if query_vector is not None:
-                await self.vector_settings.apply(conn)
-                for table in tables:
-                    exact[table] = await self.vector_settings.exact(conn, table, scope)
+                plans = {
+                    table: await self.vector_settings.plan(conn, table, scope, request.k)
+                    for table in tables
+                }
+                await self.vector_settings.apply(conn, plans.values())
+                exact = {table: plan.exact for table, plan in plans.items()}
             lists = self._ranked_lists(request, scope, query_vector, depth, exact)
             rows = await repository.search(conn, repository.combine(lists))
         if query_vector is not None:

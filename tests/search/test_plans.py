@@ -49,7 +49,10 @@ class TestHybridStatement:
         # Built on empty tables (min_rows 0) only to look at the plan's shape.
         maintainer = IndexMaintainer(resources.engine, space.id, IndexPolicy(0, 2.0))
         assert await maintainer.maintain() == {"memory": "built", "chunk": "built"}
-        names = {status.table: status.index_name for status in await maintainer.status()}
+        names: dict[str, str] = {}
+        for status in await maintainer.status():
+            assert status.index_name is not None, status
+            names[status.table] = status.index_name
         scope = Scope("agent-1", MemoryFilters(), space)
         query_vector = np.ones(space.dimension, dtype=np.float32) / np.sqrt(space.dimension)
         statement = repository.combine(
