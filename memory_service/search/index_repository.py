@@ -94,12 +94,15 @@ async def has_rows(conn: AsyncConnection, table: Table, space_id: int, at_least:
 
 
 # Literal statements: no SQL is assembled from names, even our own.
-_ANALYZE = {"memory": text("ANALYZE memory"), "chunk": text("ANALYZE chunk")}
+# A chunk's scope (namespace, metadata, time) lives on its document: search plans its
+# chunk lists from both tables' statistics.
+_ANALYZE = {"memory": text("ANALYZE memory"), "chunk": text("ANALYZE chunk, document")}
 
 
 async def analyze(conn: AsyncConnection, table: Table) -> None:
     """Fresh planner statistics: after a bulk load the planner may still believe the table
-    empty and sort it whole instead of using the new index."""
+    empty and sort it whole instead of using the new index, and misjudge a scope's size
+    (`search/query.py` plans exact or index from that estimate)."""
     await conn.execute(_ANALYZE[table.name])
 
 

@@ -79,6 +79,9 @@ async def embed_query(embedder: EmbeddingProvider, space: EmbeddingSpace, query:
 # changed nothing. Measured at 100k rows, 10% scope, k=10 (docs/benchmarks.md): a window of
 # 2·k/s gave recall@10 0.935, 8·k/s 0.993.
 RESCORE_PER_ENTRY_READ = 4
+# pgvectorscale's bound on diskann.query_rescore: a scope that would need a wider window is
+# scanned exactly (with k <= 100, that is a scope under 4·k/1000 of the index's rows).
+MAX_RESCORE = 1000
 
 
 @dataclass(frozen=True)
@@ -118,7 +121,8 @@ class VectorSettings:
     ) -> VectorPlan:
         """Plan the top-`k` vector list of `table` over `scope` from the planner's estimates
         (one or two EXPLAINs, no scan): exact below `exact_scope_rows`, else the index with
-        a rescore window of `RESCORE_PER_ENTRY_READ * k / share` (at least `rescore`)."""
+        a rescore window of `RESCORE_PER_ENTRY_READ * k / share` (at least `rescore`), or
+        exact when that window would pass `MAX_RESCORE`."""
         rows = await repository.estimate_scope(conn, table, scope)
         if rows < self.exact_scope_rows:
             return VectorPlan(exact=True, rescore=self.rescore)
@@ -127,6 +131,8 @@ class VectorSettings:
         indexed = await repository.estimate_space(conn, table, scope.space)
         share = min(1.0, rows / indexed) if indexed > 0 else 1.0
         window = math.ceil(RESCORE_PER_ENTRY_READ * k / share)
+        if window > MAX_RESCORE:
+            return VectorPlan(exact=True, rescore=self.rescore)
         return VectorPlan(exact=False, rescore=max(self.rescore, window))
 
     async def apply(self, conn: AsyncConnection, plans: Iterable[VectorPlan] = ()) -> None:

@@ -66,6 +66,8 @@ DEADLINE_SECONDS = 60.0  # a load not over by then has a statement that will nev
 DIMENSION = 384
 NAMESPACES = ("ns-a", "ns-b")
 AGENTS = ("agent-0", "agent-1", "agent-2")
+USERS = ("user-0", "user-1", None)
+SESSIONS = ("session-0", None)
 TAGS = ("red", "green", "blue")
 TOPICS = ("travel", "work", "home")
 WORDS = ("harbor", "violet", "engine", "orchard", "signal", "granite")
@@ -326,8 +328,8 @@ class Writer:
             "metadata": {"topic": self.rng.choice(TOPICS), "writer": self.number},
             "tags": [self.rng.choice(TAGS)],
             "agent_id": self.rng.choice(AGENTS),
-            "user_id": None,
-            "session_id": None,
+            "user_id": self.rng.choice(USERS),
+            "session_id": self.rng.choice(SESSIONS),
             "importance": 0.5,
             "expires_at": None,
         }
@@ -441,10 +443,20 @@ INDEX_PROBES: tuple[tuple[str, list[dict[str, Any]]], ...] = (
         [{"namespace": n, "hash": content_hash(c)} for n in NAMESPACES for c in CONTENTS],
     ),
     (
-        "namespace = :namespace ORDER BY created_at DESC, id DESC",
+        # The head of the list, as the service pages it: on these few rows the planner
+        # serves a whole namespace from (namespace, content_hash) and sorts; a short page
+        # makes the ordered scan of (namespace, created_at, id) the cheaper plan.
+        "namespace = :namespace ORDER BY created_at DESC, id DESC LIMIT 3",
         [{"namespace": n} for n in NAMESPACES],
     ),
     ("space_id = :space_id AND status = 'pending' ORDER BY created_at, id", [{}]),
+    *(
+        (
+            f"namespace = :namespace AND {column} = :value",
+            [{"namespace": n, "value": v} for n in NAMESPACES for v in values if v is not None],
+        )
+        for column, values in (("user_id", USERS), ("agent_id", AGENTS), ("session_id", SESSIONS))
+    ),
     ("tags && CAST(:tags AS text[])", [{"tags": [tag]} for tag in TAGS]),
     (
         "metadata @> CAST(:metadata AS jsonb)",
