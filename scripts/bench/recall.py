@@ -481,7 +481,7 @@ async def sweep_section(run: Run) -> None:
         row = [size, load_seconds, build, exact.p50_ms, exact.p99_ms]
         crossover.append([*row, index.p50_ms, index.p99_ms, index.recall, index.plan])
         progress(f"crossover row: {crossover[-1]}")
-        if size in args.curve_sizes or size == args.rows:
+        if "sweep" in args.sections and (size in args.curve_sizes or size == args.rows):
             await classes_table(run, table, f"sweep_{size}", f"{size} rows, diskann")
         if size == args.rows:
             await at_rows_sections(run, table)
@@ -644,7 +644,9 @@ async def writes_section(run: Run, table: Table) -> float:
         ["build phase", "stores", "p50 ms", "max ms", "most sessions waiting on an advisory lock"],
         [
             [name, len(values), percentile(values, 0.5), max(values), waiting.get(name, "-")]
-            for name, values in by_phase.items()
+            if (values := by_phase.get(name))
+            else [name, 0, "-", "-", waiting.get(name, "-")]
+            for name in {**waiting, **by_phase}
             if name not in ("before", "after")
         ],
     )
