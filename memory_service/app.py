@@ -49,6 +49,7 @@ from memory_service.memories.reconciler import Reconciler
 from memory_service.memories.service import MemoryService
 from memory_service.models.lifecycle import VllmManager
 from memory_service.models.refresh import watch_registrations
+from memory_service.search.index_repository import resolve_method
 from memory_service.search.indexes import IndexMaintainer, IndexPolicy
 from memory_service.search.query import VectorSettings
 from memory_service.search.recall import RecallSampler
@@ -128,10 +129,14 @@ async def open_resources(
         documents, unavailable = _documents(
             settings, engine, background_embedder or embedder, space
         )
+        async with engine.connect() as conn:
+            method = await resolve_method(conn, settings.ann_method)
         vector_settings = VectorSettings(
             settings.diskann_search_list_size,
             settings.diskann_rescore,
             settings.ann_exact_scope_rows,
+            method=method,
+            ef_search=settings.hnsw_ef_search,
         )
         sampler = RecallSampler(
             engine,

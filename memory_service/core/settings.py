@@ -1,7 +1,7 @@
 """The one settings class. Read at entry points (CLI, app factory, scripts) and passed down."""
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import platformdirs
 from pydantic import BaseModel, Field, SecretStr, field_validator
@@ -106,6 +106,15 @@ class Settings(BaseSettings):
     )
     ingest_retry_max_seconds: float = Field(3_600.0, gt=0, description="Backoff ceiling.")
 
+    ann_method: Literal["auto", "diskann", "hnsw"] = Field(
+        "auto",
+        description="The ANN index the lifecycle builds: diskann (pgvectorscale), hnsw "
+        "(pgvector), or auto: diskann where vectorscale is installed, else hnsw. Changing it "
+        "rebuilds existing indexes with the new method.",
+    )
+    hnsw_ef_search: int = Field(
+        100, ge=1, le=1_000, description="hnsw.ef_search per search (HNSW indexes)."
+    )
     diskann_search_list_size: int = Field(
         100, ge=10, le=1_000, description="diskann.query_search_list_size per search."
     )

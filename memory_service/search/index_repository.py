@@ -15,6 +15,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.schema import CreateIndex, DropIndex
 
+from memory_service.core.errors import StartupError
 from memory_service.core.tables import VECTOR_TABLES, vector_index
 
 # The first key of every builder's advisory lock; the second is the `vector_index` row's id.
@@ -132,6 +133,20 @@ async def builds_running(conn: AsyncConnection, row_ids: list[int]) -> set[int]:
 async def has_vectorscale(conn: AsyncConnection) -> bool:
     found = await conn.execute(text("SELECT 1 FROM pg_extension WHERE extname = 'vectorscale'"))
     return found.first() is not None
+
+
+async def resolve_method(conn: AsyncConnection, configured: str) -> str:
+    """The index method `MEMORY_ANN_METHOD` names on this database: `auto` is diskann where
+    vectorscale is installed, else hnsw. Raises StartupError for diskann without it."""
+    vectorscale = await has_vectorscale(conn)
+    if configured == "auto":
+        return "diskann" if vectorscale else "hnsw"
+    if configured == "diskann" and not vectorscale:
+        raise StartupError(
+            "MEMORY_ANN_METHOD=diskann, but the vectorscale extension is not installed in "
+            "this database; install pgvectorscale or set MEMORY_ANN_METHOD=hnsw"
+        )
+    return configured
 
 
 def _index(table: Table, name: str, space_id: int, method: str) -> Index:

@@ -63,14 +63,16 @@ BuildOutcome = Literal["built", "rebuilt", "not_needed", "busy", "failed"]
 
 @dataclass(frozen=True)
 class IndexPolicy:
-    """When to build and rebuild (`MEMORY_ANN_MIN_ROWS`, `MEMORY_ANN_REBUILD_GROWTH`)."""
+    """When to build and rebuild, and what (`MEMORY_ANN_MIN_ROWS`,
+    `MEMORY_ANN_REBUILD_GROWTH`, `MEMORY_ANN_METHOD`)."""
 
     min_rows: int
     rebuild_growth: float
+    method: str = "auto"
 
     @classmethod
     def of(cls, settings: Settings) -> "IndexPolicy":
-        return cls(settings.ann_min_rows, settings.ann_rebuild_growth)
+        return cls(settings.ann_min_rows, settings.ann_rebuild_growth, settings.ann_method)
 
 
 @dataclass(frozen=True)
@@ -166,12 +168,14 @@ class IndexMaintainer:
             return await repo.has_rows(conn, table, self.space_id, self.policy.min_rows)
         if row.rebuild_requested_at is not None:
             return True
+        if row.method != await repo.resolve_method(conn, self.policy.method):
+            return True  # MEMORY_ANN_METHOD changed since the build
         grown = math.ceil(self.policy.rebuild_growth * (row.rows_at_build or 0))
         return await repo.has_rows(conn, table, self.space_id, max(grown, self.policy.min_rows))
 
     async def _build(self, conn: AsyncConnection, row: IndexRow) -> None:
         table = repo.vector_table(row.table_name)
-        method = "diskann" if await repo.has_vectorscale(conn) else "hnsw"
+        method = await repo.resolve_method(conn, self.policy.method)
         name = index_name(row.table_name, self.space_id, row.generation + 1)
         rows = await repo.count_rows(conn, table, self.space_id)
         log.info("index: building %s (%s) on %d rows", name, method, rows)

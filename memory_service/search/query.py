@@ -8,7 +8,7 @@ points at keyword mode, which needs no embedder.
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -106,15 +106,20 @@ class VectorSettings:
     exact_scope_rows: int = 10_000
     # A request chose the rescore window: use it as given, never widened for a filter.
     fixed_rescore: bool = False
+    # The index method of the space (`MEMORY_ANN_METHOD`, resolved at start). HNSW lists
+    # run with pgvector's iterative scan, which keeps reading the graph until the filter
+    # has let k rows through, so they need no window; `hnsw.ef_search` is its beam.
+    method: str = "diskann"
+    ef_search: int = 100
 
     def overridden(self, search_list_size: int | None, rescore: int | None) -> "VectorSettings":
         """These settings with a request's overrides (None keeps the configured value)."""
-        return VectorSettings(
-            self.search_list_size if search_list_size is None else search_list_size,
-            self.rescore if rescore is None else rescore,
-            self.exact_scope_rows,
-            self.fixed_rescore or rescore is not None,
-        )
+        settings = self
+        if search_list_size is not None:
+            settings = replace(settings, search_list_size=search_list_size)
+        if rescore is not None:
+            settings = replace(settings, rescore=rescore, fixed_rescore=True)
+        return settings
 
     async def plan(
         self, conn: AsyncConnection, table: VectorTable, scope: Scope, k: int
@@ -126,7 +131,7 @@ class VectorSettings:
         rows = await repository.estimate_scope(conn, table, scope)
         if rows < self.exact_scope_rows:
             return VectorPlan(exact=True, rescore=self.rescore)
-        if self.fixed_rescore:
+        if self.fixed_rescore or self.method == "hnsw":
             return VectorPlan(exact=False, rescore=self.rescore)
         indexed = await repository.estimate_space(conn, table, scope.space)
         share = min(1.0, rows / indexed) if indexed > 0 else 1.0
@@ -138,6 +143,10 @@ class VectorSettings:
     async def apply(self, conn: AsyncConnection, plans: Iterable[VectorPlan] = ()) -> None:
         """Set them for the rest of `conn`'s transaction only, with the widest rescore
         window the index-served `plans` need."""
+        if self.method == "hnsw":
+            await set_local(conn, "hnsw.ef_search", str(self.ef_search))
+            await set_local(conn, "hnsw.iterative_scan", "relaxed_order")
+            return
         rescore = max((plan.rescore for plan in plans if not plan.exact), default=self.rescore)
         await set_local(conn, "diskann.query_search_list_size", str(self.search_list_size))
         await set_local(conn, "diskann.query_rescore", str(rescore))

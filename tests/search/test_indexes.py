@@ -15,6 +15,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from memory_service.app import Resources
+from memory_service.core.errors import StartupError
 from memory_service.core.tables import memory
 from memory_service.search import index_repository
 from memory_service.search.indexes import IndexMaintainer, IndexPolicy
@@ -127,6 +128,38 @@ class TestLifecycle:
             await conn.execute(text(f'CREATE INDEX "{leftover}" ON memory (space_id)'))
         assert await maintainer.maintain() == {"memory": "not_needed", "chunk": "not_needed"}
         assert await lifecycle_indexes(resources.engine, resources.space.id) == []
+
+
+class TestMethod:
+    async def test_the_configured_method_is_built_and_a_change_of_it_rebuilds(
+        self, resources: Resources
+    ) -> None:
+        await add_rows(resources, MIN_ROWS)
+        hnsw = IndexMaintainer(
+            resources.engine, resources.space.id, IndexPolicy(MIN_ROWS, 2.0, "hnsw")
+        )
+        assert (await hnsw.maintain())["memory"] == "built"
+        assert (await memory_status(hnsw))["method"] == "hnsw"
+        assert (await hnsw.maintain())["memory"] == "not_needed"
+
+        diskann = IndexMaintainer(
+            resources.engine, resources.space.id, IndexPolicy(MIN_ROWS, 2.0, "diskann")
+        )
+        assert (await diskann.maintain())["memory"] == "rebuilt"
+        status = await memory_status(diskann)
+        assert (status["method"], status["state"]) == ("diskann", "ready")
+        assert await lifecycle_indexes(resources.engine, resources.space.id) == [status["name"]]
+
+    async def test_auto_is_hnsw_without_vectorscale_and_diskann_then_refuses(
+        self, resources: Resources
+    ) -> None:
+        async with resources.engine.begin() as conn:
+            assert await index_repository.resolve_method(conn, "auto") == "diskann"
+            await conn.execute(text("DROP EXTENSION vectorscale"))
+            assert await index_repository.resolve_method(conn, "auto") == "hnsw"
+            assert await index_repository.resolve_method(conn, "hnsw") == "hnsw"
+            with pytest.raises(StartupError, match="MEMORY_ANN_METHOD=hnsw"):
+                await index_repository.resolve_method(conn, "diskann")
 
 
 class TestConcurrentBuild:

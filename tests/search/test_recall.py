@@ -49,11 +49,14 @@ def corpus() -> tuple[list[str], list[str]]:
     return texts[:ROWS], texts[ROWS:]
 
 
-@pytest.fixture
-def settings(settings: Settings) -> Settings:
+@pytest.fixture(params=["diskann", "hnsw"])
+def settings(settings: Settings, request: pytest.FixtureRequest) -> Settings:
     # The production proportions at test size: an index past 1,000 rows; the 1% scopes here
-    # are searched exactly, the 10% one through the index with a widened rescore window.
-    return settings.model_copy(update={"ann_min_rows": 1_000, "ann_exact_scope_rows": 100})
+    # are searched exactly, the 10% one through the index (diskann with a widened rescore
+    # window, HNSW with its iterative scan). Every test runs on both index methods.
+    return settings.model_copy(
+        update={"ann_min_rows": 1_000, "ann_exact_scope_rows": 100, "ann_method": request.param}
+    )
 
 
 async def exact_ids(
