@@ -69,7 +69,8 @@ class MemoryRecall(Searcher):
                 repository.vector_memories(scope, query_vector, depth, "recall", exact=exact)
             )
         if request.mode != "vector":
-            lists.append(repository.keyword_memories(scope, request.query, depth, "recall"))
+            terms = fusion.keyword_min_terms(request.mode)
+            lists.append(repository.keyword_memories(scope, request.query, depth, "recall", terms))
         return lists, exact
 
 

@@ -70,6 +70,20 @@ class Candidate(Generic[RowT]):
         )
 
 
+# Hybrid's keyword list keeps rows holding two query terms (or every term of a shorter
+# query). Among thousands of rows, a paraphrase's keyword list is otherwise full of rows
+# that share one common word with it ("old", "user", all at the same rank), and rank fusion
+# lifts such a row, when the vector list also has it lower down, above the vector list's
+# right answer. Identifiers split into several lexemes ("ERR-4471-XQ": the whole, "err",
+# "4471", "xq"), so an exact identifier still passes. Keyword mode keeps any-term matching.
+HYBRID_KEYWORD_MIN_TERMS = 2
+
+
+def keyword_min_terms(mode: SearchMode) -> int:
+    """How many distinct query terms a row needs to enter the keyword list in `mode`."""
+    return HYBRID_KEYWORD_MIN_TERMS if mode == "hybrid" else 1
+
+
 def depth(mode: SearchMode, k: int) -> int:
     """How many rows each ranked list fetches for a top-k answer in `mode`."""
     return max(HYBRID_DEPTH_FACTOR * k, HYBRID_MIN_DEPTH) if mode == "hybrid" else k

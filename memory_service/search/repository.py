@@ -31,6 +31,7 @@ from sqlalchemy import (
     Integer,
     Select,
     Text,
+    any_,
     bindparam,
     cast,
     func,
@@ -248,14 +249,16 @@ def _any_term_tsquery(query: str) -> ColumnElement[Any]:
 
 
 def keyword_memories(
-    scope: Scope, query: str, depth: int, shape: MemoryShape = "result"
+    scope: Scope, query: str, depth: int, shape: MemoryShape = "result", min_terms: int = 1
 ) -> Select[Any]:
     """Memories in every status (pending ones too) best by keyword."""
-    return _keyword(_MEMORY_SELECTS[shape], memory.c.content, _memory_scope(scope), query, depth)
+    return _keyword(
+        _MEMORY_SELECTS[shape], memory.c.content, _memory_scope(scope), query, depth, min_terms
+    )
 
 
-def keyword_chunks(scope: Scope, query: str, depth: int) -> Select[Any]:
-    return _keyword(_chunk_select, chunk.c.text, _chunk_scope(scope), query, depth)
+def keyword_chunks(scope: Scope, query: str, depth: int, min_terms: int = 1) -> Select[Any]:
+    return _keyword(_chunk_select, chunk.c.text, _chunk_scope(scope), query, depth, min_terms)
 
 
 def _keyword(
@@ -264,15 +267,39 @@ def _keyword(
     scope: Sequence[ColumnElement[bool]],
     query: str,
     depth: int,
+    min_terms: int,
 ) -> Select[Any]:
-    """The best `depth` rows by full-text rank, over the rows that match any query term."""
+    """The best `depth` rows by full-text rank, over the rows that match any query term, or
+    at least `min_terms` distinct query terms (all of them, when the query has fewer)."""
     vector, tsquery = _english_tsvector(column), _any_term_tsquery(query)
     rank = func.ts_rank_cd(vector, tsquery)
+    clauses = [vector.op("@@")(tsquery), *scope]
+    if min_terms > 1:
+        clauses.append(_terms_matched(vector, query) >= func.least(min_terms, _term_count(query)))
+    return select_for("keyword", rank).where(*clauses).order_by(rank.desc()).limit(depth)
+
+
+def _query_lexemes(query: str) -> ColumnElement[Any]:
+    return func.tsvector_to_array(
+        func.to_tsvector(literal_column("'english'"), bindparam(None, query, Text))
+    )
+
+
+def _term_count(query: str) -> ColumnElement[int]:
+    return func.cardinality(_query_lexemes(query))
+
+
+def _terms_matched(vector: ColumnElement[Any], query: str) -> ColumnElement[int]:
+    """How many distinct query lexemes the row's tsvector holds (evaluated only on the rows
+    the GIN index found for the OR query)."""
+    row_lexemes = (
+        func.unnest(func.tsvector_to_array(vector)).table_valued("lexeme").render_derived()
+    )
     return (
-        select_for("keyword", rank)
-        .where(vector.op("@@")(tsquery), *scope)
-        .order_by(rank.desc())
-        .limit(depth)
+        select(func.count())
+        .select_from(row_lexemes)
+        .where(row_lexemes.c.lexeme == any_(_query_lexemes(query)))
+        .scalar_subquery()
     )
 
 

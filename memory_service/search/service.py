@@ -76,10 +76,13 @@ class SearchService(Searcher):
                     repository.vector_chunks(scope, query_vector, depth, exact=exact["chunk"])
                 )
         if request.mode != "vector":
+            terms = fusion.keyword_min_terms(request.mode)
             if "memories" in sources:
-                lists.append(repository.keyword_memories(scope, request.query, depth))
+                lists.append(
+                    repository.keyword_memories(scope, request.query, depth, min_terms=terms)
+                )
             if "documents" in sources:
-                lists.append(repository.keyword_chunks(scope, request.query, depth))
+                lists.append(repository.keyword_chunks(scope, request.query, depth, terms))
         return lists
 
 
