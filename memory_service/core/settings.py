@@ -130,8 +130,10 @@ class Settings(BaseSettings):
         description="Rows with vectors (per table and space) below which vector search scans "
         "exactly and no ANN index exists; at this many the index is built from the real rows.",
     )
+    # A filtered scope below this many rows is searched exactly (the same crossover as
+    # ann_min_rows; larger scopes are planned by their share, `search/query.py`).
     ann_exact_scope_rows: int = Field(
-        10_000,
+        2_000,
         ge=0,
         description="A search whose scope the planner estimates below this many rows scans "
         "it exactly instead of filtering an ANN index (which loses recall on small scopes).",

@@ -17,6 +17,7 @@ from sqlalchemy.schema import CreateIndex, DropIndex
 
 from memory_service.core.errors import StartupError
 from memory_service.core.tables import VECTOR_TABLES, vector_index
+from memory_service.search.repository import IndexMethod
 
 # The first key of every builder's advisory lock; the second is the `vector_index` row's id.
 # A constant of this service's own, so `pg_locks` tells a running build from a finished one.
@@ -135,7 +136,7 @@ async def has_vectorscale(conn: AsyncConnection) -> bool:
     return found.first() is not None
 
 
-async def resolve_method(conn: AsyncConnection, configured: str) -> str:
+async def resolve_method(conn: AsyncConnection, configured: str) -> IndexMethod:
     """The index method `MEMORY_ANN_METHOD` names on this database: `auto` is diskann where
     vectorscale is installed, else hnsw. Raises StartupError for diskann without it."""
     vectorscale = await has_vectorscale(conn)
@@ -146,7 +147,7 @@ async def resolve_method(conn: AsyncConnection, configured: str) -> str:
             "MEMORY_ANN_METHOD=diskann, but the vectorscale extension is not installed in "
             "this database; install pgvectorscale or set MEMORY_ANN_METHOD=hnsw"
         )
-    return configured
+    return "diskann" if configured == "diskann" else "hnsw"
 
 
 def _index(table: Table, name: str, space_id: int, method: str) -> Index:

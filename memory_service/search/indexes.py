@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from memory_service.core.settings import Settings
@@ -52,9 +53,12 @@ log = logging.getLogger(__name__)
 #   CREATE INDEX CONCURRENTLY fails ("cannot assign transaction IDs during a parallel
 #   operation"); pgvector's parallel HNSW build is given up with it, for one code path.
 _BUILD_SETTINGS = (
-    ("statement_timeout", "0"),
-    ("lock_timeout", "0"),
-    ("max_parallel_maintenance_workers", "0"),
+    (text("SET statement_timeout = 0"), text("RESET statement_timeout")),
+    (text("SET lock_timeout = 0"), text("RESET lock_timeout")),
+    (
+        text("SET max_parallel_maintenance_workers = 0"),
+        text("RESET max_parallel_maintenance_workers"),
+    ),
 )
 
 IndexState = Literal["exact", "building", "ready", "rebuilding"]
@@ -203,14 +207,14 @@ class IndexMaintainer:
             if not await repo.try_build_lock(conn, row.id):
                 yield None
                 return
-            for name, value in _BUILD_SETTINGS:
-                await conn.exec_driver_sql(f"SET {name} = {value}")
+            for setting, _ in _BUILD_SETTINGS:
+                await conn.execute(setting)
             try:
                 # Read again under the lock: another builder may have finished meanwhile.
                 yield conn, await self._row(conn, table_name)
             finally:
-                for name, _ in _BUILD_SETTINGS:
-                    await conn.exec_driver_sql(f"RESET {name}")
+                for _, reset in _BUILD_SETTINGS:
+                    await conn.execute(reset)
                 await repo.release_build_lock(conn, row.id)
 
     async def _row(self, conn: AsyncConnection, table_name: str) -> IndexRow:

@@ -1,5 +1,6 @@
-"""What every search does before its statement: check limits, embed the query, and set the
-diskann query settings for its transaction.
+"""What every search does before its statement: check limits, embed the query, plan each
+vector list (exact, or the index with the settings its scope needs) and set the index's
+query settings for its transaction.
 
 Shared by `POST /v1/search` and memory recall, so both refuse and fail the same way: a query
 over the model's window is rejected (never truncated), and an embedder outage is a 503 that
@@ -30,7 +31,7 @@ from memory_service.embeddings.spaces import EmbeddingSpace
 from memory_service.memories.schemas import SearchMode
 from memory_service.search import repository
 from memory_service.search.recall import RecallSampler
-from memory_service.search.repository import Scope, VectorTable
+from memory_service.search.repository import IndexMethod, Scope, VectorTable
 
 
 def check_query(limits: Limits, k: int, query: str) -> None:
@@ -77,11 +78,17 @@ async def embed_query(embedder: EmbeddingProvider, space: EmbeddingSpace, query:
 # the rows reads about k/s entries to find k in scope, and the quantized order is off by
 # about that much, so the window has to grow with k/s. search_list_size (the graph beam)
 # changed nothing. Measured at 100k rows, 10% scope, k=10 (docs/benchmarks.md): a window of
-# 2·k/s gave recall@10 0.935, 8·k/s 0.993.
+# 2·k/s gave recall@10 0.935, 4·k/s 0.976, 8·k/s 0.992. The window is sized for the k the
+# caller wants, not for a hybrid list's deeper fetch: fusion weighs the top ranks most.
 RESCORE_PER_ENTRY_READ = 4
-# pgvectorscale's bound on diskann.query_rescore: a scope that would need a wider window is
-# scanned exactly (with k <= 100, that is a scope under 4·k/1000 of the index's rows).
+# pgvectorscale's bound on diskann.query_rescore.
 MAX_RESCORE = 1000
+# An exact scan of this many scope rows costs about what one rescore window entry does
+# (100k rows: exact 1.37 ms per 1,000 rows through a B-tree, the index 0.019 ms per window
+# entry). A scope that would need a window over MAX_RESCORE is scanned exactly up to
+# EXACT_ROWS_PER_ENTRY * MAX_RESCORE rows; a larger one uses the widest window and may fall
+# short of the recall target (the sampler measures it), rather than scan without bound.
+EXACT_ROWS_PER_ENTRY = 14
 
 
 @dataclass(frozen=True)
@@ -103,13 +110,13 @@ class VectorSettings:
     # A scope the planner estimates below this many rows is searched exactly: an exact scan
     # of so few rows (found through a B-tree or GIN index of the filter) is fast, while the
     # ANN index filtered down to them needs a rescore window of thousands of entries.
-    exact_scope_rows: int = 10_000
+    exact_scope_rows: int = 2_000
     # A request chose the rescore window: use it as given, never widened for a filter.
     fixed_rescore: bool = False
     # The index method of the space (`MEMORY_ANN_METHOD`, resolved at start). HNSW lists
     # run with pgvector's iterative scan, which keeps reading the graph until the filter
     # has let k rows through, so they need no window; `hnsw.ef_search` is its beam.
-    method: str = "diskann"
+    method: IndexMethod = "diskann"
     ef_search: int = 100
 
     def overridden(self, search_list_size: int | None, rescore: int | None) -> "VectorSettings":
@@ -126,8 +133,9 @@ class VectorSettings:
     ) -> VectorPlan:
         """Plan the top-`k` vector list of `table` over `scope` from the planner's estimates
         (one or two EXPLAINs, no scan): exact below `exact_scope_rows`, else the index with
-        a rescore window of `RESCORE_PER_ENTRY_READ * k / share` (at least `rescore`), or
-        exact when that window would pass `MAX_RESCORE`."""
+        a rescore window of `RESCORE_PER_ENTRY_READ * k / share` (at least `rescore`); where
+        that window would pass `MAX_RESCORE`, exact up to the rows such a window costs, else
+        the widest window."""
         rows = await repository.estimate_scope(conn, table, scope)
         if rows < self.exact_scope_rows:
             return VectorPlan(exact=True, rescore=self.rescore)
@@ -137,16 +145,17 @@ class VectorSettings:
         share = min(1.0, rows / indexed) if indexed > 0 else 1.0
         window = math.ceil(RESCORE_PER_ENTRY_READ * k / share)
         if window > MAX_RESCORE:
-            return VectorPlan(exact=True, rescore=self.rescore)
+            if rows <= EXACT_ROWS_PER_ENTRY * MAX_RESCORE:
+                return VectorPlan(exact=True, rescore=self.rescore)
+            window = MAX_RESCORE
         return VectorPlan(exact=False, rescore=max(self.rescore, window))
 
     async def apply(self, conn: AsyncConnection, plans: Iterable[VectorPlan] = ()) -> None:
         """Set them for the rest of `conn`'s transaction only, with the widest rescore
-        window the index-served `plans` need."""
-        if self.method == "hnsw":
-            await set_local(conn, "hnsw.ef_search", str(self.ef_search))
-            await set_local(conn, "hnsw.iterative_scan", "relaxed_order")
-            return
+        window the index-served `plans` need. Both methods' settings are set: while a
+        rebuild replaces an index of the other method, the old one still serves."""
+        await set_local(conn, "hnsw.ef_search", str(self.ef_search))
+        await set_local(conn, "hnsw.iterative_scan", "relaxed_order")
         rescore = max((plan.rescore for plan in plans if not plan.exact), default=self.rescore)
         await set_local(conn, "diskann.query_search_list_size", str(self.search_list_size))
         await set_local(conn, "diskann.query_rescore", str(rescore))

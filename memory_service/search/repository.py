@@ -9,8 +9,10 @@ shape its index serves:
 - keyword: `ts_rank_cd` of `to_tsvector('english', text)` against the query's lexemes joined
   with OR, filtered with `@@` so the GIN expression index serves it. OR gives the "any term
   matches, more and rarer terms rank higher" recall of BM25; `plainto_tsquery` would demand
-  every term. This is core PostgreSQL on purpose: pg_textsearch's `bm25` index wedged
-  concurrent UPDATEs forever (migration 0007 says why it was dropped).
+  every term. In hybrid mode a row must also hold two distinct query terms (all of a
+  shorter query; `fusion.HYBRID_KEYWORD_MIN_TERMS` says why). This is core PostgreSQL on
+  purpose: pg_textsearch's `bm25` index wedged concurrent UPDATEs forever (migration 0007
+  says why it was dropped).
 
 Keyword lists take memories in every status (pending and failed ones too: their text is
 committed before any vector exists) but never expired ones. Both modes read only the rows
@@ -56,6 +58,8 @@ from memory_service.memories.schemas import MemoryFilters
 
 RankedBy = Literal["vector", "keyword"]
 VectorTable = Literal["memory", "chunk"]
+# The ANN index methods: pgvectorscale's StreamingDiskANN and pgvector's HNSW.
+IndexMethod = Literal["diskann", "hnsw"]
 # The columns a memory list selects: `result` is the shape `POST /v1/search` shares with
 # chunks; `recall` is every public column of the memory, for memory recall.
 MemoryShape = Literal["result", "recall"]

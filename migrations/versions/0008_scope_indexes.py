@@ -25,15 +25,22 @@ SCOPES = ("user_id", "agent_id", "session_id")
 
 
 def upgrade() -> None:
-    for column in SCOPES:
-        op.create_index(
-            f"memory_namespace_{column}_idx",
-            "memory",
-            ["namespace", column],
-            postgresql_where=f"{column} IS NOT NULL",
-        )
+    # Concurrently, outside the migration's transaction: writes go on while a large table
+    # is indexed.
+    with op.get_context().autocommit_block():
+        for column in SCOPES:
+            op.create_index(
+                f"memory_namespace_{column}_idx",
+                "memory",
+                ["namespace", column],
+                postgresql_where=f"{column} IS NOT NULL",
+                postgresql_concurrently=True,
+            )
 
 
 def downgrade() -> None:
-    for column in SCOPES:
-        op.drop_index(f"memory_namespace_{column}_idx", table_name="memory")
+    with op.get_context().autocommit_block():
+        for column in SCOPES:
+            op.drop_index(
+                f"memory_namespace_{column}_idx", table_name="memory", postgresql_concurrently=True
+            )

@@ -77,6 +77,27 @@ class TestKeyword:
         assert explain["keyword_rank"] == 1
         assert explain["vector_rank"] is None or explain["vector_rank"] > 1
 
+    async def test_hybrid_keyword_ranking_needs_two_query_terms_keyword_mode_any(
+        self, client: httpx.AsyncClient, resources: Resources
+    ) -> None:
+        one_term, two_terms = await store(
+            client, ["The user moved to Berlin last year.", "A coffee shop in Berlin opened."]
+        )
+        await ingest(resources, {"d-one": "Berlin has many parks.", "d-two": "Berlin coffee."})
+        chunks = await chunk_ids(resources)
+
+        def keyword_ranked(results: list[dict[str, Any]]) -> set[str]:
+            return {r["id"] for r in results if r["explain"]["keyword_rank"] is not None}
+
+        everything = {one_term, two_terms, chunks["d-one"], chunks["d-two"]}
+        body = {"query": "berlin coffee", "k": 10, "explain": True}
+        assert keyword_ranked(await search(client, mode="keyword", **body)) == everything
+        hybrid = await search(client, mode="hybrid", **body)
+        assert keyword_ranked(hybrid) == {two_terms, chunks["d-two"]}
+        # A one-term query needs its one term.
+        single = await search(client, query="berlin", mode="hybrid", k=10, explain=True)
+        assert keyword_ranked(single) == everything
+
     async def test_pending_memories_are_found_by_keyword_but_not_by_vector(
         self,
         client: httpx.AsyncClient,
