@@ -190,7 +190,7 @@ class TestConcurrentBuild:
 
 class TestParallelBuild:
     async def test_a_build_large_enough_for_parallel_workers_succeeds(
-        self, resources: Resources, database_url: str
+        self, resources: Resources
     ) -> None:
         # pgvectorscale builds in parallel from `diskann.min_vectors_for_parallel_build`
         # (65,536) rows, as the table's statistics count them, once the table is large
