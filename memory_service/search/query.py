@@ -152,10 +152,13 @@ class VectorSettings:
 
     async def apply(self, conn: AsyncConnection, plans: Iterable[VectorPlan] = ()) -> None:
         """Set them for the rest of `conn`'s transaction only, with the widest rescore
-        window the index-served `plans` need. Both methods' settings are set: while a
-        rebuild replaces an index of the other method, the old one still serves."""
-        await set_local(conn, "hnsw.ef_search", str(self.ef_search))
-        await set_local(conn, "hnsw.iterative_scan", "relaxed_order")
+        window the index-served `plans` need. The diskann settings are always set (a
+        placeholder where vectorscale is absent); the HNSW ones only for HNSW, since
+        pgvector before 0.8 has no `hnsw.iterative_scan` and may refuse it. While a rebuild switches
+        methods, the old index serves with its own defaults."""
+        if self.method == "hnsw":
+            await set_local(conn, "hnsw.ef_search", str(self.ef_search))
+            await set_local(conn, "hnsw.iterative_scan", "relaxed_order")
         rescore = max((plan.rescore for plan in plans if not plan.exact), default=self.rescore)
         await set_local(conn, "diskann.query_search_list_size", str(self.search_list_size))
         await set_local(conn, "diskann.query_rescore", str(rescore))
