@@ -154,8 +154,8 @@ class VectorSettings:
         """Set them for the rest of `conn`'s transaction only, with the widest rescore
         window the index-served `plans` need. The diskann settings are always set (a
         placeholder where vectorscale is absent); the HNSW ones only for HNSW, since
-        pgvector before 0.8 has no `hnsw.iterative_scan` and may refuse it. While a rebuild switches
-        methods, the old index serves with its own defaults."""
+        pgvector before 0.8 has no `hnsw.iterative_scan` and may refuse it. While a
+        rebuild switches methods, the old index serves with its own defaults."""
         if self.method == "hnsw":
             await set_local(conn, "hnsw.ef_search", str(self.ef_search))
             await set_local(conn, "hnsw.iterative_scan", "relaxed_order")
