@@ -8,6 +8,7 @@ points at keyword mode, which needs no embedder.
 """
 
 import math
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -91,6 +92,25 @@ MAX_RESCORE = 1000
 EXACT_ROWS_PER_ENTRY = 14
 
 
+@dataclass
+class IndexedRows:
+    """The planner's estimate of the rows each vector table holds for a space, kept for
+    `ttl_seconds`: a share needs only its order of magnitude, and asking on every search
+    would add a round trip to each diskann list."""
+
+    ttl_seconds: float = 60.0
+    _estimates: dict[tuple[VectorTable, int], tuple[float, float]] = field(default_factory=dict)
+
+    async def of(self, conn: AsyncConnection, table: VectorTable, space: EmbeddingSpace) -> float:
+        now = time.monotonic()
+        cached = self._estimates.get((table, space.id))
+        if cached is not None and now - cached[1] < self.ttl_seconds:
+            return cached[0]
+        rows = await repository.estimate_space(conn, table, space)
+        self._estimates[(table, space.id)] = (rows, now)
+        return rows
+
+
 @dataclass(frozen=True)
 class VectorPlan:
     """How one vector list runs: an exact scan of its scope, or the index with this
@@ -118,6 +138,8 @@ class VectorSettings:
     # has let k rows through, so they need no window; `hnsw.ef_search` is its beam.
     method: IndexMethod = "diskann"
     ef_search: int = 100
+    # Shared by the copies `overridden` makes.
+    indexed_rows: IndexedRows = field(default_factory=IndexedRows, compare=False, repr=False)
 
     def overridden(self, search_list_size: int | None, rescore: int | None) -> "VectorSettings":
         """These settings with a request's overrides (None keeps the configured value)."""
@@ -132,16 +154,17 @@ class VectorSettings:
         self, conn: AsyncConnection, table: VectorTable, scope: Scope, k: int
     ) -> VectorPlan:
         """Plan the top-`k` vector list of `table` over `scope` from the planner's estimates
-        (one or two EXPLAINs, no scan): exact below `exact_scope_rows`, else the index with
-        a rescore window of `RESCORE_PER_ENTRY_READ * k / share` (at least `rescore`); where
-        that window would pass `MAX_RESCORE`, exact up to the rows such a window costs, else
-        the widest window."""
+        (an EXPLAIN of the scope, and the cached one of the index's rows; no scan): exact
+        below `exact_scope_rows`, else the index with a rescore window of
+        `RESCORE_PER_ENTRY_READ * k / share` (at least `rescore`); where that window would
+        pass `MAX_RESCORE`, exact up to the rows such a window costs, else the widest
+        window."""
         rows = await repository.estimate_scope(conn, table, scope)
         if rows < self.exact_scope_rows:
             return VectorPlan(exact=True, rescore=self.rescore)
         if self.fixed_rescore or self.method == "hnsw":
             return VectorPlan(exact=False, rescore=self.rescore)
-        indexed = await repository.estimate_space(conn, table, scope.space)
+        indexed = await self.indexed_rows.of(conn, table, scope.space)
         share = min(1.0, rows / indexed) if indexed > 0 else 1.0
         window = math.ceil(RESCORE_PER_ENTRY_READ * k / share)
         if window > MAX_RESCORE:
