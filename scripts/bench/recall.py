@@ -54,7 +54,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +72,7 @@ from memory_service.embeddings.provider import Vectors
 from memory_service.embeddings.spaces import EmbeddingSpace, register_space
 from memory_service.memories import repository as memories
 from memory_service.memories.schemas import MemoryFilters
-from memory_service.search.query import VectorSettings
+from memory_service.search.query import IndexedRows, VectorSettings
 from memory_service.search.repository import Scope, vector_memories
 from scripts.bench.corpus import DEFAULT_CACHE, Corpus, open_corpus
 from scripts.bench.harness import command_line, percentile
@@ -146,6 +146,7 @@ class Table:
     space: EmbeddingSpace
     queries: Vectors
     truth: dict[str, list[list[str]]] = field(default_factory=dict)
+    indexed_rows: IndexedRows = field(default_factory=IndexedRows)
     exact_ms: dict[str, list[float]] = field(default_factory=dict)
 
     @property
@@ -272,8 +273,11 @@ async def prepare(
     scope = Scope(NAMESPACE, filters, table.space)
     exact, how = plan.exact, "exact" if plan.exact else ""
     if plan.service:
-        planned = await plan.vector.plan(conn, "memory", scope, K)
-        await plan.vector.apply(conn, [planned])
+        # The service keeps one estimate of the index's rows per process; here, per table
+        # (every benchmark database has space 1).
+        settings = replace(plan.vector, indexed_rows=table.indexed_rows)
+        planned = await settings.plan(conn, "memory", scope, K)
+        await settings.apply(conn, [planned])
         exact = planned.exact
         how = "exact" if exact else f"index r{planned.rescore}"
     else:
