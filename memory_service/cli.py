@@ -139,7 +139,17 @@ _REBUILD_OUTCOMES = {
 
 
 def format_index(statuses: list[dict[str, Any]]) -> str:
-    header = ("table", "state", "method", "rows", "at build", "built at", "recall", "last error")
+    header = (
+        "table",
+        "state",
+        "method",
+        "rows",
+        "tail",
+        "at build",
+        "built at",
+        "recall",
+        "last error",
+    )
     rows = [header]
     for s in statuses:
         recall = ", ".join(
@@ -152,6 +162,7 @@ def format_index(statuses: list[dict[str, Any]]) -> str:
                 s["index_state"],
                 s["method"] or "-",
                 str(s["rows"]),
+                str(s["tail_rows"]),
                 "-" if s["rows_at_build"] is None else str(s["rows_at_build"]),
                 "-" if s["built_at"] is None else s["built_at"].isoformat(timespec="seconds"),
                 recall or "-",

@@ -78,6 +78,10 @@ memory = Table(
     Column("status", Text, nullable=False, server_default=text("'pending'")),
     Column("space_id", Integer, ForeignKey("embedding_space.id"), nullable=False),
     Column("embedding", Vector()),
+    # Whether the vector belongs in the space's ANN index: false for a vector written while
+    # an index of the space was being built, until the index pass moves it in (migration
+    # 0009, `search/indexes.py`). Such rows are the tail searches read exactly.
+    Column("in_index", Boolean, nullable=False, server_default=text("true")),
     Column("embed_attempts", Integer, nullable=False, server_default=text("0")),
     Column("last_error", Text),
     Column("embedded_at", DateTime(timezone=True)),
@@ -113,6 +117,7 @@ memory = Table(
         postgresql_using="gin",
         postgresql_ops={"metadata": "jsonb_path_ops"},
     ),
+    Index("memory_tail_idx", "space_id", postgresql_where=text("NOT in_index")),
     Index("memory_expires_at_idx", "expires_at", postgresql_where=text("expires_at IS NOT NULL")),
     # Keyword search (migration 0004, `search/repository.py`).
     Index("memory_content_fts_idx", _english_tsvector("content"), postgresql_using="gin"),
@@ -150,7 +155,9 @@ chunk = Table(
     Column("token_count", Integer, nullable=False),
     Column("space_id", Integer, ForeignKey("embedding_space.id"), nullable=False),
     Column("embedding", Vector(), nullable=False),
+    Column("in_index", Boolean, nullable=False, server_default=text("true")),
     UniqueConstraint("document_id", "ordinal", name="chunk_document_id_ordinal_key"),
+    Index("chunk_tail_idx", "space_id", postgresql_where=text("NOT in_index")),
     Index("chunk_text_fts_idx", _english_tsvector("text"), postgresql_using="gin"),
 )
 

@@ -84,8 +84,12 @@ async def replace_documents(
         return 0
     ids = await _upsert_documents(conn, namespace, space_id, chunking, documents)
     await conn.execute(_DELETE_CHUNKS, {"ids": list(ids.values())})
+    # Read after the delete, which holds this transaction's lock on `chunk`: a build that
+    # closes the gate later waits for this transaction and indexes its chunks (migration
+    # 0009). Chunks written while a build runs wait in the tail instead of in the index.
+    in_index = bool((await conn.execute(_ACCEPTING, {"space_id": space_id})).scalar_one())
     rows = [
-        (ids[new.source_uri], ordinal, body, tokens, space_id, vector)
+        (ids[new.source_uri], ordinal, body, tokens, space_id, vector, in_index)
         for new in documents
         for ordinal, ((body, tokens), vector) in enumerate(
             zip(new.chunks, new.vectors, strict=True)
@@ -145,13 +149,16 @@ _DELETE_CHUNKS = text("DELETE FROM chunk WHERE document_id = ANY(CAST(:ids AS uu
 
 
 _COPY_CHUNKS = (
-    "COPY chunk (document_id, ordinal, text, token_count, space_id, embedding) "
+    "COPY chunk (document_id, ordinal, text, token_count, space_id, embedding, in_index) "
     "FROM STDIN (FORMAT BINARY)"
 )
 
 
+_ACCEPTING = text("SELECT vector_index_accepting('chunk', :space_id)")
+
+
 async def _copy_chunks(
-    conn: AsyncConnection, rows: Sequence[tuple[UUID, int, str, int, int, Vectors]]
+    conn: AsyncConnection, rows: Sequence[tuple[UUID, int, str, int, int, Vectors, bool]]
 ) -> None:
     if not rows:
         return
@@ -160,7 +167,7 @@ async def _copy_chunks(
     assert driver is not None
     await register_vector_async(driver)
     async with driver.cursor() as cursor, cursor.copy(_COPY_CHUNKS) as copy:
-        copy.set_types(["uuid", "int4", "text", "int4", "int4", "vector"])
+        copy.set_types(["uuid", "int4", "text", "int4", "int4", "vector", "bool"])
         for row in rows:
             await copy.write_row(row)
 

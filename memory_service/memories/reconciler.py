@@ -76,7 +76,10 @@ class Reconciler:
             ]
             if done:
                 stored = await repository.store_vectors(
-                    conn, [item for item, _ in done], np.stack([vector for _, vector in done])
+                    conn,
+                    self.space_id,
+                    [item for item, _ in done],
+                    np.stack([vector for _, vector in done]),
                 )
                 report.embedded += len(stored)
             refused = 0

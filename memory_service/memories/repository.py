@@ -14,6 +14,7 @@ from sqlalchemy import (
     case,
     delete,
     func,
+    literal,
     literal_column,
     or_,
     select,
@@ -114,9 +115,21 @@ async def upsert_memories(conn: AsyncConnection, rows: Sequence[dict[str, Any]])
             "metadata": memory.c.metadata.op("||")(values.excluded.metadata),
             "tags": _TAGS_UNION,
             "updated_at": func.now(),
+            "in_index": accepting(memory.c.space_id),
         },
     ).returning(*PUBLIC_COLUMNS, literal_column("(xmax = 0)").label("created"))
     return list((await conn.execute(statement)).all())
+
+
+def accepting(space_id: ColumnElement[int]) -> ColumnElement[bool]:
+    """The `in_index` of a memory row version written now: false while an ANN index of its
+    space is being built (migration 0009's `vector_index_accepting`). Every statement that
+    leaves a row with a vector sets it, updates of other columns too: a new row version
+    with a vector and `in_index` true enters the space's diskann index, and pgvectorscale
+    0.9 holds the lock of every insert into an index being built until the build ends.
+    Evaluated inside the writing statement, which already holds its lock on `memory`, so a
+    build that starts later waits for the write (and indexes it) before it reads the table."""
+    return func.vector_index_accepting(literal("memory"), space_id)
 
 
 _TAGS_UNION: ColumnElement[list[str]] = literal_column(
@@ -126,17 +139,20 @@ _TAGS_UNION: ColumnElement[list[str]] = literal_column(
 
 
 async def store_vectors(
-    conn: AsyncConnection, items: Sequence[PendingText], vectors: Vectors
+    conn: AsyncConnection, space_id: int, items: Sequence[PendingText], vectors: Vectors
 ) -> dict[UUID, datetime]:
-    """Attach vectors to pending rows whose content is still the one that was embedded.
+    """Attach vectors of space `space_id` to its pending rows whose content is still the one
+    that was embedded.
 
     One statement for the whole batch. The content-hash guard drops a vector computed for
     text that a concurrent PATCH has since replaced; that row stays pending for the new
-    text. Returns embedded_at by id for the rows it embedded.
+    text. While an index of the space is being built the rows wait in its tail (`in_index`
+    false, `accepting`). Returns embedded_at by id for the rows it embedded.
     """
     result = await conn.execute(
         _STORE_VECTORS,
         {
+            "space_id": space_id,
             "ids": [item.id for item in items],
             "hashes": [item.content_hash for item in items],
             "embeddings": [Vector(vector).to_text() for vector in vectors],
@@ -149,11 +165,12 @@ _STORE_VECTORS = text(
     """
     UPDATE memory
     SET embedding = CAST(v.embedding AS vector), status = 'embedded',
-        embedded_at = now(), last_error = NULL
+        embedded_at = now(), last_error = NULL,
+        in_index = (SELECT vector_index_accepting('memory', :space_id))
     FROM unnest(CAST(:ids AS uuid[]), CAST(:hashes AS bytea[]), CAST(:embeddings AS text[]))
         AS v(id, content_hash, embedding)
     WHERE memory.id = v.id AND memory.content_hash = v.content_hash
-        AND memory.status = 'pending'
+        AND memory.status = 'pending' AND memory.space_id = :space_id
     RETURNING memory.id, memory.embedded_at
     """
 )
@@ -196,7 +213,7 @@ async def update_memory(
     statement = (
         update(memory)
         .where(memory.c.id == memory_id, _live())
-        .values(**values, updated_at=func.now())
+        .values(**values, updated_at=func.now(), in_index=accepting(memory.c.space_id))
         .returning(*PUBLIC_COLUMNS)
     )
     try:

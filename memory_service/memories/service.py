@@ -222,7 +222,7 @@ class MemoryService:
         async with self.engine.begin() as conn:
             embedded_at = (
                 await repository.store_vectors(
-                    conn, [item for item, _ in done], np.stack([v for _, v in done])
+                    conn, self.space.id, [item for item, _ in done], np.stack([v for _, v in done])
                 )
                 if done
                 else {}

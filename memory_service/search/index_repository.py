@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Index, Table, bindparam, func, literal, select, text, update
+from sqlalchemy import Index, Table, and_, bindparam, func, literal, select, text, update
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -17,11 +17,18 @@ from sqlalchemy.schema import CreateIndex, DropIndex
 
 from memory_service.core.errors import StartupError
 from memory_service.core.tables import VECTOR_TABLES, vector_index
-from memory_service.search.repository import IndexMethod
+from memory_service.search.repository import IndexMethod, in_index
 
 # The first key of every builder's advisory lock; the second is the `vector_index` row's id.
 # A constant of this service's own, so `pg_locks` tells a running build from a finished one.
 BUILD_LOCK_CLASS = 7_340_001
+# The first key of the gate a builder holds while `CREATE INDEX CONCURRENTLY` runs: while it
+# is held, writes leave their rows out of the table's ANN indexes in the space (`in_index`
+# false; migration 0009's `vector_index_accepting` reads this class, literally).
+GATE_LOCK_CLASS = 7_340_002
+# Tail rows moved into the index per transaction: each batch holds pgvectorscale's insert
+# lock and its rows' locks for as long as its inserts into the graph take.
+DRAIN_BATCH = 200
 
 
 @dataclass(frozen=True)
@@ -77,7 +84,7 @@ async def index_row(conn: AsyncConnection, space_id: int, table_name: str) -> In
 
 
 def _vector_rows(table: Table, space_id: int) -> Any:
-    """The rows of `table` an index of the space holds: those with a vector."""
+    """The rows of `table` with a vector in the space (in its index or in its tail)."""
     return select(literal(1)).where(table.c.space_id == space_id, table.c.embedding.is_not(None))
 
 
@@ -106,6 +113,49 @@ async def analyze(conn: AsyncConnection, table: Table) -> None:
     empty and sort it whole instead of using the new index, and misjudge a scope's size
     (`search/query.py` plans exact or index from that estimate)."""
     await conn.execute(_ANALYZE[table.name])
+
+
+async def count_tail(conn: AsyncConnection, table: Table, space_id: int) -> int:
+    """Rows with a vector waiting outside the index (written during a build): a scan of the
+    tail's partial index, which is small unless a build is running or the drain fell
+    behind."""
+    statement = select(func.count()).where(
+        table.c.space_id == space_id, ~table.c.in_index, table.c.embedding.is_not(None)
+    )
+    return int((await conn.execute(statement)).scalar_one())
+
+
+async def drain_tail(conn: AsyncConnection, table: Table, space_id: int) -> int:
+    """Move up to DRAIN_BATCH tail rows of the space into its index (`in_index` true, which
+    inserts them into it), unless a build holds the gate; the rows moved. Rows a writer
+    holds are skipped, not waited for."""
+    batch = (
+        select(table.c.id)
+        .where(table.c.space_id == space_id, ~table.c.in_index, table.c.embedding.is_not(None))
+        .limit(DRAIN_BATCH)
+        .with_for_update(skip_locked=True)
+    )
+    statement = (
+        update(table)
+        .where(
+            table.c.id.in_(batch.scalar_subquery()),
+            func.vector_index_accepting(literal(table.name), space_id),
+        )
+        .values(in_index=True)
+    )
+    return (await conn.execute(statement)).rowcount
+
+
+async def take_gate(conn: AsyncConnection, row_id: int) -> None:
+    """Close the gate of this row's table and space: from now on writes keep their rows out
+    of its indexes. A writing statement that read the gate open already holds its lock on
+    the table, so the concurrent build the caller starts next waits for it and indexes its
+    rows; nothing written later reaches the index being built."""
+    await conn.execute(select(func.pg_advisory_lock(GATE_LOCK_CLASS, row_id)))
+
+
+async def release_gate(conn: AsyncConnection, row_id: int) -> None:
+    await conn.execute(select(func.pg_advisory_unlock(GATE_LOCK_CLASS, row_id)))
 
 
 async def try_build_lock(conn: AsyncConnection, row_id: int) -> bool:
@@ -151,12 +201,16 @@ async def resolve_method(conn: AsyncConnection, configured: str) -> IndexMethod:
 
 
 def _index(table: Table, name: str, space_id: int, method: str) -> Index:
+    """The index of the space's rows with a vector and `in_index` (`repository.in_index`).
+    Rows without a vector are left out by the predicate, not by the index: pgvectorscale
+    takes its insert lock before it looks at the vector, and PostgreSQL never calls an
+    index's insert for a row outside its predicate."""
     index = Index(
         name,
         table.c.embedding,
         postgresql_using=method,
         postgresql_ops={"embedding": "vector_cosine_ops"},
-        postgresql_where=table.c.space_id == space_id,
+        postgresql_where=and_(table.c.space_id == space_id, *in_index(table)),
         postgresql_concurrently=True,
     )
     # Building the Index attached it to the shared table metadata; it is data, not schema

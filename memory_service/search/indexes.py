@@ -18,6 +18,16 @@ is built, so one created on an empty table and filled afterwards returns near-ra
   rebuild`). A replacement is built concurrently under a new name, recorded, and then the old
   one is dropped concurrently; searches use the old index until the new one is valid.
 
+No write waits for a build. pgvectorscale 0.9 locks every insert into a diskann index until
+the inserting transaction ends, and the validation phase of a concurrent build inserts all
+rows written during the build in one transaction: writes that reached the new index waited
+for that whole phase (43 s at 100k rows). So while `CREATE INDEX CONCURRENTLY` runs, its
+builder holds a gate (an advisory lock), and every write of a vector row leaves its row out
+of the table's indexes in the space (`in_index` false, migration 0009). Those rows are the
+tail: searches sort it exactly beside the index (`search/repository.py`), and each pass
+moves it into the index in short batches once the gate is open (`drain`). The build itself
+then has nothing to insert at validation.
+
 One builder at a time per table and space, across every process on the database: a builder
 holds a session advisory lock keyed by the `vector_index` row. The state is derived, not
 stored: `building`/`rebuilding` means that lock is held now (`pg_locks`), so a builder that
@@ -88,6 +98,9 @@ class IndexStatus:
     index_name: str | None
     method: str | None
     rows: int
+    # Rows with a vector waiting outside the index: written while a build ran, moved in by
+    # the next pass. Searches read them exactly.
+    tail_rows: int
     rows_at_build: int | None
     built_at: datetime | None
     build_seconds: float | None
@@ -118,6 +131,7 @@ class IndexMaintainer:
             return [await self._status(conn, row, row.id in running) for row in rows]
 
     async def _status(self, conn: AsyncConnection, row: IndexRow, running: bool) -> IndexStatus:
+        table = repo.vector_table(row.table_name)
         state: IndexState = "ready" if row.index_name else "exact"
         if running:
             state = "rebuilding" if row.index_name else "building"
@@ -126,7 +140,8 @@ class IndexMaintainer:
             index_state=state,
             index_name=row.index_name,
             method=row.method,
-            rows=await repo.count_rows(conn, repo.vector_table(row.table_name), self.space_id),
+            rows=await repo.count_rows(conn, table, self.space_id),
+            tail_rows=await repo.count_tail(conn, table, self.space_id),
             rows_at_build=row.rows_at_build,
             built_at=row.built_at,
             build_seconds=row.build_seconds,
@@ -154,17 +169,47 @@ class IndexMaintainer:
                 log.info("index: dropping %s, left by an interrupted build", stray)
                 await repo.drop_index_concurrently(conn, table, stray)
             if not await self._due(conn, row):
-                return "not_needed"
-            try:
-                await self._build(conn, row)
-            except Exception as exc:
-                log.exception(
-                    "index: building the %s index of space %d failed", table_name, self.space_id
-                )
-                async with self.engine.begin() as bookkeeping:
-                    await repo.record_error(bookkeeping, row.id, f"{type(exc).__name__}: {exc}")
-                return "failed"
-            return "rebuilt" if row.index_name else "built"
+                outcome: BuildOutcome = "not_needed"
+            else:
+                try:
+                    await self._build(conn, row)
+                except Exception as exc:
+                    log.exception(
+                        "index: building the %s index of space %d failed",
+                        table_name,
+                        self.space_id,
+                    )
+                    async with self.engine.begin() as bookkeeping:
+                        await repo.record_error(bookkeeping, row.id, f"{type(exc).__name__}: {exc}")
+                    outcome = "failed"
+                else:
+                    outcome = "rebuilt" if row.index_name else "built"
+        await self.drain(table_name)
+        return outcome
+
+    async def drain(self, table_name: str) -> int:
+        """Move the table's tail (rows written while a build ran) into its index, in short
+        transactions; the rows moved. Stops early when a build closes the gate again, and
+        after as many batches as the tail held at the start, so that steady writes during
+        a build elsewhere cannot keep it going: the next pass goes on."""
+        table = repo.vector_table(table_name)
+        async with self.engine.connect() as conn:
+            tail = await repo.count_tail(conn, table, self.space_id)
+        moved = 0
+        for _ in range(math.ceil(tail / repo.DRAIN_BATCH)):
+            async with self.engine.begin() as conn:
+                batch = await repo.drain_tail(conn, table, self.space_id)
+            if batch == 0:
+                break
+            moved += batch
+        if moved:
+            log.info(
+                "index: %d %s rows of space %d moved from the tail into the index",
+                moved,
+                table_name,
+                self.space_id,
+            )
+        return moved
 
     async def _due(self, conn: AsyncConnection, row: IndexRow) -> bool:
         table = repo.vector_table(row.table_name)
@@ -184,7 +229,11 @@ class IndexMaintainer:
         rows = await repo.count_rows(conn, table, self.space_id)
         log.info("index: building %s (%s) on %d rows", name, method, rows)
         started = time.monotonic()
-        await repo.create_index_concurrently(conn, table, name, self.space_id, method)
+        await repo.take_gate(conn, row.id)
+        try:
+            await repo.create_index_concurrently(conn, table, name, self.space_id, method)
+        finally:
+            await repo.release_gate(conn, row.id)
         seconds = time.monotonic() - started
         await repo.analyze(conn, table)
         async with self.engine.begin() as bookkeeping:

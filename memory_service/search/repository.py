@@ -5,7 +5,8 @@ A search is one statement: a UNION ALL of up to four ranked lists, (vector | key
 shape its index serves:
 
 - vector: `ORDER BY embedding <=> :query LIMIT :depth` over embedded, live memories and the
-  chunks of the service's embedding space, served by the space's diskann (or HNSW) index;
+  chunks of the service's embedding space, served by the space's diskann (or HNSW) index,
+  merged with an exact sort of the few rows written while a build ran (`_nearest_rows`);
 - keyword: `ts_rank_cd` of `to_tsvector('english', text)` against the query's lexemes joined
   with OR, filtered with `@@` so the GIN expression index serves it. OR gives the "any term
   matches, more and rarer terms rank higher" recall of BM25; `plainto_tsquery` would demand
@@ -32,6 +33,7 @@ from sqlalchemy import (
     Float,
     Integer,
     Select,
+    Table,
     Text,
     any_,
     bindparam,
@@ -220,24 +222,46 @@ def vector_memories(
 ) -> Select[Any]:
     """Embedded memories nearest the query, by cosine similarity."""
     distance = memory.c.embedding.cosine_distance(query_vector)
-    return (
-        _MEMORY_SELECTS[shape]("vector", 1 - distance)
-        .where(memory.c.status == "embedded", *_memory_scope(scope))
-        .order_by(_nearest(distance, exact))
-        .limit(depth)
+    rows = _MEMORY_SELECTS[shape]("vector", 1 - distance).where(
+        memory.c.status == "embedded", *_memory_scope(scope)
     )
+    return _nearest_rows(rows, memory, distance, depth, exact)
 
 
 def vector_chunks(
     scope: Scope, query_vector: Vectors, depth: int, *, exact: bool = False
 ) -> Select[Any]:
     distance = chunk.c.embedding.cosine_distance(query_vector)
-    return (
-        _chunk_select("vector", 1 - distance)
-        .where(*_chunk_scope(scope))
-        .order_by(_nearest(distance, exact))
-        .limit(depth)
-    )
+    rows = _chunk_select("vector", 1 - distance).where(*_chunk_scope(scope))
+    return _nearest_rows(rows, chunk, distance, depth, exact)
+
+
+def in_index(table: Table) -> list[ColumnElement[bool]]:
+    """The rows an ANN index of `table` holds in any space: `in_index` with a vector. The
+    lifecycle's index predicate and the vector lists spell it with these same clauses, so
+    the planner can prove that the index holds a list's rows. `IS NOT NULL` appears only
+    where the column is nullable: PostgreSQL 17 and later drop it from a query on a NOT
+    NULL column, and a predicate that kept it could then never be proven."""
+    clauses: list[ColumnElement[bool]] = [table.c.in_index]
+    if table.c.embedding.nullable:
+        clauses.append(table.c.embedding.is_not(None))
+    return clauses
+
+
+def _nearest_rows(
+    rows: Select[Any], table: Table, distance: ColumnElement[float], depth: int, exact: bool
+) -> Select[Any]:
+    """The `depth` of `rows` nearest the query. Exact: one sort of them all. Otherwise two
+    lists merged by score: the ANN index over the rows it holds (`in_index`, with a vector:
+    its predicate, spelled the same so the planner can prove it), and an exact sort of the
+    tail, the rows written while a build ran (migration 0009), found through the tail's
+    partial index. The tail is empty but for a build and the pass after it."""
+    if exact:
+        return rows.order_by(_nearest(distance, exact=True)).limit(depth)
+    indexed = rows.where(*in_index(table)).order_by(_nearest(distance, exact=False)).limit(depth)
+    tail = rows.where(~table.c.in_index).order_by(_nearest(distance, exact=True)).limit(depth)
+    merged = union_all(select(indexed.subquery()), select(tail.subquery())).subquery()
+    return select(*merged.c).order_by(merged.c.score.desc()).limit(depth)
 
 
 def _english_tsvector(column: ColumnElement[str]) -> ColumnElement[Any]:

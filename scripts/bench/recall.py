@@ -586,7 +586,7 @@ async def store_one(table: Table, content: str, vector: Vectors) -> float:
         )
     async with table.engine.begin() as conn:
         pending = memories.PendingText(stored[0].id, content, digest)
-        await memories.store_vectors(conn, [pending], vector[None, :])
+        await memories.store_vectors(conn, table.space.id, [pending], vector[None, :])
     return (time.perf_counter() - started) * 1000
 
 

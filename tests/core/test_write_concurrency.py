@@ -56,6 +56,7 @@ from memory_service.embeddings.spaces import register_space
 from memory_service.memories import repository
 from memory_service.memories.repository import AnyRow, PendingText, content_hash
 from memory_service.memories.schemas import MemoryFilters
+from memory_service.search.index_repository import count_tail
 from memory_service.search.indexes import IndexMaintainer, IndexPolicy
 from tests.conftest import async_url, create_database, with_database
 
@@ -261,7 +262,7 @@ class Writer:
         async with self.engine.begin() as conn:
             batch = await repository.claim_pending(conn, self.space_id, 8)
             if batch:
-                await repository.store_vectors(conn, batch, vectors_of(batch))
+                await repository.store_vectors(conn, self.space_id, batch, vectors_of(batch))
         self.ledger.ran["reconcile"] += 1
 
     async def embed_shared_rows(self) -> None:
@@ -317,7 +318,7 @@ class Writer:
             return
         self.doing = f"{what} ({len(items)} rows)"
         async with self.engine.begin() as conn:
-            await repository.store_vectors(conn, items, vectors_of(items))
+            await repository.store_vectors(conn, self.space_id, items, vectors_of(items))
 
     def _row(self, namespace: str, content: str) -> dict[str, Any]:
         return {
@@ -450,6 +451,7 @@ INDEX_PROBES: tuple[tuple[str, list[dict[str, Any]]], ...] = (
         [{"namespace": n} for n in NAMESPACES],
     ),
     ("space_id = :space_id AND status = 'pending' ORDER BY created_at, id", [{}]),
+    ("space_id = :space_id AND NOT in_index", [{}]),
     *(
         (
             f"namespace = :namespace AND {column} = :value",
@@ -549,5 +551,10 @@ class TestWriteConcurrency:
                 )
             assert outcomes["memory"] == "rebuilt"
             await assert_consistent(engine, space.id, ledger)
+            # Rows written while the rebuild ran waited outside it; once the writers stop,
+            # a pass moves every one of them in.
+            await indexes.drain("memory")
+            async with engine.connect() as conn:
+                assert await count_tail(conn, memory, space.id) == 0
         finally:
             await engine.dispose()

@@ -11,14 +11,20 @@ import sys
 
 import httpx
 import pytest
-from sqlalchemy import text
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from memory_service.app import Resources
 from memory_service.core.errors import StartupError
 from memory_service.core.tables import memory
+from memory_service.memories.reconciler import Reconciler
+from memory_service.memories.repository import PendingText, store_vectors
+from memory_service.memories.schemas import MemoryFilters
 from memory_service.search import index_repository
+from memory_service.search import repository as search_repository
 from memory_service.search.indexes import IndexMaintainer, IndexPolicy
+from memory_service.search.repository import Scope
+from tests.fakes import FlakyProvider
 
 MIN_ROWS = 500
 
@@ -173,7 +179,7 @@ class TestConcurrentBuild:
             await blocker.begin()
             await add_rows_in(blocker, resources, start=10 * MIN_ROWS)
             build = asyncio.create_task(maintainer.maintain_table("memory"))
-            await until_building(resources.engine)
+            await until_phase(resources.engine)
             assert (await memory_status(maintainer))["state"] == "building"
             other = IndexMaintainer(resources.engine, resources.space.id, maintainer.policy)
             assert await other.maintain_table("memory") == "busy"
@@ -186,6 +192,226 @@ class TestConcurrentBuild:
             await blocker.commit()
         assert await asyncio.wait_for(build, 120) == "built"
         assert (await memory_status(maintainer))["state"] == "ready"
+
+
+class TestWritesDuringBuild:
+    async def test_no_write_reaches_an_index_while_it_is_built(
+        self, client: httpx.AsyncClient, resources: Resources, maintainer: IndexMaintainer
+    ) -> None:
+        # pgvectorscale 0.9 takes a transaction-level advisory lock keyed by the index's oid
+        # in every insert into a diskann index (`acquire_index_lock`), and the validation
+        # phase of CREATE INDEX CONCURRENTLY inserts every row written during the build in
+        # one transaction: at 100k rows it held that lock for 43 s while writes queued on
+        # it. Here the test holds that same lock for the whole build, standing in for a
+        # long validation, and holds the build in each phase in turn with a transaction the
+        # build must wait for, so that each write below runs in the phase it names. The
+        # build must get through validation, and every write complete, without the lock:
+        # nothing written during the build enters the new index.
+        await add_rows(resources, MIN_ROWS)
+        during_build = await store(client, "a memory embedded while the index is built")
+        kept = await store(client, "a memory whose metadata changes in the last phase")
+        async with (
+            resources.engine.connect() as insert_lock,
+            resources.engine.connect() as old_snapshot,
+            resources.engine.connect() as first_writer,
+            resources.engine.connect() as second_writer,
+        ):
+            await old_snapshot.execution_options(isolation_level="REPEATABLE READ")
+            await old_snapshot.begin()
+            await old_snapshot.execute(text("SELECT count(*) FROM memory"))
+            await first_writer.begin()
+            await add_rows_in(first_writer, resources, start=10 * MIN_ROWS)
+            build = asyncio.create_task(maintainer.maintain_table("memory"))
+            new_index = await until_phase(resources.engine, "waiting for writers before build")
+            await insert_lock.execute(select(func.pg_advisory_lock(new_index)))
+            await insert_lock.commit()
+
+            # A vector written while the build reads the table, which the build cannot hold.
+            await second_writer.begin()
+            await store_vector_in(second_writer, resources, during_build)
+            await first_writer.commit()
+            await until_phase(resources.engine, "waiting for writers before validation")
+            await second_writer.commit()
+            # Validation done without the insert lock; the build waits for `old_snapshot`.
+            await until_phase(resources.engine, "waiting for old snapshots")
+
+            async with asyncio.timeout(60):
+                stored = await store(client, "a memory stored in the last phase of the build")
+                patched = await client.patch(
+                    f"/v1/memories/{kept}", json={"metadata": {"changed": True}}
+                )
+            assert patched.status_code == 200, patched.text
+            assert not build.done()
+            assert (await memory_status(maintainer))["state"] == "building"
+            assert await tail(resources) == {during_build, kept, stored}
+            # Searched exactly meanwhile: each is its own nearest neighbour.
+            for memory_id in (during_build, kept, stored):
+                assert await nearest_by_index_plan(resources, memory_id) == memory_id
+            await insert_lock.execute(select(func.pg_advisory_unlock(new_index)))
+            await insert_lock.commit()
+            await old_snapshot.commit()
+
+        assert await asyncio.wait_for(build, 120) == "built"
+        # The pass moved the tail into the new index, which now serves them.
+        assert await tail(resources) == set()
+        (status,) = [s for s in await maintainer.status() if s.table == "memory"]
+        assert (status.index_state, status.tail_rows) == ("ready", 0)
+        async with resources.engine.begin() as conn:
+            await conn.execute(text("SET LOCAL enable_seqscan = off"))
+            await conn.execute(text("SET LOCAL enable_sort = off"))
+            for memory_id in (during_build, kept, stored):
+                assert await nearest_by_index_plan(resources, memory_id, conn) == memory_id
+
+
+class TestGate:
+    async def test_every_write_path_keeps_its_rows_out_of_the_index_while_the_gate_is_closed(
+        self,
+        client: httpx.AsyncClient,
+        resources: Resources,
+        embedder: FlakyProvider,
+        maintainer: IndexMaintainer,
+    ) -> None:
+        merged = await store(client, "a memory stored again while the gate is closed")
+        patched = await store(client, "a memory patched while the gate is closed")
+        async with resources.engine.connect() as gate:
+            await index_repository.ensure_rows(gate, resources.space.id)
+            rows = await index_repository.index_rows(gate, resources.space.id)
+            assert {row.table_name for row in rows} == {"memory", "chunk"}
+            for row in rows:
+                await index_repository.take_gate(gate, row.id)
+            await gate.commit()
+
+            inline = await store(client, "a memory embedded inline while the gate is closed")
+            again = await client.post(
+                "/v1/memories",
+                json={
+                    "namespace": "agent-1",
+                    "content": "a memory stored again while the gate is closed",
+                    "metadata": {"again": True},
+                },
+            )
+            assert again.json()["id"] == merged, again.text
+            response = await client.patch(f"/v1/memories/{patched}", json={"tags": ["x"]})
+            assert response.status_code == 200, response.text
+            embedder.down = True
+            deferred = await client.post(
+                "/v1/memories", json={"namespace": "agent-1", "content": "embedded later"}
+            )
+            assert deferred.json()["status"] == "pending", deferred.text
+            embedder.down = False
+            report = await Reconciler(
+                resources.engine, embedder, resources.space.id, 8, 3
+            ).run_once()
+            assert report.embedded == 1
+            document = await client.post(
+                "/v1/documents",
+                json={
+                    "namespace": "agent-1",
+                    "text": " ".join(f"Sentence {n} of the document." for n in range(60)),
+                },
+            )
+            assert document.status_code == 201, document.text
+
+            expected = {inline, merged, patched, str(deferred.json()["id"])}
+            assert await tail(resources) == expected
+            async with resources.engine.connect() as conn:
+                chunks_out = await conn.scalar(
+                    text("SELECT count(*) FROM chunk WHERE NOT in_index")
+                )
+            assert chunks_out == document.json()["chunks"]
+            # The vector list a search runs when it plans the index reads the tail too.
+            async with resources.engine.connect() as conn:
+                chunk_id, vector = (
+                    await conn.execute(text("SELECT id, embedding FROM chunk LIMIT 1"))
+                ).one()
+                scope = Scope("agent-1", MemoryFilters(), resources.space)
+                nearest = await search_repository.search(
+                    conn, search_repository.vector_chunks(scope, vector, 1, exact=False)
+                )
+            assert [row.id for row in nearest] == [str(chunk_id)]
+            # The drain leaves them while the gate is closed ...
+            assert await maintainer.drain("memory") == 0
+            for row in rows:
+                await index_repository.release_gate(gate, row.id)
+            await gate.commit()
+        # ... and moves them in once it is open.
+        assert await maintainer.drain("memory") == len(expected)
+        assert await maintainer.drain("chunk") == chunks_out
+        assert await tail(resources) == set()
+        after = await store(client, "a memory stored with the gate open")
+        async with resources.engine.connect() as conn:
+            assert await conn.scalar(select(memory.c.in_index).where(memory.c.id == after))
+
+
+async def store(client: httpx.AsyncClient, content: str) -> str:
+    """Store through the HTTP write path (the row, then its vector inline); its id."""
+    response = await client.post("/v1/memories", json={"namespace": "agent-1", "content": content})
+    assert response.status_code == 201, response.text
+    assert response.json()["status"] == "embedded", response.text
+    return str(response.json()["id"])
+
+
+async def store_vector_in(conn: AsyncConnection, resources: Resources, memory_id: str) -> None:
+    """The memory's vector written again by the service's vector write, in `conn`'s open
+    transaction: the row made pending (as a PATCH of its content does), then embedded."""
+    row = (
+        await conn.execute(
+            text(
+                "UPDATE memory SET status = 'pending', embedding = NULL WHERE id = :id "
+                "RETURNING id, content, content_hash"
+            ),
+            {"id": memory_id},
+        )
+    ).one()
+    vectors = await resources.embedder.embed([row.content])
+    item = PendingText(row.id, row.content, row.content_hash)
+    assert await store_vectors(conn, resources.space.id, [item], vectors)
+
+
+async def tail(resources: Resources) -> set[str]:
+    async with resources.engine.connect() as conn:
+        result = await conn.execute(
+            select(memory.c.id).where(~memory.c.in_index, memory.c.embedding.is_not(None))
+        )
+        return {str(memory_id) for memory_id in result.scalars()}
+
+
+async def nearest_by_index_plan(
+    resources: Resources, memory_id: str, conn: AsyncConnection | None = None
+) -> str:
+    """The nearest memory to `memory_id`'s own vector, by the vector list a search runs when
+    it plans the index (index and tail merged)."""
+    if conn is None:
+        async with resources.engine.begin() as own:
+            return await nearest_by_index_plan(resources, memory_id, own)
+    vector = (
+        await conn.execute(select(memory.c.embedding).where(memory.c.id == memory_id))
+    ).scalar_one()
+    scope = Scope("agent-1", MemoryFilters(), resources.space)
+    rows = await search_repository.search(
+        conn, search_repository.vector_memories(scope, vector, 1, exact=False)
+    )
+    return rows[0].id
+
+
+async def until_phase(engine: AsyncEngine, phase: str | None = None) -> int:
+    """Until a CREATE INDEX on `memory` is in progress, in `phase` if given (bounded: fails
+    after 60 s); the oid of the index it builds."""
+    async with asyncio.timeout(60):
+        while True:
+            async with engine.connect() as conn:
+                found = await conn.execute(
+                    text(
+                        "SELECT index_relid::bigint FROM pg_stat_progress_create_index "
+                        "WHERE relid = 'memory'::regclass "
+                        "AND (CAST(:phase AS text) IS NULL OR phase = :phase)"
+                    ),
+                    {"phase": phase},
+                )
+                index_oid = found.scalar()
+                if index_oid is not None:
+                    return int(index_oid)
+            await asyncio.sleep(0.05)
 
 
 class TestParallelBuild:
@@ -228,22 +454,6 @@ async def add_rows_in(conn: AsyncConnection, resources: Resources, start: int) -
         ),
         {"content": f"row {start}", "space": resources.space.id},
     )
-
-
-async def until_building(engine: AsyncEngine) -> None:
-    """Until a CREATE INDEX on `memory` is in progress (bounded: fails after 60 s)."""
-    async with asyncio.timeout(60):
-        while True:
-            async with engine.connect() as conn:
-                found = await conn.execute(
-                    text(
-                        "SELECT 1 FROM pg_stat_progress_create_index "
-                        "WHERE relid = 'memory'::regclass"
-                    )
-                )
-                if found.first() is not None:
-                    return
-            await asyncio.sleep(0.05)
 
 
 class TestVisibility:
