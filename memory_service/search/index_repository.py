@@ -26,9 +26,12 @@ BUILD_LOCK_CLASS = 7_340_001
 # is held, writes leave their rows out of the table's ANN indexes in the space (`in_index`
 # false; migration 0009's `vector_index_accepting` reads this class, literally).
 GATE_LOCK_CLASS = 7_340_002
-# Tail rows moved into the index per transaction: each batch holds pgvectorscale's insert
-# lock and its rows' locks for as long as its inserts into the graph take.
-DRAIN_BATCH = 200
+# Tail rows moved into the index per transaction. Each batch holds pgvectorscale's insert
+# lock (and its rows' locks) for as long as its inserts into the graph take, and a store
+# that reaches the index meanwhile waits for it (the lock queues in order, so for one batch
+# at most). At 20k rows a batch of 200 made stores wait up to 0.9 s, one of 20 about 0.1 s
+# (docs/benchmarks.md).
+DRAIN_BATCH = 5
 
 
 @dataclass(frozen=True)

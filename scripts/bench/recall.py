@@ -53,6 +53,7 @@ import re
 import tempfile
 import time
 import warnings
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -60,6 +61,7 @@ from typing import Any
 
 import numpy as np
 import psycopg
+import sqlalchemy
 from pgvector.psycopg import register_vector_async
 from psycopg import sql
 from sqlalchemy import Select
@@ -67,13 +69,16 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from memory_service.core import migrations
 from memory_service.core.db import create_engine, set_local
+from memory_service.core.tables import memory
 from memory_service.embeddings.local import BUNDLED_MODEL_ID, LocalProvider
 from memory_service.embeddings.provider import Vectors
 from memory_service.embeddings.spaces import EmbeddingSpace, register_space
 from memory_service.memories import repository as memories
 from memory_service.memories.schemas import MemoryFilters
+from memory_service.search import index_repository
+from memory_service.search.indexes import IndexMaintainer, IndexPolicy
 from memory_service.search.query import IndexedRows, VectorSettings
-from memory_service.search.repository import Scope, vector_memories
+from memory_service.search.repository import IndexMethod, Scope, vector_memories
 from scripts.bench.corpus import DEFAULT_CACHE, Corpus, open_corpus
 from scripts.bench.harness import command_line, percentile
 
@@ -148,6 +153,8 @@ class Table:
     truth: dict[str, list[list[str]]] = field(default_factory=dict)
     indexed_rows: IndexedRows = field(default_factory=IndexedRows)
     exact_ms: dict[str, list[float]] = field(default_factory=dict)
+    # The method of the index built last: the service's plan sets that method's settings.
+    method: IndexMethod = "diskann"
 
     @property
     def index(self) -> str:
@@ -195,22 +202,44 @@ async def open_table(server: Any, size: int, queries: Vectors, pool_size: int) -
     return table
 
 
-async def ddl(uri: str, statement: sql.SQL | sql.Composed, serial: bool = False) -> float:
-    """Run one statement outside a transaction (CONCURRENTLY needs that); its seconds.
-    `serial` builds with no parallel maintenance workers."""
+async def ddl(uri: str, statement: sql.SQL | sql.Composed) -> float:
+    """Run one statement outside a transaction (CONCURRENTLY needs that); its seconds."""
     async with await psycopg.AsyncConnection.connect(uri, autocommit=True) as conn:
-        if serial:
-            await conn.execute("SET max_parallel_maintenance_workers = 0")
         started = time.perf_counter()
         await conn.execute(statement)
         return time.perf_counter() - started
 
 
-async def build_index(table: Table, method: str) -> float:
-    """CREATE INDEX CONCURRENTLY with no parallel maintenance workers, as the service's
-    builder runs it (`search/indexes.py`: pgvectorscale 0.9's parallel build fails inside a
-    concurrent build from 65,536 rows); its seconds."""
-    return await ddl(table.uri, index_ddl(table, method), serial=True)
+async def build_index(table: Table, method: IndexMethod) -> float:
+    """The service's build (`search/indexes.py`) under the benchmark's index name: its gate
+    held around CREATE INDEX CONCURRENTLY with its predicate and no parallel maintenance
+    workers (pgvectorscale 0.9's parallel build fails inside a concurrent build from 65,536
+    rows), then the tail drained; the build's seconds, drain excluded."""
+    async with table.engine.connect() as conn:
+        await conn.execution_options(isolation_level="AUTOCOMMIT")
+        await set_session(conn, "max_parallel_maintenance_workers", "0")
+        await index_repository.ensure_rows(conn, table.space.id)
+        row = await index_repository.index_row(conn, table.space.id, "memory")
+        assert row is not None
+        started = time.perf_counter()
+        await index_repository.take_gate(conn, row.id)
+        try:
+            await index_repository.create_index_concurrently(
+                conn, memory, table.index, table.space.id, method
+            )
+        finally:
+            await index_repository.release_gate(conn, row.id)
+        seconds = time.perf_counter() - started
+    table.method = method
+    maintainer = IndexMaintainer(table.engine, table.space.id, IndexPolicy(0, 2.0))
+    drained = await maintainer.drain("memory")
+    if drained:
+        progress(f"index: {drained} rows written during the build moved into it")
+    return seconds
+
+
+async def set_session(conn: AsyncConnection, name: str, value: str) -> None:
+    await conn.execute(sqlalchemy.select(sqlalchemy.func.set_config(name, value, False)))
 
 
 async def load_rows(table: Table, texts: Sequence[str], vectors: Vectors) -> float:
@@ -241,20 +270,6 @@ async def load_rows(table: Table, texts: Sequence[str], vectors: Vectors) -> flo
     return time.perf_counter() - started
 
 
-def index_ddl(table: Table, method: str, options: str = "") -> sql.Composed:
-    """`CREATE INDEX CONCURRENTLY <name> ON memory USING <method> (embedding
-    vector_cosine_ops) [WITH (...)] WHERE space_id = <id>`."""
-    return sql.SQL(
-        "CREATE INDEX CONCURRENTLY {name} ON memory USING {method} (embedding vector_cosine_ops)"
-        "{options} WHERE space_id = {space}"
-    ).format(
-        name=sql.Identifier(table.index),
-        method=sql.Identifier(method),
-        options=sql.SQL(f" WITH ({options})" if options else ""),
-        space=sql.Literal(table.space.id),
-    )
-
-
 async def drop_index(table: Table) -> None:
     await ddl(
         table.uri,
@@ -275,7 +290,7 @@ async def prepare(
     if plan.service:
         # The service keeps one estimate of the index's rows per process; here, per table
         # (every benchmark database has space 1).
-        settings = replace(plan.vector, indexed_rows=table.indexed_rows)
+        settings = replace(plan.vector, indexed_rows=table.indexed_rows, method=table.method)
         planned = await settings.plan(conn, "memory", scope, K)
         await settings.apply(conn, [planned])
         exact = planned.exact
@@ -593,13 +608,15 @@ async def store_one(table: Table, content: str, vector: Vectors) -> float:
 async def writes_section(run: Run, table: Table) -> float:
     """Store latency before, during and after the concurrent build, and during the build per
     phase of it (`pg_stat_progress_create_index`), with the most sessions seen waiting on an
-    advisory lock in that phase; returns the build's seconds."""
+    advisory lock in that phase and the wait events of the stores sampled in it; returns the
+    build's seconds."""
     method = run.args.method
     progress(f"writes: stores every {run.args.write_interval_ms} ms around the {method} build")
     pool = run.corpus.queries(1000)[1][run.args.queries :]
     counter = 0
     phase = "before"
     waiting: dict[str, int] = {}
+    store_waits: dict[str, Counter[str]] = {}
     by_phase: dict[str, list[float]] = {}
 
     async def series(until: Callable[[], bool]) -> list[float]:
@@ -622,6 +639,10 @@ async def writes_section(run: Run, table: Table) -> float:
                 if found is not None:
                     phase = found[0] or "starting"
                     waiting[phase] = max(waiting.get(phase, 0), found[1])
+                elif phase != "before":
+                    phase = DRAIN_PHASE
+                events = await (await conn.execute(STORE_WAITS_SQL)).fetchall()
+                store_waits.setdefault(phase, Counter()).update(event for (event,) in events)
                 await asyncio.sleep(0.2)
 
     before = await series(lambda: counter >= 100)
@@ -647,11 +668,24 @@ async def writes_section(run: Run, table: Table) -> float:
     run.report.table(
         "writes_phases",
         "Stores by the build phase they started in",
-        ["build phase", "stores", "p50 ms", "max ms", "most sessions waiting on an advisory lock"],
         [
-            [name, len(values), percentile(values, 0.5), max(values), waiting.get(name, "-")]
-            if (values := by_phase.get(name))
-            else [name, 0, "-", "-", waiting.get(name, "-")]
+            "build phase",
+            "stores",
+            "p50 ms",
+            "max ms",
+            "most sessions waiting on an advisory lock",
+            "what stores waited on (samples every 0.2 s)",
+        ],
+        [
+            [
+                name,
+                len(values := by_phase.get(name, [])),
+                percentile(values, 0.5) if values else "-",
+                max(values) if values else "-",
+                waiting.get(name, "-"),
+                ", ".join(f"{event} {n}" for event, n in store_waits.get(name, Counter()).items())
+                or "-",
+            ]
             for name in {**waiting, **by_phase}
             if name not in ("before", "after")
         ],
@@ -663,6 +697,17 @@ async def writes_section(run: Run, table: Table) -> float:
     await ddl(table.uri, sql.SQL("VACUUM ANALYZE memory"))
     return built
 
+
+# The writes section's name for the time after CREATE INDEX CONCURRENTLY, while the rows
+# written during it move from the tail into the index (`build_index`).
+DRAIN_PHASE = "after the build: tail drain"
+
+# What the sessions storing memories wait on now (the benchmark's own namespace's writes).
+STORE_WAITS_SQL = (
+    "SELECT wait_event_type || ':' || wait_event FROM pg_stat_activity "
+    "WHERE state = 'active' AND wait_event IS NOT NULL AND pid <> pg_backend_pid() "
+    "AND (query LIKE 'INSERT INTO memory%' OR query LIKE '%UPDATE memory%')"
+)
 
 # The build's phase, and how many sessions wait on an advisory lock (pgvectorscale 0.9.0
 # serializes index inserts with one).
