@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: venv run test lint format typecheck pytest clean vllm-venv test-vllm
+.PHONY: venv run test lint format typecheck imports pytest clean vllm-venv test-vllm
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,7 @@ venv: $(STAMP)
 run: venv
 	$(BIN)/memory-service serve --host $(HOST) --port $(PORT)
 
-test: lint typecheck pytest
+test: lint typecheck imports pytest
 
 lint: venv
 	$(BIN)/ruff check .
@@ -32,6 +32,10 @@ format: venv
 
 typecheck: venv
 	$(BIN)/mypy
+
+# The package-level import graph; fails on any cycle between packages.
+imports: venv
+	$(BIN)/python -m scripts.check_imports
 
 pytest: venv
 	$(BIN)/pytest

@@ -15,11 +15,12 @@ from memory_service.documents.jobs.endpoints import router as ingest_jobs_router
 from memory_service.embeddings.provider import ProviderError
 from memory_service.memories.endpoints import router as memories_router
 from memory_service.models.endpoints import router as admin_vllm_router
+from memory_service.search.endpoints import recall_router, spaces_router
 from memory_service.search.endpoints import router as search_router
-from memory_service.search.endpoints import spaces_router
 
 router = APIRouter()
 router.include_router(memories_router)
+router.include_router(recall_router)
 router.include_router(providers_router)
 router.include_router(search_router)
 router.include_router(spaces_router)

@@ -51,6 +51,7 @@ from memory_service.models.lifecycle import VllmManager
 from memory_service.models.refresh import watch_registrations
 from memory_service.search.index_repository import resolve_method
 from memory_service.search.indexes import IndexMaintainer, IndexPolicy
+from memory_service.search.memory_recall import MemoryRecall
 from memory_service.search.query import VectorSettings
 from memory_service.search.recall import RecallSampler
 from memory_service.search.service import SearchService
@@ -64,6 +65,7 @@ class Resources:
     embedder: EmbeddingProvider
     space: EmbeddingSpace
     memories: MemoryService
+    recall: MemoryRecall
     search: SearchService
     reconciler: Reconciler
     indexes: IndexMaintainer
@@ -145,21 +147,17 @@ async def open_resources(
             settings.recall_max_per_minute,
             settings.recall_target,
         )
-        memories = MemoryService(
-            engine,
-            embedder,
-            space,
-            settings.limits,
-            settings.inline_embed_seconds,
-            vector_settings,
-            settings.rrf_k,
-            sampler,
+        recall = MemoryRecall(
+            engine, embedder, space, settings.limits, settings.rrf_k, vector_settings, sampler
         )
         yield Resources(
             engine=engine,
             embedder=embedder,
             space=space,
-            memories=memories,
+            memories=MemoryService(
+                engine, embedder, space, settings.limits, settings.inline_embed_seconds
+            ),
+            recall=recall,
             search=SearchService(
                 engine,
                 embedder,
@@ -193,7 +191,7 @@ async def open_resources(
                 CloudBudget(
                     engine, settings.chat_cloud_daily_requests, settings.chat_cloud_daily_tokens
                 ),
-                memories,
+                recall,
                 settings.chat_default_max_tokens,
             ),
             documents=documents,

@@ -37,7 +37,7 @@ from memory_service.embeddings.provider import (
     ProviderServerError,
 )
 from memory_service.memories.schemas import MemorySearch
-from memory_service.memories.service import MemoryService
+from memory_service.search.memory_recall import MemoryRecall
 
 JSONObject = dict[str, Any]
 DONE = b"data: [DONE]\n\n"
@@ -68,12 +68,12 @@ class ChatGateway:
         self,
         discovery: ChatDiscovery,
         budget: CloudBudget,
-        memories: MemoryService,
+        recall: MemoryRecall,
         default_max_tokens: int,
     ) -> None:
         self.discovery = discovery
         self.budget = budget
-        self.memories = memories
+        self.recall = recall
         self.default_max_tokens = default_max_tokens
 
     @property
@@ -178,7 +178,7 @@ class ChatGateway:
             namespace=memory.namespace, query=query, k=memory.k, filters=memory.filters
         )
         try:
-            found = await self.memories.search(search)
+            found = await self.recall.search(search)
         except (InputTooLong, LimitExceeded) as exc:
             raise type(exc)(
                 f"memory recall: {exc.message}; set `memory.query` to a shorter text to recall "

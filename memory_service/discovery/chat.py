@@ -1,8 +1,8 @@
 """The chat half of discovery: probes, health and ranking of chat providers.
 
-Each provider's probe is real (see chat.clients: vLLM health and model list, Ollama's pulled
-models, a cloud's `GET /models` with its key) and runs concurrently with the others; live
-completions feed the same health (passive signals) and breaker as the embedders' do.
+Each provider's probe is real (see `chat_clients`: vLLM health and model list, Ollama's
+pulled models, a cloud's `GET /models` with its key) and runs concurrently with the others;
+live completions feed the same health (passive signals) and breaker as the embedders' do.
 
 Eligibility, in the order it is judged:
 1. configured: a provider whose `api_key_env` names an unset variable is never probed and
@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from memory_service.chat.clients import ChatClient
 from memory_service.core.settings import Settings
 from memory_service.discovery.breaker import CircuitBreaker
+from memory_service.discovery.chat_clients import ChatClient
 from memory_service.discovery.config import ChatProviderConfig
 from memory_service.discovery.scoring import ProviderHealth, record_outcome, score
 from memory_service.embeddings.provider import ProviderError

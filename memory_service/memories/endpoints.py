@@ -15,8 +15,6 @@ from memory_service.memories.schemas import (
     MemoryOut,
     MemoryPage,
     MemoryPatch,
-    MemorySearch,
-    MemorySearchOut,
     MemoryStored,
     Namespace,
 )
@@ -53,12 +51,6 @@ async def store_memories(body: MemoryBatchIn, service: MemoryServiceDep) -> Memo
             BatchItemOut(id=item.id, status=item.status, created=item.created) for item in stored
         ]
     )
-
-
-@router.post("/search", response_model=MemorySearchOut)
-async def search_memories(body: MemorySearch, service: MemoryServiceDep) -> MemorySearchOut:
-    """Recall embedded, unexpired memories by meaning (cosine similarity, higher is closer)."""
-    return await service.search(body)
 
 
 @router.post("/forget", response_model=ForgetOut)

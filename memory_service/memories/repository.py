@@ -67,7 +67,7 @@ def content_hash(content: str) -> bytes:
     return hashlib.sha256(content.encode()).digest()
 
 
-def _live() -> ColumnElement[bool]:
+def live() -> ColumnElement[bool]:
     """Not expired. Expired memories are gone to every reader; the reconciler purges them."""
     return or_(memory.c.expires_at.is_(None), memory.c.expires_at > func.now())
 
@@ -177,7 +177,7 @@ _STORE_VECTORS = text(
 
 
 async def get_memory(conn: AsyncConnection, memory_id: UUID) -> AnyRow | None:
-    statement = select(*PUBLIC_COLUMNS).where(memory.c.id == memory_id, _live())
+    statement = select(*PUBLIC_COLUMNS).where(memory.c.id == memory_id, live())
     return (await conn.execute(statement)).first()
 
 
@@ -186,7 +186,7 @@ async def list_memories(
 ) -> list[AnyRow]:
     """Newest first, keyset-paginated on (created_at, id): a page never repeats or skips a
     row that existed when the listing began, whatever is inserted meanwhile."""
-    statement = select(*PUBLIC_COLUMNS).where(memory.c.namespace == namespace, _live())
+    statement = select(*PUBLIC_COLUMNS).where(memory.c.namespace == namespace, live())
     if after is not None:
         statement = statement.where(tuple_(memory.c.created_at, memory.c.id) < tuple_(*after))
     statement = statement.order_by(memory.c.created_at.desc(), memory.c.id.desc()).limit(limit)
@@ -212,7 +212,7 @@ async def update_memory(
         }
     statement = (
         update(memory)
-        .where(memory.c.id == memory_id, _live())
+        .where(memory.c.id == memory_id, live())
         .values(**values, updated_at=func.now(), in_index=accepting(memory.c.space_id))
         .returning(*PUBLIC_COLUMNS)
     )
@@ -246,7 +246,7 @@ async def find_by_content(conn: AsyncConnection, namespace: str, content: str) -
 
 
 async def delete_memory(conn: AsyncConnection, memory_id: UUID) -> bool:
-    result = await conn.execute(delete(memory).where(memory.c.id == memory_id, _live()))
+    result = await conn.execute(delete(memory).where(memory.c.id == memory_id, live()))
     return result.rowcount > 0
 
 

@@ -16,7 +16,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeGuard
 from uuid import UUID
@@ -42,7 +42,6 @@ from memory_service.embeddings.provider import (
 )
 from memory_service.embeddings.spaces import EmbeddingSpace
 from memory_service.memories import repository
-from memory_service.memories.recall import MemoryRecall
 from memory_service.memories.repository import PendingText, content_hash
 from memory_service.memories.schemas import (
     MemoryFilters,
@@ -50,12 +49,8 @@ from memory_service.memories.schemas import (
     MemoryOut,
     MemoryPage,
     MemoryPatch,
-    MemorySearch,
-    MemorySearchOut,
     MemoryStored,
 )
-from memory_service.search.query import VectorSettings
-from memory_service.search.recall import RecallSampler
 
 log = logging.getLogger(__name__)
 
@@ -69,21 +64,6 @@ class MemoryService:
     # A write is acknowledged once durable; waiting for its vector is bounded by this, after
     # which the memory is answered `pending` and the reconciler embeds it.
     inline_embed_seconds: float = 10.0
-    vector_settings: VectorSettings = field(default_factory=VectorSettings)
-    rrf_k: int = 60
-    sampler: RecallSampler | None = None
-    recall: MemoryRecall = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.recall = MemoryRecall(
-            self.engine,
-            self.embedder,
-            self.space,
-            self.limits,
-            self.rrf_k,
-            self.vector_settings,
-            self.sampler,
-        )
 
     async def store(self, items: Sequence[MemoryIn]) -> list[MemoryStored]:
         """Store memories in one transaction; results in input order.
@@ -128,10 +108,6 @@ class MemoryService:
             created = bool(row.created) and first_of[key] == index
             results.append(MemoryStored(**out.model_dump(), created=created))
         return results
-
-    async def search(self, request: MemorySearch) -> MemorySearchOut:
-        """Recall memories by meaning, keywords or both: see `memories.recall`."""
-        return await self.recall.search(request)
 
     async def get(self, memory_id: UUID) -> MemoryOut:
         async with self.engine.connect() as conn:

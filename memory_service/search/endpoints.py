@@ -6,7 +6,9 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 
 from memory_service.embeddings.spaces import list_spaces
+from memory_service.memories.schemas import MemorySearch, MemorySearchOut
 from memory_service.search.indexes import IndexMaintainer
+from memory_service.search.memory_recall import MemoryRecall
 from memory_service.search.schemas import (
     SearchRequest,
     SearchResponse,
@@ -22,7 +24,13 @@ def get_search_service(request: Request) -> SearchService:
     return service
 
 
+def get_memory_recall(request: Request) -> MemoryRecall:
+    recall: MemoryRecall = request.app.state.resources.recall
+    return recall
+
+
 SearchServiceDep = Annotated[SearchService, Depends(get_search_service)]
+MemoryRecallDep = Annotated[MemoryRecall, Depends(get_memory_recall)]
 
 router = APIRouter(prefix="/v1/search", tags=["search"])
 
@@ -31,6 +39,16 @@ router = APIRouter(prefix="/v1/search", tags=["search"])
 async def search(body: SearchRequest, service: SearchServiceDep) -> SearchResponse:
     """Search memories and document chunks by meaning, keywords (full text) or both (RRF)."""
     return await service.search(body)
+
+
+# Memory recall is a search over memories: its route sits under /v1/memories, its code here.
+recall_router = APIRouter(prefix="/v1/memories", tags=["memories"])
+
+
+@recall_router.post("/search", response_model=MemorySearchOut)
+async def search_memories(body: MemorySearch, recall: MemoryRecallDep) -> MemorySearchOut:
+    """Recall embedded, unexpired memories by meaning (cosine similarity, higher is closer)."""
+    return await recall.search(body)
 
 
 spaces_router = APIRouter(prefix="/v1/spaces", tags=["spaces"])

@@ -55,7 +55,7 @@ from memory_service.embeddings.provider import Vectors
 from memory_service.embeddings.spaces import EmbeddingSpace
 
 # One definition of "not expired" for every reader of memories.
-from memory_service.memories.repository import PUBLIC_COLUMNS, _live, filter_clauses
+from memory_service.memories.repository import PUBLIC_COLUMNS, filter_clauses, live
 from memory_service.memories.schemas import MemoryFilters
 
 RankedBy = Literal["vector", "keyword"]
@@ -158,7 +158,7 @@ def _chunk_select(ranked_by: RankedBy, score: ColumnElement[float]) -> Select[An
 def _memory_scope(scope: Scope) -> list[ColumnElement[bool]]:
     return [
         memory.c.space_id == scope.space.id,
-        _live(),
+        live(),
         *filter_clauses(scope.namespace, scope.filters),
     ]
 

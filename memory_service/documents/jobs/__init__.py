@@ -6,5 +6,6 @@ service.py     validation (limits, the path allow-list) and reads
 paths.py       the server-side path allow-list
 repository.py  all SQL of the queue, the work query among it
 worker.py      claims, runs (the existing `Ingestor`), retries, dead-letters
-command.py     `memory-service worker`
+
+`memory-service worker` is `cli/jobs.py`.
 """

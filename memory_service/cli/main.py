@@ -13,11 +13,11 @@ from typing import Any
 
 import uvicorn
 
+from memory_service.cli import models as model_commands
 from memory_service.core import migrations
 from memory_service.core.embedded import embedded_postgres
 from memory_service.core.errors import StartupError
 from memory_service.core.settings import Settings
-from memory_service.models import command as model_commands
 
 log = logging.getLogger("memory_service")
 
@@ -57,7 +57,7 @@ async def _serve(settings: Settings) -> int:
 
 
 def ingest(settings: Settings, paths: list[str], namespace: str, prune: bool, fmt: str) -> int:
-    from memory_service.documents.command import ingest as run_ingest
+    from memory_service.cli.ingest import ingest as run_ingest
 
     with database_url(settings) as url:
         if settings.embedded:
@@ -73,7 +73,7 @@ def ingest(settings: Settings, paths: list[str], namespace: str, prune: bool, fm
 
 
 def worker(settings: Settings, until_idle: bool) -> int:
-    from memory_service.documents.jobs.command import work
+    from memory_service.cli.jobs import work
 
     with database_url(settings) as url:
         if settings.embedded:
@@ -113,7 +113,7 @@ def db_current(settings: Settings) -> int:
 
 def index(settings: Settings, action: str, table: str | None, as_json: bool) -> int:
     """`index status` / `index rebuild`, straight on the database (no running service needed)."""
-    from memory_service.search.index_command import index_rebuild, index_status
+    from memory_service.cli.index import index_rebuild, index_status
 
     with database_url(settings) as url:
         resolved = settings.model_copy(update={"database_url": url})
@@ -327,7 +327,3 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 128 + signal.SIGINT
-
-
-if __name__ == "__main__":
-    sys.exit(main())

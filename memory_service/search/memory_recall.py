@@ -1,7 +1,7 @@
 """Memory recall (`POST /v1/memories/search`): vector, keyword or hybrid, memories only.
 
-The ranked lists, their statement and the fusion are the search domain's
-(`search.repository`, `search.fusion`), in the `recall` shape that carries every public
+The ranked lists, their statement and the fusion are `search.repository`'s and
+`search.fusion`'s, in the `recall` shape that carries every public
 column of a memory, so a recall is one round trip like `POST /v1/search`. What recall adds:
 
 - `mode` defaults to `vector` (see `MemorySearch`), where `POST /v1/search` defaults to
@@ -26,7 +26,7 @@ from memory_service.search.repository import RankedMemory, Scope
 
 
 class MemoryRecall(Searcher):
-    """Recall for one embedding space; `MemoryService.search` is its entry point."""
+    """Recall for one embedding space: `POST /v1/memories/search` and chat's memory context."""
 
     async def search(self, request: MemorySearch) -> MemorySearchOut:
         check_query(self.limits, request.k, request.query)

@@ -11,7 +11,7 @@ Probes are real requests that prove the configured model can be served:
   user's request does). Gemini lists ids as `models/<name>`, so both spellings match.
 
 An Ollama too old for `/v1/chat/completions` (gin's plain `404 page not found`) is spoken to
-through its native `/api/chat` instead, translated both ways (chat.ollama_native).
+through its native `/api/chat` instead, translated both ways (discovery.ollama_chat).
 
 Failures map onto the provider error tree (embeddings.provider): 5xx, timeouts, refused and
 dropped connections, 401/403/429 and an unknown model are ProviderUnavailable (fail over); any
@@ -27,7 +27,7 @@ from typing import Any
 
 import httpx
 
-from memory_service.chat import ollama_native
+from memory_service.discovery import ollama_chat
 from memory_service.discovery.config import ChatProviderConfig
 from memory_service.embeddings.http import raise_for_status, send
 from memory_service.embeddings.provider import (
@@ -81,10 +81,10 @@ class ChatClient:
                 if not isinstance(body.get("choices"), list):
                     raise ProviderBadResponse(self.name, "a chat completion without `choices`")
                 return body
-        native = ollama_native.native_request(self.name, payload, self.config.keep_alive)
+        native = ollama_chat.native_request(self.name, payload, self.config.keep_alive)
         response = await self._send("POST", f"{self._root}/api/chat", native)
         raise_for_status(self.name, response)
-        return ollama_native.completion(self.name, _json(self.name, response))
+        return ollama_chat.completion(self.name, _json(self.name, response))
 
     @contextlib.asynccontextmanager
     async def stream(self, payload: JSONObject) -> AsyncIterator[AsyncIterator[str]]:
@@ -101,13 +101,13 @@ class ChatClient:
                     yield self._events(response, url)
                     return
             url = f"{self._root}/api/chat"
-            native = ollama_native.native_request(self.name, payload, self.config.keep_alive)
+            native = ollama_chat.native_request(self.name, payload, self.config.keep_alive)
             response = await self._open(stack, url, native)
             if response.status_code >= 300:
                 await response.aread()
                 raise_for_status(self.name, response)
             include_usage = bool((payload.get("stream_options") or {}).get("include_usage"))
-            yield ollama_native.chunk_events(self.name, self._lines(response, url), include_usage)
+            yield ollama_chat.chunk_events(self.name, self._lines(response, url), include_usage)
 
     def _switched_to_native(self, response: httpx.Response) -> bool:
         if self.config.kind == "ollama" and _gin_404(response):
