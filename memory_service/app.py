@@ -227,6 +227,7 @@ def _documents(
             settings.chunk_overlap_tokens,
             settings.ingest_batch_chunks,
             tokenizer,
+            settings.limits,
         )
     except InvalidRequest as exc:
         return None, exc.message

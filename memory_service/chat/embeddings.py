@@ -18,12 +18,11 @@ import numpy as np
 from memory_service.chat.schemas import EmbeddingsRequest
 from memory_service.core.errors import (
     EmbedderUnavailable,
-    InputTooLong,
     InvalidRequest,
-    LimitExceeded,
     NotFound,
     UpstreamRejected,
 )
+from memory_service.core.limits import at_most, within_window
 from memory_service.core.settings import Limits
 from memory_service.embeddings.provider import (
     EmbeddingProvider,
@@ -89,29 +88,15 @@ class EmbeddingsGateway:
             )
         if not texts:
             raise InvalidRequest("input must hold at least one text")
-        if len(texts) > self.limits.max_batch_items:
-            raise LimitExceeded(
-                f"{len(texts)} inputs, the limit is {self.limits.max_batch_items}",
-                {"field": "input", "limit": self.limits.max_batch_items},
-            )
+        at_most("input", len(texts), self.limits.max_batch_items, "texts")
         for index, text in enumerate(texts):
             if not text.strip():
                 raise InvalidRequest(f"input[{index}] is empty", {"index": index})
-            if len(text) > self.limits.max_content_chars:
-                raise LimitExceeded(
-                    f"input[{index}] is {len(text)} characters, "
-                    f"the limit is {self.limits.max_content_chars}",
-                    {"index": index, "limit": self.limits.max_content_chars},
-                )
+            at_most("input", len(text), self.limits.max_content_chars, index=index)
 
     def _check_tokens(self, counts: list[int]) -> None:
-        window = self.embedder.max_input_tokens
         for index, count in enumerate(counts):
-            if window and count > window:
-                raise InputTooLong(
-                    f"input[{index}] is {count} tokens, {self.space.model} takes {window}",
-                    {"index": index, "tokens": count, "max_tokens": window},
-                )
+            within_window("input", count, self.embedder.max_input_tokens, self.space.model, index)
 
 
 def _body(request: EmbeddingsRequest, vectors: Vectors, tokens: int) -> dict[str, Any]:

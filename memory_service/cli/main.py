@@ -8,12 +8,13 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
 import uvicorn
 
 from memory_service.cli import models as model_commands
+from memory_service.cli.output import table_lines
 from memory_service.core import migrations
 from memory_service.core.embedded import embedded_postgres
 from memory_service.core.errors import StartupError
@@ -169,7 +170,7 @@ def format_index(statuses: list[dict[str, Any]]) -> str:
                 s["last_error"] or "",
             )
         )
-    return "\n".join(_table(rows))
+    return "\n".join(table_lines(rows))
 
 
 def providers(settings: Settings, url: str | None) -> int:
@@ -208,7 +209,7 @@ def format_providers(body: dict[str, Any]) -> str:
                 p["reason"],
             )
         )
-    lines.extend(_table(rows))
+    lines.extend(table_lines(rows))
     chat = body.get("chat") or []
     if chat:
         chat_rows = [
@@ -218,7 +219,7 @@ def format_providers(body: dict[str, Any]) -> str:
             chat_rows.append(
                 (p["name"], p["kind"], p["tier"], p["state"], *_health_cells(p), p["reason"])
             )
-        lines.extend(["", *_table(chat_rows)])
+        lines.extend(["", *table_lines(chat_rows)])
     return "\n".join(lines)
 
 
@@ -228,16 +229,6 @@ def _health_cells(p: dict[str, Any]) -> tuple[str, str, str]:
         "-" if p["latency_ms"] is None else f"{p['latency_ms']:.0f} ms",
         f"{p['error_rate']:.2f}",
     )
-
-
-def _table(rows: Sequence[tuple[str, ...]]) -> list[str]:
-    """Left-aligned columns; the last one (a reason) is not padded."""
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
-    lines = []
-    for row in rows:
-        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
-        lines.append("  ".join([*cells, row[-1]]))
-    return lines
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 
+from memory_service.cli.output import table_lines
 from memory_service.core.errors import MemoryServiceError
 from memory_service.core.settings import Settings
 from memory_service.models.manifest import ModelEntry, ModelRegistry
@@ -126,7 +127,7 @@ def format_models(entries: list[ModelEntry], root: Path) -> str:
                 str(entry.path),
             )
         )
-    return _table(rows)
+    return "\n".join(table_lines(rows))
 
 
 def format_servers(statuses: list[ServerStatus]) -> str:
@@ -149,15 +150,7 @@ def format_servers(statuses: list[ServerStatus]) -> str:
                 status.detail,
             )
         )
-    return _table(rows)
-
-
-def _table(rows: list[tuple[str, ...]]) -> str:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        for row in rows
-    )
+    return "\n".join(table_lines(rows))
 
 
 def _size(size_bytes: int) -> str:

@@ -10,7 +10,8 @@ import json
 from datetime import datetime
 from uuid import UUID
 
-from memory_service.core.errors import InvalidRequest, LimitExceeded
+from memory_service.core.errors import InvalidRequest
+from memory_service.core.limits import at_most
 
 
 def encode_cursor(created_at: datetime, row_id: UUID) -> str:
@@ -30,8 +31,4 @@ def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
 
 def check_page_size(limit: int, max_page_size: int) -> None:
     """A page larger than the configured maximum is a 422 `limit_exceeded`, not a shorter page."""
-    if limit > max_page_size:
-        raise LimitExceeded(
-            f"limit is at most {max_page_size}",
-            {"field": "limit", "limit": max_page_size, "actual": limit},
-        )
+    at_most("limit", limit, max_page_size, "rows")

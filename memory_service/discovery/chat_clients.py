@@ -29,14 +29,11 @@ import httpx
 
 from memory_service.discovery import ollama_chat
 from memory_service.discovery.config import ChatProviderConfig
-from memory_service.embeddings.http import raise_for_status, send
+from memory_service.embeddings.http import raise_for_status, send, transport_error
+from memory_service.embeddings.ollama import route_missing
 from memory_service.embeddings.provider import (
     ProviderBadResponse,
-    ProviderConnectError,
     ProviderModelNotFound,
-    ProviderServerError,
-    ProviderTimeout,
-    ProviderUnavailable,
 )
 
 JSONObject = dict[str, Any]
@@ -110,7 +107,7 @@ class ChatClient:
             yield ollama_chat.chunk_events(self.name, self._lines(response, url), include_usage)
 
     def _switched_to_native(self, response: httpx.Response) -> bool:
-        if self.config.kind == "ollama" and _gin_404(response):
+        if self.config.kind == "ollama" and route_missing(response):
             self.native = True
         return self.native
 
@@ -123,7 +120,7 @@ class ChatClient:
         try:
             response = await self._http.send(request, stream=True)
         except httpx.HTTPError as exc:
-            raise _transport_error(self.name, url, exc) from exc
+            raise transport_error(self.name, url, exc) from exc
         stack.push_async_callback(response.aclose)
         return response
 
@@ -137,7 +134,7 @@ class ChatClient:
             async for line in response.aiter_lines():
                 yield line
         except httpx.HTTPError as exc:
-            raise _transport_error(self.name, url, exc) from exc
+            raise transport_error(self.name, url, exc) from exc
 
     async def _get_json(self, url: str) -> JSONObject:
         """Used by probes only."""
@@ -159,11 +156,6 @@ class ChatClient:
         )
 
 
-def _gin_404(response: httpx.Response) -> bool:
-    """Ollama's router (gin) answering a route it does not have."""
-    return response.status_code == 404 and response.text.strip() == "404 page not found"
-
-
 def _json(provider: str, response: httpx.Response) -> JSONObject:
     try:
         body = response.json()
@@ -172,11 +164,3 @@ def _json(provider: str, response: httpx.Response) -> JSONObject:
     if not isinstance(body, dict):
         raise ProviderBadResponse(provider, f"expected a JSON object, got {type(body).__name__}")
     return body
-
-
-def _transport_error(provider: str, url: str, exc: httpx.HTTPError) -> ProviderUnavailable:
-    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
-        return ProviderConnectError(provider, f"cannot connect to {url}: {exc!r}")
-    if isinstance(exc, httpx.TimeoutException):
-        return ProviderTimeout(provider, f"no answer from {url} in time: {exc!r}")
-    return ProviderServerError(provider, f"connection to {url} dropped: {exc!r}")

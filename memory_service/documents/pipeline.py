@@ -26,6 +26,7 @@ import numpy as np
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from memory_service.core.errors import EmbedderUnavailable, InputRejected, InvalidRequest
+from memory_service.core.settings import Limits
 from memory_service.documents import repository
 from memory_service.documents.chunking import Chunk, chunk_text
 from memory_service.documents.loaders import LoadedDocument, LoaderError
@@ -85,6 +86,8 @@ class Ingestor:
     # Chunks are counted by the embedder's own tokenizer when it has one (a local provider of
     # the space's model), else by this one (`embeddings.tokenizer.FileTokenizer`).
     tokenizer: Tokenizer | None = None
+    # What `POST /v1/documents` checks a document against before ingesting it.
+    limits: Limits = field(default_factory=Limits)
 
     def __post_init__(self) -> None:
         tokenizer = self.embedder.tokenizer() or self.tokenizer

@@ -32,14 +32,20 @@ async def send(
     """The response, whatever its status; transport failures raise ProviderUnavailable kinds."""
     try:
         return await http.request(method, url, json=payload, headers=headers, timeout=timeouts)
-    except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-        raise ProviderConnectError(provider, f"cannot connect to {url}: {exc!r}") from exc
-    except httpx.TimeoutException as exc:
-        raise ProviderTimeout(provider, f"no answer from {url} in time: {exc!r}") from exc
-    except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
-        raise ProviderServerError(provider, f"connection to {url} dropped: {exc!r}") from exc
     except httpx.HTTPError as exc:
-        raise ProviderUnavailable(provider, f"{url}: {exc!r}") from exc
+        raise transport_error(provider, url, exc) from exc
+
+
+def transport_error(provider: str, url: str, exc: httpx.HTTPError) -> ProviderUnavailable:
+    """The provider error for an httpx failure on the way to `url` or back: every provider
+    call, embedding or chat, streamed or not, maps them here."""
+    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+        return ProviderConnectError(provider, f"cannot connect to {url}: {exc!r}")
+    if isinstance(exc, httpx.TimeoutException):
+        return ProviderTimeout(provider, f"no answer from {url} in time: {exc!r}")
+    if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError):
+        return ProviderServerError(provider, f"connection to {url} dropped: {exc!r}")
+    return ProviderUnavailable(provider, f"{url}: {exc!r}")
 
 
 def error_message(response: httpx.Response) -> str:

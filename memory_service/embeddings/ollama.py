@@ -69,7 +69,7 @@ class OllamaEmbeddings(EmbeddingProvider):
                     "keep_alive": self._keep_alive,
                 },
             )
-            if not _route_missing(response):
+            if not route_missing(response):
                 raise_for_status(self.name, response)
                 return self._batch_vectors(response, len(texts))
             self.legacy = True
@@ -126,7 +126,7 @@ class OllamaEmbeddings(EmbeddingProvider):
         )
 
 
-def _route_missing(response: httpx.Response) -> bool:
+def route_missing(response: httpx.Response) -> bool:
     """Gin's own 404 (`404 page not found`, plain text): Ollama has no such route. Any other
     404, such as a proxy's page for a wrong base_url, is not taken for an old Ollama."""
     return response.status_code == 404 and response.text.strip() == "404 page not found"

@@ -13,7 +13,6 @@ server's message in `last_error`, in the response as well.
 """
 
 import asyncio
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,10 +26,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from memory_service.core.cursor import check_page_size, decode_cursor, encode_cursor
 from memory_service.core.errors import (
     Conflict,
-    InputTooLong,
-    LimitExceeded,
     NotFound,
 )
+from memory_service.core.limits import at_most, metadata_bytes, within_window
 from memory_service.core.settings import Limits
 from memory_service.embeddings.provider import (
     Embedded,
@@ -71,11 +69,7 @@ class MemoryService:
         Identical content in a namespace is one memory (see `repository.upsert_memories` for
         the merge rule); a repeat within the batch reports the first one's id, not created.
         """
-        if len(items) > self.limits.max_batch_items:
-            raise LimitExceeded(
-                f"a batch holds at most {self.limits.max_batch_items} items",
-                {"field": "items", "limit": self.limits.max_batch_items, "actual": len(items)},
-            )
+        at_most("items", len(items), self.limits.max_batch_items, "items")
         indexed = len(items) > 1
         for index, item in enumerate(items):
             self._check_item(item.content, item.metadata, item.tags, index if indexed else None)
@@ -211,42 +205,30 @@ class MemoryService:
     def _check_item(
         self, content: str, metadata: dict[str, Any], tags: Sequence[str], index: int | None
     ) -> None:
-        _check_length("content", content, self.limits.max_content_chars, index)
-        size = len(json.dumps(metadata, separators=(",", ":"), ensure_ascii=False).encode())
-        if size > self.limits.max_metadata_bytes:
-            raise LimitExceeded(
-                f"metadata is {size} bytes as JSON, the limit is {self.limits.max_metadata_bytes}",
-                _where(
-                    index,
-                    {"field": "metadata", "limit": self.limits.max_metadata_bytes, "actual": size},
-                ),
-            )
-        if len(tags) > self.limits.max_tags:
-            raise LimitExceeded(
-                f"at most {self.limits.max_tags} tags",
-                _where(
-                    index, {"field": "tags", "limit": self.limits.max_tags, "actual": len(tags)}
-                ),
-            )
+        at_most("content", len(content), self.limits.max_content_chars, index=index)
+        at_most(
+            "metadata",
+            metadata_bytes(metadata),
+            self.limits.max_metadata_bytes,
+            "bytes as JSON",
+            index,
+        )
+        at_most("tags", len(tags), self.limits.max_tags, "tags", index)
         for tag in tags:
-            _check_length("tags", tag, self.limits.max_tag_chars, index)
+            at_most("tags", len(tag), self.limits.max_tag_chars, index=index)
 
     async def _check_tokens(self, texts: Sequence[str], field: str, indexed: bool) -> None:
         counts = await self.embedder.count_tokens(texts)
         if counts is None:
             return  # a remote embedder refuses over-long input itself; see `_embed`
-        window = self.embedder.max_input_tokens
         for index, tokens in enumerate(counts):
-            if tokens > window:
-                where = f" of item {index}" if indexed else ""
-                raise InputTooLong(
-                    f"{field}{where} is {tokens} tokens long; {self.space.model} reads at most "
-                    f"{window}. Split it: text is never truncated.",
-                    _where(
-                        index if indexed else None,
-                        {"field": field, "tokens": tokens, "max_tokens": window},
-                    ),
-                )
+            within_window(
+                field,
+                tokens,
+                self.embedder.max_input_tokens,
+                self.space.model,
+                index if indexed else None,
+            )
 
 
 def _merge_repeat(row: dict[str, Any], repeat: MemoryIn) -> None:
@@ -254,18 +236,6 @@ def _merge_repeat(row: dict[str, Any], repeat: MemoryIn) -> None:
     later item win, tags are unioned in first-seen order, other fields stay the first's."""
     row["metadata"] = {**row["metadata"], **repeat.metadata}
     row["tags"] = list(dict.fromkeys([*row["tags"], *repeat.tags]))
-
-
-def _where(index: int | None, details: dict[str, Any]) -> dict[str, Any]:
-    return details if index is None else {"index": index, **details}
-
-
-def _check_length(field: str, value: str, limit: int, index: int | None) -> None:
-    if len(value) > limit:
-        raise LimitExceeded(
-            f"{field} is {len(value)} characters, the limit is {limit}",
-            _where(index, {"field": field, "limit": limit, "actual": len(value)}),
-        )
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,6 @@ file is replaced atomically (write, fsync, rename): a reader never sees half a m
 import contextlib
 import fcntl
 import json
-import os
 import re
 import shutil
 from collections.abc import Iterator
@@ -30,6 +29,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from memory_service.core.errors import Conflict, InvalidRequest, NotFound
+from memory_service.core.files import write_atomically
 
 ModelTask = Literal["embed", "chat"]
 MANIFEST_VERSION = 1
@@ -147,12 +147,7 @@ class ModelRegistry:
 
     def _write(self, manifest: Manifest) -> None:
         manifest.models.sort(key=lambda entry: entry.id)
-        temporary = self.manifest_path.with_suffix(".json.tmp")
-        with temporary.open("w") as file:
-            file.write(manifest.model_dump_json(indent=2))
-            file.flush()
-            os.fsync(file.fileno())
-        temporary.replace(self.manifest_path)
+        write_atomically(self.manifest_path, manifest.model_dump_json(indent=2))
 
 
 def _find(manifest: Manifest, model_id: str) -> ModelEntry:

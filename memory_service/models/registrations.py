@@ -11,7 +11,6 @@ for chat routing, which reads them with `read_registrations(dir, runner="generat
 """
 
 import logging
-import os
 import re
 from datetime import datetime
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from memory_service.core.errors import InvalidRequest, NotFound
+from memory_service.core.files import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -87,13 +87,9 @@ def read_registration(directory: Path, name: str) -> VllmRegistration:
 def write_registration(directory: Path, registration: VllmRegistration) -> None:
     """Atomically: a reader sees the old file, no file, or the whole new one."""
     directory.mkdir(parents=True, exist_ok=True)
-    path = registration_path(directory, registration.name)
-    temporary = path.with_suffix(".json.tmp")
-    with temporary.open("w") as file:
-        file.write(registration.model_dump_json(indent=2))
-        file.flush()
-        os.fsync(file.fileno())
-    temporary.replace(path)
+    write_atomically(
+        registration_path(directory, registration.name), registration.model_dump_json(indent=2)
+    )
 
 
 def remove_registration(directory: Path, name: str) -> None:

@@ -15,12 +15,8 @@ from dataclasses import dataclass, field, replace
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from memory_service.core.db import set_local
-from memory_service.core.errors import (
-    EmbedderUnavailable,
-    InputRejected,
-    InputTooLong,
-    LimitExceeded,
-)
+from memory_service.core.errors import EmbedderUnavailable, InputRejected
+from memory_service.core.limits import at_most, within_window
 from memory_service.core.settings import Limits
 from memory_service.embeddings.provider import (
     EmbeddingProvider,
@@ -37,27 +33,21 @@ from memory_service.search.repository import IndexMethod, Scope, VectorTable
 
 def check_query(limits: Limits, k: int, query: str) -> None:
     """Raise LimitExceeded when `k` or the query's length is over the configured limits."""
-    if k > limits.max_k:
-        raise LimitExceeded(
-            f"k is at most {limits.max_k}", {"field": "k", "limit": limits.max_k, "actual": k}
-        )
-    if len(query) > limits.max_query_chars:
-        raise LimitExceeded(
-            f"query is {len(query)} characters, the limit is {limits.max_query_chars}",
-            {"field": "query", "limit": limits.max_query_chars, "actual": len(query)},
-        )
+    at_most("k", k, limits.max_k, "results")
+    at_most("query", len(query), limits.max_query_chars)
 
 
 async def embed_query(embedder: EmbeddingProvider, space: EmbeddingSpace, query: str) -> Vectors:
     """The query's vector. Raises InputTooLong (over the model's window, where the service
     can count), InputRejected (the embedder refused it) or EmbedderUnavailable."""
     counts = await embedder.count_tokens([query])
-    window = embedder.max_input_tokens
-    if counts is not None and counts[0] > window:
-        raise InputTooLong(
-            f"query is {counts[0]} tokens long; {space.model} reads at most {window}. "
-            "Shorten it, or search in keyword mode: text is never truncated.",
-            {"field": "query", "tokens": counts[0], "max_tokens": window},
+    if counts is not None:
+        within_window(
+            "query",
+            counts[0],
+            embedder.max_input_tokens,
+            space.model,
+            advice="Shorten it, or search in keyword mode",
         )
     try:
         vectors = await embedder.embed([query])

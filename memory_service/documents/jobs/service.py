@@ -8,7 +8,6 @@ identity would overwrite each other), and a server-side path against the allow-l
 """
 
 import hashlib
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,10 +20,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from memory_service.core.cursor import check_page_size, decode_cursor, encode_cursor
 from memory_service.core.errors import (
     InvalidRequest,
-    LimitExceeded,
     NotFound,
     ServiceUnavailable,
 )
+from memory_service.core.limits import at_most, metadata_bytes
 from memory_service.core.settings import Limits
 from memory_service.documents.jobs import repository
 from memory_service.documents.jobs.paths import allowed_path
@@ -91,14 +90,14 @@ class IngestJobService:
     def _checked_documents(self, documents: list[DocumentFields]) -> list[dict[str, Any]]:
         """The documents as the job stores them, or the first limit they break."""
         limits = self.limits
-        _limit("documents", len(documents), limits.max_batch_items, None, "documents")
-        _limit("text", sum(len(d.text) for d in documents), limits.max_job_chars, None)
+        at_most("documents", len(documents), limits.max_batch_items, "documents")
+        at_most("text", sum(len(d.text) for d in documents), limits.max_job_chars)
         stored: list[dict[str, Any]] = []
         seen: dict[str, int] = {}
         for index, document in enumerate(documents):
-            _limit("text", len(document.text), MAX_DOCUMENT_CHARS, index)
-            size = len(json.dumps(document.metadata, separators=(",", ":")).encode())
-            _limit("metadata", size, limits.max_metadata_bytes, index, "bytes as JSON")
+            at_most("text", len(document.text), MAX_DOCUMENT_CHARS, index=index)
+            size = metadata_bytes(document.metadata)
+            at_most("metadata", size, limits.max_metadata_bytes, "bytes as JSON", index)
             source_uri = document.source_uri or default_source_uri(document.text)
             if source_uri in seen:
                 raise InvalidRequest(
@@ -145,14 +144,3 @@ _VIEW_FIELDS = (
     "finished_at",
 )
 _COUNT_FIELDS = ("documents_ingested", "documents_unchanged", "documents_failed", "chunks")
-
-
-def _limit(
-    field: str, actual: int, limit: int, index: int | None, unit: str = "characters"
-) -> None:
-    if actual > limit:
-        details = {"field": field, "limit": limit, "actual": actual}
-        raise LimitExceeded(
-            f"{field} is {actual} {unit}, the limit is {limit}",
-            details if index is None else {"index": index, **details},
-        )

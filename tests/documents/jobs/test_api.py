@@ -195,6 +195,39 @@ class TestRefusals:
             assert assert_error(response.json(), "limit_exceeded")["details"]["field"] == field
         assert await count(resources.engine, "ingest_job") == 0
 
+    async def test_metadata_is_measured_in_utf8_as_memories_measure_it(
+        self, client: httpx.AsyncClient, resources: Resources
+    ) -> None:
+        # 100 two-byte characters: {"k":"é…"} is 208 bytes of UTF-8, within the 256 of
+        # these tests, and 608 as ASCII-escaped JSON, which the jobs route used to measure.
+        metadata = {"k": "é" * 100}
+        response = await client.post(
+            "/v1/ingest/jobs",
+            json={"namespace": "kb", "documents": [{"text": "x", "metadata": metadata}]},
+        )
+        assert response.status_code == 202, response.text
+        stored = await client.post(
+            "/v1/memories", json={"namespace": "kb", "content": "x", "metadata": metadata}
+        )
+        assert stored.status_code == 201, stored.text
+        over = {"k": "é" * 125}  # 258 bytes
+        for path, body in (
+            (
+                "/v1/ingest/jobs",
+                {"namespace": "kb", "documents": [{"text": "y", "metadata": over}]},
+            ),
+            ("/v1/memories", {"namespace": "kb", "content": "y", "metadata": over}),
+            ("/v1/documents", {"namespace": "kb", "text": "y", "metadata": over}),
+        ):
+            response = await client.post(path, json=body)
+            assert response.status_code == 422, path
+            details = assert_error(response.json(), "limit_exceeded")["details"]
+            assert details == {"field": "metadata", "limit": 256, "actual": 258} | (
+                {"index": 0} if path == "/v1/ingest/jobs" else {}
+            ), path
+        assert await count(resources.engine, "ingest_job") == 1
+        assert await count(resources.engine, "document") == 0
+
     async def test_two_documents_with_one_identity_are_refused(
         self, client: httpx.AsyncClient, resources: Resources
     ) -> None:
