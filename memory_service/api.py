@@ -5,7 +5,6 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from memory_service.chat.endpoints import router as openai_router
 from memory_service.core.db import current_revision, ping
 from memory_service.core.handlers import error_response
 from memory_service.core.migrations import head_revision
@@ -13,10 +12,11 @@ from memory_service.discovery.endpoints import router as providers_router
 from memory_service.documents.endpoints import router as documents_router
 from memory_service.documents.jobs.endpoints import router as ingest_jobs_router
 from memory_service.embeddings.provider import ProviderError
+from memory_service.gateway.endpoints import router as openai_router
 from memory_service.memories.endpoints import router as memories_router
-from memory_service.models.endpoints import router as admin_vllm_router
 from memory_service.search.endpoints import recall_router, spaces_router
 from memory_service.search.endpoints import router as search_router
+from memory_service.serving.endpoints import router as admin_vllm_router
 
 router = APIRouter()
 router.include_router(memories_router)

@@ -21,9 +21,6 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from memory_service.api import router
-from memory_service.chat.budget import CloudBudget
-from memory_service.chat.embeddings import EmbeddingsGateway
-from memory_service.chat.service import ChatGateway
 from memory_service.core.db import create_engine, ensure_schema_at_head
 from memory_service.core.errors import InvalidRequest
 from memory_service.core.handlers import install_error_handlers
@@ -45,16 +42,19 @@ from memory_service.embeddings.local import LocalProvider
 from memory_service.embeddings.provider import EmbeddingProvider
 from memory_service.embeddings.spaces import EmbeddingSpace, register_space
 from memory_service.embeddings.tokenizer import FileTokenizer
+from memory_service.gateway.budget import CloudBudget
+from memory_service.gateway.embeddings import EmbeddingsGateway
+from memory_service.gateway.service import ChatGateway
 from memory_service.memories.reconciler import Reconciler
 from memory_service.memories.service import MemoryService
-from memory_service.models.lifecycle import VllmManager
-from memory_service.models.refresh import watch_registrations
 from memory_service.search.index_repository import resolve_method
 from memory_service.search.indexes import IndexMaintainer, IndexPolicy
 from memory_service.search.memory_recall import MemoryRecall
 from memory_service.search.query import VectorSettings
 from memory_service.search.recall import RecallSampler
 from memory_service.search.service import SearchService
+from memory_service.serving.lifecycle import VllmManager
+from memory_service.serving.refresh import watch_registrations
 
 log = logging.getLogger(__name__)
 
@@ -141,41 +141,53 @@ async def open_resources(
             ef_search=settings.hnsw_ef_search,
         )
         sampler = RecallSampler(
-            engine,
-            space.id,
-            settings.recall_sample_rate,
-            settings.recall_max_per_minute,
-            settings.recall_target,
+            engine=engine,
+            space_id=space.id,
+            rate=settings.recall_sample_rate,
+            max_per_minute=settings.recall_max_per_minute,
+            target=settings.recall_target,
         )
         recall = MemoryRecall(
-            engine, embedder, space, settings.limits, settings.rrf_k, vector_settings, sampler
+            engine=engine,
+            embedder=embedder,
+            space=space,
+            limits=settings.limits,
+            rrf_k=settings.rrf_k,
+            vector_settings=vector_settings,
+            sampler=sampler,
         )
         yield Resources(
             engine=engine,
             embedder=embedder,
             space=space,
             memories=MemoryService(
-                engine, embedder, space, settings.limits, settings.inline_embed_seconds
+                engine=engine,
+                embedder=embedder,
+                space=space,
+                limits=settings.limits,
+                inline_embed_seconds=settings.inline_embed_seconds,
             ),
             recall=recall,
             search=SearchService(
-                engine,
-                embedder,
-                space,
-                settings.limits,
-                settings.rrf_k,
-                vector_settings,
-                sampler,
+                engine=engine,
+                embedder=embedder,
+                space=space,
+                limits=settings.limits,
+                rrf_k=settings.rrf_k,
+                vector_settings=vector_settings,
+                sampler=sampler,
             ),
             batch_embedder=background_embedder or embedder,
             reconciler=Reconciler(
-                engine,
-                background_embedder or embedder,
-                space.id,
-                settings.reconcile_batch_size,
-                settings.reconcile_max_attempts,
+                engine=engine,
+                embedder=background_embedder or embedder,
+                space_id=space.id,
+                batch_size=settings.reconcile_batch_size,
+                max_attempts=settings.reconcile_max_attempts,
             ),
-            indexes=IndexMaintainer(engine, space.id, IndexPolicy.of(settings)),
+            indexes=IndexMaintainer(
+                engine=engine, space_id=space.id, policy=IndexPolicy.of(settings)
+            ),
             sampler=sampler,
             embeddings_gateway=EmbeddingsGateway(
                 background_embedder or embedder,
@@ -220,14 +232,14 @@ def _documents(
         if settings.tokenizer_path is not None and embedder.tokenizer() is None:
             tokenizer = FileTokenizer.load(settings.tokenizer_path)
         ingestor = Ingestor(
-            engine,
-            embedder,
-            space,
-            settings.chunk_max_tokens,
-            settings.chunk_overlap_tokens,
-            settings.ingest_batch_chunks,
-            tokenizer,
-            settings.limits,
+            engine=engine,
+            embedder=embedder,
+            space=space,
+            chunk_tokens=settings.chunk_max_tokens,
+            overlap_tokens=settings.chunk_overlap_tokens,
+            batch_chunks=settings.ingest_batch_chunks,
+            tokenizer=tokenizer,
+            limits=settings.limits,
         )
     except InvalidRequest as exc:
         return None, exc.message
@@ -291,7 +303,7 @@ def create_app(settings: Settings, resources: Resources) -> FastAPI:
             tasks.append(resources.sampler.run_forever())
         if resources.discovery is not None:
             tasks.append(resources.discovery.run_forever(settings.probe_interval_seconds))
-            # Servers started by `vllm serve` join discovery (see models/refresh.py).
+            # Servers started by `vllm serve` join discovery (see serving/refresh.py).
             tasks.append(watch_registrations(settings, resources.discovery))
         if settings.ingest_worker and resources.documents is not None:
             tasks.append(job_worker(settings, resources.engine, resources.documents).run())
@@ -306,17 +318,17 @@ def create_app(settings: Settings, resources: Resources) -> FastAPI:
                     await task
 
     app = FastAPI(title="memory-service", version="0.1.0", lifespan=lifespan)
+    # What the endpoints read: the resources, and two services of the HTTP layer that the
+    # app's own settings configure (the vLLM servers it may start, the job submission).
     app.state.resources = resources
-    app.state.memories = resources.memories
-    app.state.search = resources.search
     # The app factory is an entry point: started vLLM servers inherit its environment.
     app.state.vllm = VllmManager(settings, os.environ)
     app.state.ingest_jobs = IngestJobService(
-        resources.engine,
-        settings.limits,
-        settings.ingest_allowed_paths,
-        settings.ingest_max_attempts,
-        None if resources.documents else resources.documents_unavailable,
+        engine=resources.engine,
+        limits=settings.limits,
+        allowed_paths=settings.ingest_allowed_paths,
+        max_attempts=settings.ingest_max_attempts,
+        unavailable=None if resources.documents else resources.documents_unavailable,
     )
     install_error_handlers(app)
     app.include_router(router)

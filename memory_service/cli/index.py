@@ -31,7 +31,7 @@ async def _maintainer(settings: Settings) -> IndexMaintainer:
             f"no embedding space {settings.embedding_space!r} in this database yet "
             f"(recorded: {sorted(spaces) or 'none'}); it is recorded when `serve` first starts"
         )
-    return IndexMaintainer(engine, space.id, IndexPolicy.of(settings))
+    return IndexMaintainer(engine=engine, space_id=space.id, policy=IndexPolicy.of(settings))
 
 
 async def index_status(settings: Settings) -> list[dict[str, Any]]:

@@ -14,8 +14,8 @@ from pathlib import Path
 from memory_service.cli.output import table_lines
 from memory_service.core.errors import MemoryServiceError
 from memory_service.core.settings import Settings
-from memory_service.models.manifest import ModelEntry, ModelRegistry
-from memory_service.models.schemas import ServeRequest, ServerStatus
+from memory_service.serving.manifest import ModelEntry, ModelRegistry
+from memory_service.serving.schemas import ServeRequest, ServerStatus
 
 
 def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -63,7 +63,7 @@ def _models(settings: Settings, args: argparse.Namespace, environ: Mapping[str, 
     if args.action == "list":
         print(format_models(registry.entries(), registry.root))
     elif args.action == "download":
-        from memory_service.models.hub import download_model
+        from memory_service.serving.hub import download_model
 
         entry = download_model(
             registry,
@@ -84,7 +84,7 @@ def _models(settings: Settings, args: argparse.Namespace, environ: Mapping[str, 
 
 
 def _vllm(settings: Settings, args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    from memory_service.models.lifecycle import VllmManager
+    from memory_service.serving.lifecycle import VllmManager
 
     manager = VllmManager(settings, environ)
     if args.action == "serve":

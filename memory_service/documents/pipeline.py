@@ -75,7 +75,7 @@ class _Pending:
 Progress = Callable[[IngestReport], None]
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Ingestor:
     engine: AsyncEngine
     embedder: EmbeddingProvider

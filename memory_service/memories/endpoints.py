@@ -22,7 +22,7 @@ from memory_service.memories.service import MemoryService
 
 
 def get_memory_service(request: Request) -> MemoryService:
-    service: MemoryService = request.app.state.memories
+    service: MemoryService = request.app.state.resources.memories
     return service
 
 

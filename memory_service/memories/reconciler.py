@@ -38,7 +38,7 @@ class ReconcileReport:
     embedder_down: bool = False
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Reconciler:
     engine: AsyncEngine
     embedder: EmbeddingProvider

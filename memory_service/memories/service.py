@@ -23,7 +23,7 @@ from uuid import UUID
 import numpy as np
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from memory_service.core.cursor import check_page_size, decode_cursor, encode_cursor
+from memory_service.core.cursor import check_page_size, decode_cursor, page_of
 from memory_service.core.errors import (
     Conflict,
     NotFound,
@@ -53,7 +53,7 @@ from memory_service.memories.schemas import (
 log = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class MemoryService:
     engine: AsyncEngine
     embedder: EmbeddingProvider
@@ -115,9 +115,9 @@ class MemoryService:
         after = decode_cursor(cursor) if cursor else None
         async with self.engine.connect() as conn:
             rows = await repository.list_memories(conn, namespace, limit + 1, after)
-        items = [MemoryOut.model_validate(row._mapping) for row in rows[:limit]]
-        last = items[-1] if len(rows) > limit else None
-        next_cursor = encode_cursor(last.created_at, last.id) if last else None
+        items, next_cursor = page_of(
+            [MemoryOut.model_validate(row._mapping) for row in rows], limit
+        )
         return MemoryPage(items=items, next_cursor=next_cursor)
 
     async def update(self, memory_id: UUID, patch: MemoryPatch) -> MemoryOut:

@@ -20,7 +20,7 @@ from memory_service.search.service import SearchService
 
 
 def get_search_service(request: Request) -> SearchService:
-    service: SearchService = request.app.state.search
+    service: SearchService = request.app.state.resources.search
     return service
 
 

@@ -113,7 +113,7 @@ def index_name(table_name: str, space_id: int, generation: int) -> str:
     return f"{table_name}_embedding_space_{space_id}_g{generation}_idx"
 
 
-@dataclass
+@dataclass(kw_only=True)
 class IndexMaintainer:
     engine: AsyncEngine
     space_id: int
@@ -121,7 +121,7 @@ class IndexMaintainer:
 
     def for_space(self, space_id: int) -> "IndexMaintainer":
         """The same lifecycle for another space of the database (status of every space)."""
-        return IndexMaintainer(self.engine, space_id, self.policy)
+        return IndexMaintainer(engine=self.engine, space_id=space_id, policy=self.policy)
 
     async def status(self) -> list[IndexStatus]:
         async with self.engine.begin() as conn:

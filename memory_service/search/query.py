@@ -177,7 +177,7 @@ class VectorSettings:
         await set_local(conn, "diskann.query_rescore", str(rescore))
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Searcher:
     """What a search runs on; the base of `SearchService` and of memory recall."""
 

@@ -76,7 +76,7 @@ def recall_at_k(found: Sequence[str], exact: Sequence[str], k: int) -> float:
     return len(wanted & set(found[:k])) / len(wanted) if wanted else 1.0
 
 
-@dataclass
+@dataclass(kw_only=True)
 class RecallSampler:
     engine: AsyncEngine
     space_id: int

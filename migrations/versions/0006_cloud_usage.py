@@ -5,7 +5,7 @@ Revises: 0005
 Create Date: 2026-11-22
 
 The daily budget (requests and tokens sent to cloud chat providers) is enforced by a single
-conditional upsert on this row (`chat/repository.py`), so it holds across restarts and across
+conditional upsert on this row (`gateway/repository.py`), so it holds across restarts and across
 any number of service processes sharing the database.
 """
 

@@ -289,12 +289,12 @@ class Systems:
         on the machine (and any order effect) falls on all three alike."""
         args, space = self.args, self.resources.space
         ingestor = Ingestor(
-            self.resources.engine,
-            pipeline_embedder or embedder,
-            space,
-            args.chunk_tokens,
-            args.overlap_tokens,
-            args.batch_chunks,
+            engine=self.resources.engine,
+            embedder=pipeline_embedder or embedder,
+            space=space,
+            chunk_tokens=args.chunk_tokens,
+            overlap_tokens=args.overlap_tokens,
+            batch_chunks=args.batch_chunks,
         )
         store = await PGVectorStore.create(
             self.langchain, LangchainEmbeddings(embedder), table_name="langchain_chunk"

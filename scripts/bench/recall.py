@@ -231,7 +231,9 @@ async def build_index(table: Table, method: IndexMethod) -> float:
             await index_repository.release_gate(conn, row.id)
         seconds = time.perf_counter() - started
     table.method = method
-    maintainer = IndexMaintainer(table.engine, table.space.id, IndexPolicy(0, 2.0))
+    maintainer = IndexMaintainer(
+        engine=table.engine, space_id=table.space.id, policy=IndexPolicy(0, 2.0)
+    )
     drained = await maintainer.drain("memory")
     if drained:
         progress(f"index: {drained} rows written during the build moved into it")

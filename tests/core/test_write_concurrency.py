@@ -530,7 +530,7 @@ class TestWriteConcurrency:
             await run_load(own_server, engine, space.id, ledger, seed=1)
             # From here on the writers go through the space's diskann index too, built on the
             # rows of the first load, and the second load runs beside a rebuild of it.
-            indexes = IndexMaintainer(engine, space.id, IndexPolicy(1, 2.0))
+            indexes = IndexMaintainer(engine=engine, space_id=space.id, policy=IndexPolicy(1, 2.0))
             assert (await indexes.maintain())["memory"] == "built"
             await assert_consistent(engine, space.id, ledger)
             before_crash = await row_digests(engine)
@@ -543,7 +543,7 @@ class TestWriteConcurrency:
         engine = create_engine(own_server.database_url(), pool_size=WRITERS)
         try:
             assert await row_digests(engine) == before_crash, "the crash lost committed rows"
-            indexes = IndexMaintainer(engine, space.id, IndexPolicy(1, 2.0))
+            indexes = IndexMaintainer(engine=engine, space_id=space.id, policy=IndexPolicy(1, 2.0))
             await indexes.request_rebuild("memory")
             async with asyncio.timeout(4 * DEADLINE_SECONDS):
                 _, outcomes = await asyncio.gather(

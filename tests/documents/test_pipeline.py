@@ -26,11 +26,11 @@ def corpus(tmp_path: Path) -> Path:
 @pytest.fixture
 def ingestor(resources: Resources) -> Ingestor:
     return Ingestor(
-        resources.engine,
-        resources.batch_embedder,
-        resources.space,
-        MAX_TOKENS,
-        8,
+        engine=resources.engine,
+        embedder=resources.batch_embedder,
+        space=resources.space,
+        chunk_tokens=MAX_TOKENS,
+        overlap_tokens=8,
         batch_chunks=16,
     )
 
@@ -182,7 +182,12 @@ class TestBatchWrites:
         self, resources: Resources
     ) -> None:
         ingestor = Ingestor(
-            resources.engine, resources.batch_embedder, resources.space, MAX_TOKENS, 8, 10_000
+            engine=resources.engine,
+            embedder=resources.batch_embedder,
+            space=resources.space,
+            chunk_tokens=MAX_TOKENS,
+            overlap_tokens=8,
+            batch_chunks=10_000,
         )
         statements: list[str] = []
 

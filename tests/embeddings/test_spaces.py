@@ -91,7 +91,9 @@ class TestRegisterSpace:
         assert first.id != second.id
         for space in (first, second):
             # min_rows 0: built on the empty tables, only to look at the definitions.
-            await IndexMaintainer(engine, space.id, IndexPolicy(0, 2.0)).maintain()
+            await IndexMaintainer(
+                engine=engine, space_id=space.id, policy=IndexPolicy(0, 2.0)
+            ).maintain()
         definitions = await index_definitions(engine)
         assert len(definitions) == 2
         for space in (first, second):

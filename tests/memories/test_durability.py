@@ -9,7 +9,7 @@ from sqlalchemy import text
 
 from memory_service.app import Resources
 from memory_service.core.settings import Settings
-from memory_service.embeddings.provider import ProviderInputError, Vectors
+from memory_service.embeddings.provider import EmbeddingProvider, ProviderInputError, Vectors
 from memory_service.memories.reconciler import Reconciler
 from tests.fakes import FlakyProvider
 from tests.memories.factories import memory_body
@@ -100,7 +100,7 @@ class TestPendingWrites:
         items = [memory_body(f"Backlog item {i}.") for i in range(150)]
         await client.post("/v1/memories/batch", json={"items": items})
         embedder.down = False
-        reconciler = Reconciler(resources.engine, embedder, resources.space.id, 64, 5)
+        reconciler = reconciler_of(resources, embedder, max_attempts=5)
         report = await reconciler.run_once()
         assert report.embedded == 150
         async with resources.engine.connect() as conn:
@@ -108,6 +108,19 @@ class TestPendingWrites:
                 text("SELECT count(*) FROM memory WHERE status <> 'embedded'")
             )
         assert pending == 0
+
+
+def reconciler_of(
+    resources: Resources, embedder: EmbeddingProvider, max_attempts: int
+) -> Reconciler:
+    """The space's reconciler over `embedder`, in batches of 64."""
+    return Reconciler(
+        engine=resources.engine,
+        embedder=embedder,
+        space_id=resources.space.id,
+        batch_size=64,
+        max_attempts=max_attempts,
+    )
 
 
 class RejectingProvider(FlakyProvider):
@@ -130,7 +143,7 @@ class TestFailedRows:
             json={"items": [memory_body("POISON row."), memory_body("Healthy row.")]},
         )
         rejecting = RejectingProvider(embedder.inner)
-        reconciler = Reconciler(resources.engine, rejecting, resources.space.id, 64, 2)
+        reconciler = reconciler_of(resources, rejecting, max_attempts=2)
         await reconciler.run_once()
         await reconciler.run_once()
         await reconciler.run_once()
@@ -152,7 +165,7 @@ class TestFailedRows:
         await client.post("/v1/memories/batch", json={"items": items})
         rejecting = RejectingProvider(embedder.inner)
         rejecting.max_batch = 64
-        reconciler = Reconciler(resources.engine, rejecting, resources.space.id, 64, 3)
+        reconciler = reconciler_of(resources, rejecting, max_attempts=3)
         report = await reconciler.run_once()
         assert report.embedded == 63
         assert report.failed_attempts == 1, "only the refused row is charged, once per pass"

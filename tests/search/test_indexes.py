@@ -31,7 +31,9 @@ MIN_ROWS = 500
 
 @pytest.fixture
 def maintainer(resources: Resources) -> IndexMaintainer:
-    return IndexMaintainer(resources.engine, resources.space.id, IndexPolicy(MIN_ROWS, 2.0))
+    return IndexMaintainer(
+        engine=resources.engine, space_id=resources.space.id, policy=IndexPolicy(MIN_ROWS, 2.0)
+    )
 
 
 async def add_rows(resources: Resources, count: int, start: int = 0) -> None:
@@ -142,14 +144,18 @@ class TestMethod:
     ) -> None:
         await add_rows(resources, MIN_ROWS)
         hnsw = IndexMaintainer(
-            resources.engine, resources.space.id, IndexPolicy(MIN_ROWS, 2.0, "hnsw")
+            engine=resources.engine,
+            space_id=resources.space.id,
+            policy=IndexPolicy(MIN_ROWS, 2.0, "hnsw"),
         )
         assert (await hnsw.maintain())["memory"] == "built"
         assert (await memory_status(hnsw))["method"] == "hnsw"
         assert (await hnsw.maintain())["memory"] == "not_needed"
 
         diskann = IndexMaintainer(
-            resources.engine, resources.space.id, IndexPolicy(MIN_ROWS, 2.0, "diskann")
+            engine=resources.engine,
+            space_id=resources.space.id,
+            policy=IndexPolicy(MIN_ROWS, 2.0, "diskann"),
         )
         assert (await diskann.maintain())["memory"] == "rebuilt"
         status = await memory_status(diskann)
@@ -181,7 +187,9 @@ class TestConcurrentBuild:
             build = asyncio.create_task(maintainer.maintain_table("memory"))
             await until_phase(resources.engine)
             assert (await memory_status(maintainer))["state"] == "building"
-            other = IndexMaintainer(resources.engine, resources.space.id, maintainer.policy)
+            other = IndexMaintainer(
+                engine=resources.engine, space_id=resources.space.id, policy=maintainer.policy
+            )
             assert await other.maintain_table("memory") == "busy"
 
             # A write to the table being indexed completes while the build holds its lock.
@@ -300,7 +308,11 @@ class TestGate:
             assert deferred.json()["status"] == "pending", deferred.text
             embedder.down = False
             report = await Reconciler(
-                resources.engine, embedder, resources.space.id, 8, 3
+                engine=resources.engine,
+                embedder=embedder,
+                space_id=resources.space.id,
+                batch_size=8,
+                max_attempts=3,
             ).run_once()
             assert report.embedded == 1
             document = await client.post(
@@ -438,7 +450,9 @@ class TestParallelBuild:
             async with engine.connect() as conn:
                 workers = await conn.scalar(text("SHOW max_parallel_maintenance_workers"))
             assert workers == "2"
-            maintainer = IndexMaintainer(engine, resources.space.id, IndexPolicy(MIN_ROWS, 2.0))
+            maintainer = IndexMaintainer(
+                engine=engine, space_id=resources.space.id, policy=IndexPolicy(MIN_ROWS, 2.0)
+            )
             assert await maintainer.maintain_table("memory") == "built"
             assert (await memory_status(maintainer))["state"] == "ready"
         finally:

@@ -47,7 +47,9 @@ class TestHybridStatement:
     async def test_vector_lists_use_their_ann_indexes(self, resources: Resources) -> None:
         space = resources.space
         # Built on empty tables (min_rows 0) only to look at the plan's shape.
-        maintainer = IndexMaintainer(resources.engine, space.id, IndexPolicy(0, 2.0))
+        maintainer = IndexMaintainer(
+            engine=resources.engine, space_id=space.id, policy=IndexPolicy(0, 2.0)
+        )
         assert await maintainer.maintain() == {"memory": "built", "chunk": "built"}
         names: dict[str, str] = {}
         for status in await maintainer.status():

@@ -170,7 +170,13 @@ class TestChunkRecall:
         corpus: tuple[list[str], list[str]],
     ) -> None:
         texts, queries = corpus
-        ingestor = Ingestor(resources.engine, resources.batch_embedder, resources.space, 128, 8)
+        ingestor = Ingestor(
+            engine=resources.engine,
+            embedder=resources.batch_embedder,
+            space=resources.space,
+            chunk_tokens=128,
+            overlap_tokens=8,
+        )
         for namespace, picked in (
             ("docs", [t for i, t in enumerate(texts) if i % RARE_EVERY]),
             ("docs-rare", [t for i, t in enumerate(texts) if not i % RARE_EVERY]),

@@ -39,7 +39,13 @@ async def index_search(resources: Resources, vector: Vectors) -> list[str]:
 
 
 def sampler_for(resources: Resources) -> RecallSampler:
-    return RecallSampler(resources.engine, resources.space.id, 1.0, 6_000, 0.95)
+    return RecallSampler(
+        engine=resources.engine,
+        space_id=resources.space.id,
+        rate=1.0,
+        max_per_minute=6_000,
+        target=0.95,
+    )
 
 
 class TestSelectivityClass:
@@ -62,7 +68,9 @@ class TestRecallSampler:
         self, resources: Resources, caplog: pytest.LogCaptureFixture
     ) -> None:
         space = resources.space
-        maintainer = IndexMaintainer(resources.engine, space.id, IndexPolicy(0, 2.0))
+        maintainer = IndexMaintainer(
+            engine=resources.engine, space_id=space.id, policy=IndexPolicy(0, 2.0)
+        )
         # The old defect on purpose: the index trained on no rows, the rows inserted after.
         assert (await maintainer.maintain())["memory"] == "built"
         await add_rows(resources, 3_000)
@@ -120,7 +128,9 @@ class TestSampledSearches:
         self, client: httpx.AsyncClient, resources: Resources
     ) -> None:
         await add_rows(resources, 600)
-        maintainer = IndexMaintainer(resources.engine, resources.space.id, IndexPolicy(500, 2.0))
+        maintainer = IndexMaintainer(
+            engine=resources.engine, space_id=resources.space.id, policy=IndexPolicy(500, 2.0)
+        )
         assert (await maintainer.maintain())["memory"] == "built"
         response = await client.post(
             "/v1/memories/search", json={"namespace": SCOPE_NAMESPACE, "query": "row", "k": 5}

@@ -33,7 +33,13 @@ async def store(client: httpx.AsyncClient, contents: Sequence[str], **fields: An
 
 
 async def ingest(resources: Resources, documents: dict[str, str], **metadata: Any) -> None:
-    ingestor = Ingestor(resources.engine, resources.batch_embedder, resources.space, 128, 8)
+    ingestor = Ingestor(
+        engine=resources.engine,
+        embedder=resources.batch_embedder,
+        space=resources.space,
+        chunk_tokens=128,
+        overlap_tokens=8,
+    )
     loaded = [
         LoadedDocument(f"file:///{title}.txt", title, body, dict(metadata))
         for title, body in documents.items()

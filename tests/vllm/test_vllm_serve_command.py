@@ -14,9 +14,9 @@ import httpx
 from memory_service.app import open_resources
 from memory_service.core.settings import Settings
 from memory_service.embeddings.local import BUNDLED_MODEL_ID, LocalProvider, bundled_model_path
-from memory_service.models.launcher import is_vllm_server, pid_alive, terminate_group
-from memory_service.models.refresh import RegistrationWatcher
-from memory_service.models.registrations import read_registrations
+from memory_service.serving.launcher import is_vllm_server, pid_alive, terminate_group
+from memory_service.serving.refresh import RegistrationWatcher
+from memory_service.serving.registrations import read_registrations
 from tests.apps import free_port
 from tests.vllm.conftest import MAX_MODEL_LEN, VLLM_PYTHON
 

@@ -17,7 +17,7 @@ from uuid import UUID
 from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from memory_service.core.cursor import check_page_size, decode_cursor, encode_cursor
+from memory_service.core.cursor import check_page_size, decode_cursor, page_of
 from memory_service.core.errors import (
     InvalidRequest,
     NotFound,
@@ -44,7 +44,7 @@ def default_source_uri(text: str) -> str:
     return f"api:sha256:{hashlib.sha256(text.encode()).hexdigest()}"
 
 
-@dataclass
+@dataclass(kw_only=True)
 class IngestJobService:
     engine: AsyncEngine
     limits: Limits
@@ -81,11 +81,8 @@ class IngestJobService:
         after = decode_cursor(cursor) if cursor else None
         async with self.engine.connect() as conn:
             rows = await repository.list_jobs(conn, namespace, state, limit + 1, after)
-        items = [self.view(row) for row in rows[:limit]]
-        last = items[-1] if len(rows) > limit else None
-        return IngestJobPage(
-            items=items, next_cursor=encode_cursor(last.created_at, last.id) if last else None
-        )
+        items, next_cursor = page_of([self.view(row) for row in rows], limit)
+        return IngestJobPage(items=items, next_cursor=next_cursor)
 
     def _checked_documents(self, documents: list[DocumentFields]) -> list[dict[str, Any]]:
         """The documents as the job stores them, or the first limit they break."""

@@ -94,7 +94,7 @@ def new_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
-@dataclass
+@dataclass(kw_only=True)
 class JobWorker:
     engine: AsyncEngine
     ingestor: Ingestor
@@ -281,16 +281,16 @@ class JobWorker:
 def job_worker(settings: Settings, engine: AsyncEngine, ingestor: Ingestor) -> JobWorker:
     """The worker `serve` and `memory-service worker` run, configured by `settings`."""
     return JobWorker(
-        engine,
-        ingestor,
-        settings.ingest_allowed_paths,
-        RetryPolicy(
+        engine=engine,
+        ingestor=ingestor,
+        allowed_paths=settings.ingest_allowed_paths,
+        retry=RetryPolicy(
             settings.ingest_max_attempts,
             settings.ingest_retry_base_seconds,
             settings.ingest_retry_max_seconds,
         ),
-        settings.ingest_lease_seconds,
-        settings.ingest_poll_seconds,
+        lease_seconds=settings.ingest_lease_seconds,
+        poll_seconds=settings.ingest_poll_seconds,
     )
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from memory_service.core.settings import Settings
-from memory_service.models.launcher import is_vllm_server, terminate_group
-from memory_service.models.registrations import read_registrations
+from memory_service.serving.launcher import is_vllm_server, terminate_group
+from memory_service.serving.registrations import read_registrations
 
 ROOT = Path(__file__).resolve().parents[2]
 FAKE_VLLM = Path(__file__).parent / "fake_vllm"

@@ -1,7 +1,7 @@
 """`vllm serve|status|stop`: real child processes speaking vLLM's protocol, real discovery.
 
 The child is `python -m vllm.entrypoints.openai.api_server` with a fake `vllm` package on its
-PYTHONPATH (tests/models/fake_vllm): vLLM's flags, the loopback vLLM wire, the bundled model.
+PYTHONPATH (tests/serving/fake_vllm): vLLM's flags, the loopback vLLM wire, the bundled model.
 """
 
 import json
@@ -16,15 +16,15 @@ from memory_service.app import Resources, open_resources
 from memory_service.core.errors import Conflict, InvalidRequest
 from memory_service.core.settings import Settings
 from memory_service.embeddings.local import BUNDLED_MODEL_ID, LocalProvider, bundled_model_path
-from memory_service.models.errors import VllmStartFailed
-from memory_service.models.launcher import pid_alive
-from memory_service.models.lifecycle import VllmManager
-from memory_service.models.manifest import ModelEntry, ModelRegistry
-from memory_service.models.refresh import RegistrationWatcher
-from memory_service.models.registrations import read_registrations
-from memory_service.models.schemas import ServeRequest
+from memory_service.serving.errors import VllmStartFailed
+from memory_service.serving.launcher import pid_alive
+from memory_service.serving.lifecycle import VllmManager
+from memory_service.serving.manifest import ModelEntry, ModelRegistry
+from memory_service.serving.refresh import RegistrationWatcher
+from memory_service.serving.registrations import read_registrations
+from memory_service.serving.schemas import ServeRequest
 from tests.apps import free_port
-from tests.models.conftest import child_environ
+from tests.serving.conftest import child_environ
 
 MANAGED = f"managed-{BUNDLED_MODEL_ID}"
 
@@ -104,7 +104,7 @@ class TestServeDiscoverStop:
     async def test_a_registration_of_another_space_is_ignored(
         self, lifecycle_settings: Settings, discovering: Resources
     ) -> None:
-        from memory_service.models.registrations import VllmRegistration, write_registration
+        from memory_service.serving.registrations import VllmRegistration, write_registration
 
         write_registration(
             lifecycle_settings.vllm_dir,

@@ -24,8 +24,8 @@ from pathlib import Path
 import httpx
 
 from memory_service.core.errors import Conflict
-from memory_service.models.errors import VllmStartFailed
-from memory_service.models.registrations import Runner
+from memory_service.serving.errors import VllmStartFailed
+from memory_service.serving.registrations import Runner
 
 SERVER_MODULE = "vllm.entrypoints.openai.api_server"
 POLL_SECONDS = 0.5

@@ -11,7 +11,7 @@ from memory_service.app import Resources
 from memory_service.core.settings import Settings
 from memory_service.embeddings.local import LocalProvider
 from tests.apps import served_app
-from tests.chat.conftest import GROQ_MODEL, LOCAL_MODEL, ChatServers
+from tests.gateway.conftest import GROQ_MODEL, LOCAL_MODEL, ChatServers
 
 TEXTS = ["pgvector stores embeddings", "the cat sat on the mat"]
 

@@ -5,7 +5,7 @@ that shares the database. A cloud call first reserves one request and its estima
 (prompt estimate + requested completion) in one conditional statement; a refusal is a 429
 `budget_exhausted` before anything is sent. After the call the reservation is settled with
 the provider's reported `usage.total_tokens` (cloud streams are asked for their usage, see
-chat.service), or given back in full when the provider refused or failed before answering (it
+gateway.service), or given back in full when the provider refused or failed before answering (it
 has not spent our quota). A stream that breaks after it began, and a call abandoned by its
 client or cut by an unexpected error, keep the estimate: tokens may have been spent.
 Settling can take the day slightly past the token limit when a provider used more than
@@ -18,8 +18,8 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from memory_service.chat import repository
 from memory_service.core.errors import BudgetExhausted
+from memory_service.gateway import repository
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from memory_service.models.registrations import NAME_PATTERN, Runner, VllmRegistration
+from memory_service.serving.registrations import NAME_PATTERN, Runner, VllmRegistration
 
 
 class ServeRequest(BaseModel):

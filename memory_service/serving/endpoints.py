@@ -16,10 +16,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Request, status
 
-from memory_service.models.errors import AdminDisabled, Unauthorized
-from memory_service.models.lifecycle import VllmManager
-from memory_service.models.registrations import VllmRegistration
-from memory_service.models.schemas import ServeRequest, ServerStatus, StopResult
+from memory_service.serving.errors import AdminDisabled, Unauthorized
+from memory_service.serving.lifecycle import VllmManager
+from memory_service.serving.registrations import VllmRegistration
+from memory_service.serving.schemas import ServeRequest, ServerStatus, StopResult
 
 
 def _admin_manager(

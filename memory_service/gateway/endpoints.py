@@ -11,10 +11,10 @@ from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from memory_service.chat.embeddings import EmbeddingsGateway
-from memory_service.chat.schemas import ChatCompletionRequest, EmbeddingsRequest
-from memory_service.chat.service import ChatGateway
 from memory_service.core.errors import ChatUnavailable, MemoryServiceError
+from memory_service.gateway.embeddings import EmbeddingsGateway
+from memory_service.gateway.schemas import ChatCompletionRequest, EmbeddingsRequest
+from memory_service.gateway.service import ChatGateway
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from memory_service.core.errors import Conflict, InvalidRequest, NotFound
-from memory_service.models.manifest import ModelEntry, ModelRegistry
+from memory_service.serving.manifest import ModelEntry, ModelRegistry
 
 DOWNLOADED_AT = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
 

@@ -20,9 +20,9 @@ import httpx
 
 from memory_service.core.errors import Conflict, InvalidRequest
 from memory_service.core.settings import Settings
-from memory_service.models import launcher
-from memory_service.models.manifest import ModelRegistry
-from memory_service.models.registrations import (
+from memory_service.serving import launcher
+from memory_service.serving.manifest import ModelRegistry
+from memory_service.serving.registrations import (
     VllmRegistration,
     log_dir_for,
     read_registration,
@@ -31,7 +31,7 @@ from memory_service.models.registrations import (
     validate_name,
     write_registration,
 )
-from memory_service.models.schemas import ServeRequest, ServerStatus, StopResult
+from memory_service.serving.schemas import ServeRequest, ServerStatus, StopResult
 
 log = logging.getLogger(__name__)
 

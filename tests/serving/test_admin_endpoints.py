@@ -10,9 +10,9 @@ from pydantic import SecretStr, ValidationError
 from memory_service.app import Resources
 from memory_service.core.settings import Settings
 from memory_service.embeddings.local import BUNDLED_MODEL_ID, bundled_model_path
-from memory_service.models.launcher import pid_alive
+from memory_service.serving.launcher import pid_alive
 from tests.apps import free_port, http_app
-from tests.models.conftest import child_environ
+from tests.serving.conftest import child_environ
 
 TOKEN = "s3cret-admin-token-for-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

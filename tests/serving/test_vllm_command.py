@@ -6,10 +6,10 @@ from pathlib import Path
 
 from memory_service.core.settings import Settings
 from memory_service.embeddings.local import BUNDLED_MODEL_ID, bundled_model_path
-from memory_service.models.launcher import is_vllm_server, pid_alive, terminate_group
-from memory_service.models.registrations import read_registrations
+from memory_service.serving.launcher import is_vllm_server, pid_alive, terminate_group
+from memory_service.serving.registrations import read_registrations
 from tests.apps import free_port
-from tests.models.conftest import child_environ
+from tests.serving.conftest import child_environ
 
 
 def vllm_command(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:

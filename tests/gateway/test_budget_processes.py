@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from tests.apps import free_port
-from tests.chat.conftest import KEYS, ChatServers, chat_body, chat_providers_file, completions
+from tests.gateway.conftest import KEYS, ChatServers, chat_body, chat_providers_file, completions
 from tests.memories.factories import assert_error
 from tests.test_cli import COMMAND, clean_env, wait_until_healthy
 

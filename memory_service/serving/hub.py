@@ -37,8 +37,8 @@ from huggingface_hub.errors import (
 )
 
 from memory_service.core.errors import NotFound
-from memory_service.models.errors import HubUnreachable
-from memory_service.models.manifest import (
+from memory_service.serving.errors import HubUnreachable
+from memory_service.serving.manifest import (
     ModelEntry,
     ModelRegistry,
     ModelTask,

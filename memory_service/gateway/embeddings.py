@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 
-from memory_service.chat.schemas import EmbeddingsRequest
 from memory_service.core.errors import (
     EmbedderUnavailable,
     InvalidRequest,
@@ -31,6 +30,7 @@ from memory_service.embeddings.provider import (
     Vectors,
 )
 from memory_service.embeddings.spaces import EmbeddingSpace
+from memory_service.gateway.schemas import EmbeddingsRequest
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ A request is planned by `policy.plan_route`, then tried on its candidates in ord
 provider that cannot serve (ProviderUnavailable: 5xx, timeout, refused or dropped connection,
 429, bad key) is recorded with discovery and the next candidate is tried; a provider's 4xx for
 the request itself is relayed to the client (UpstreamRejected) and never retried elsewhere.
-Cloud attempts reserve budget first (chat.budget) and give it back when they fail.
+Cloud attempts reserve budget first (gateway.budget) and give it back when they fail.
 
 A stream can fail over only until the upstream has answered with its status: from then on
 the client has the response's headers (`X-Memory-Provider` names one provider), so an
@@ -20,9 +20,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from memory_service.chat import policy
-from memory_service.chat.budget import CloudBudget, Reservation
-from memory_service.chat.schemas import ChatCompletionRequest, MemoryContext
 from memory_service.core.errors import (
     BudgetExhausted,
     ChatUnavailable,
@@ -36,6 +33,9 @@ from memory_service.embeddings.provider import (
     ProviderInputError,
     ProviderServerError,
 )
+from memory_service.gateway import policy
+from memory_service.gateway.budget import CloudBudget, Reservation
+from memory_service.gateway.schemas import ChatCompletionRequest, MemoryContext
 from memory_service.memories.schemas import MemorySearch
 from memory_service.search.memory_recall import MemoryRecall
 

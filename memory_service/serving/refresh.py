@@ -33,7 +33,7 @@ from memory_service.discovery.config import (
 )
 from memory_service.discovery.factory import build_providers
 from memory_service.discovery.registry import Discovery, ManagedProvider
-from memory_service.models.registrations import VllmRegistration, read_registrations
+from memory_service.serving.registrations import VllmRegistration, read_registrations
 
 log = logging.getLogger(__name__)
 

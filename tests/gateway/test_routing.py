@@ -8,7 +8,7 @@ import pytest
 
 from memory_service.app import Resources
 from memory_service.cli import format_providers
-from tests.chat.conftest import (
+from tests.gateway.conftest import (
     GEMINI_MODEL,
     GROQ_MODEL,
     LOCAL_MODEL,

@@ -5,8 +5,8 @@ import asyncio
 
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from memory_service.chat.budget import CloudBudget
 from memory_service.core.errors import BudgetExhausted
+from memory_service.gateway.budget import CloudBudget
 
 
 async def test_concurrent_reservations_never_overshoot(database_url: str) -> None:

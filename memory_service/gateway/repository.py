@@ -1,4 +1,4 @@
-"""All SQL of the chat domain: the cloud budget's daily usage row."""
+"""All SQL of the gateway: the cloud budget's daily usage row."""
 
 from datetime import date
 

@@ -1,1 +1,0 @@
-"""Operator features: the local model registry and the lifecycle of vLLM servers."""
