@@ -79,8 +79,8 @@ memory = Table(
     Column("space_id", Integer, ForeignKey("embedding_space.id"), nullable=False),
     Column("embedding", Vector()),
     # Whether the vector belongs in the space's ANN index: false for a vector written while
-    # an index of the space was being built, until the index pass moves it in (migration
-    # 0009, `search/indexes.py`). Such rows are the tail searches read exactly.
+    # a diskann index of the space was being built, until the index pass moves it in
+    # (migration 0009, `search/indexes.py`). Such rows are the tail searches read exactly.
     Column("in_index", Boolean, nullable=False, server_default=text("true")),
     Column("embed_attempts", Integer, nullable=False, server_default=text("0")),
     Column("last_error", Text),
@@ -161,7 +161,7 @@ chunk = Table(
     Index("chunk_text_fts_idx", _english_tsvector("text"), postgresql_using="gin"),
 )
 
-# Requests and tokens sent to cloud chat providers, per UTC day (chat/budget.py).
+# Requests and tokens sent to cloud chat providers, per UTC day (gateway/budget.py).
 cloud_usage = Table(
     "cloud_usage",
     metadata,

@@ -172,12 +172,14 @@ async def release_build_lock(conn: AsyncConnection, row_id: int) -> None:
 
 
 async def builds_running(conn: AsyncConnection, row_ids: list[int]) -> set[int]:
-    """The rows whose builder lock some session holds now."""
+    """The rows whose builder lock some session of this database holds now (pg_locks lists
+    every database's locks, and the keys repeat across databases)."""
     result = await conn.execute(
         text(
             "SELECT objid::bigint FROM pg_locks WHERE locktype = 'advisory' AND granted "
             "AND classid = CAST(:lock_class AS oid) AND objsubid = 2 "
-            "AND objid::bigint = ANY(:ids)"
+            "AND objid::bigint = ANY(:ids) "
+            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
         ),
         {"lock_class": BUILD_LOCK_CLASS, "ids": row_ids},
     )

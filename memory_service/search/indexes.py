@@ -21,12 +21,12 @@ is built, so one created on an empty table and filled afterwards returns near-ra
 No write waits for a build. pgvectorscale 0.9 locks every insert into a diskann index until
 the inserting transaction ends, and the validation phase of a concurrent build inserts all
 rows written during the build in one transaction: writes that reached the new index waited
-for that whole phase (43 s at 100k rows). So while `CREATE INDEX CONCURRENTLY` runs, its
-builder holds a gate (an advisory lock), and every write of a vector row leaves its row out
-of the table's indexes in the space (`in_index` false, migration 0009). Those rows are the
-tail: searches sort it exactly beside the index (`search/repository.py`), and each pass
-moves it into the index in short batches once the gate is open (`drain`). The build itself
-then has nothing to insert at validation.
+for that whole phase (43 s at 100k rows). So while `CREATE INDEX CONCURRENTLY` builds a
+diskann index, its builder holds a gate (an advisory lock), and every write of a vector row
+leaves its row out of the table's indexes in the space (`in_index` false, migration 0009).
+Those rows are the tail: searches sort it exactly beside the index (`search/repository.py`),
+and the pass moves it into the index in short batches once the gate is open (`drain`). The
+build itself then has nothing to insert at validation. HNSW builds need no gate.
 
 One builder at a time per table and space, across every process on the database: a builder
 holds a session advisory lock keyed by the `vector_index` row. The state is derived, not
@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import text
+from sqlalchemy import Table, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from memory_service.core.settings import Settings
@@ -99,7 +99,7 @@ class IndexStatus:
     method: str | None
     rows: int
     # Rows with a vector waiting outside the index: written while a build ran, moved in by
-    # the next pass. Searches read them exactly.
+    # the pass that built it (what that pass leaves, by the next). Searches read them exactly.
     tail_rows: int
     rows_at_build: int | None
     built_at: datetime | None
@@ -111,6 +111,22 @@ class IndexStatus:
 
 def index_name(table_name: str, space_id: int, generation: int) -> str:
     return f"{table_name}_embedding_space_{space_id}_g{generation}_idx"
+
+
+async def build_concurrently(
+    conn: AsyncConnection, row_id: int, table: Table, name: str, space_id: int, method: str
+) -> None:
+    """CREATE INDEX CONCURRENTLY `name` on an AUTOCOMMIT connection, behind the gate of the
+    `vector_index` row for diskann. Only diskann needs the gate: pgvector's HNSW has no
+    index-wide insert lock, and its builds never made a write wait (docs/benchmarks.md)."""
+    gated = method == "diskann"
+    if gated:
+        await repo.take_gate(conn, row_id)
+    try:
+        await repo.create_index_concurrently(conn, table, name, space_id, method)
+    finally:
+        if gated:
+            await repo.release_gate(conn, row_id)
 
 
 @dataclass(kw_only=True)
@@ -184,7 +200,13 @@ class IndexMaintainer:
                     outcome = "failed"
                 else:
                     outcome = "rebuilt" if row.index_name else "built"
-        await self.drain(table_name)
+        try:
+            await self.drain(table_name)
+        except Exception:
+            # The build's outcome stands; the next pass drains what is left.
+            log.exception(
+                "index: draining the %s tail of space %d failed", table_name, self.space_id
+            )
         return outcome
 
     async def drain(self, table_name: str) -> int:
@@ -229,11 +251,7 @@ class IndexMaintainer:
         rows = await repo.count_rows(conn, table, self.space_id)
         log.info("index: building %s (%s) on %d rows", name, method, rows)
         started = time.monotonic()
-        await repo.take_gate(conn, row.id)
-        try:
-            await repo.create_index_concurrently(conn, table, name, self.space_id, method)
-        finally:
-            await repo.release_gate(conn, row.id)
+        await build_concurrently(conn, row.id, table, name, self.space_id, method)
         seconds = time.monotonic() - started
         await repo.analyze(conn, table)
         async with self.engine.begin() as bookkeeping:

@@ -84,9 +84,9 @@ class VectorTableOut(BaseModel):
     method: Literal["diskann", "hnsw"] | None
     rows: int = Field(description="Rows with a vector in this space, counted now.")
     tail_rows: int = Field(
-        description="Of those, rows written while a build ran: kept out of the index so that "
-        "no write waits for the build, searched exactly meanwhile, and moved into the index by "
-        "the next pass."
+        description="Of those, rows written while a diskann build ran: kept out of the index "
+        "so that no write waits for the build, searched exactly meanwhile, and moved into the "
+        "index by the pass that built it (what it leaves, by the next pass)."
     )
     rows_at_build: int | None
     built_at: datetime | None

@@ -11,19 +11,20 @@ the build in one transaction, so it holds that lock for the whole phase, and eac
 that reached the new index meanwhile waited for it: 43 s at 100k rows (docs/benchmarks.md).
 
 So a vector row now says whether it belongs in the space's ANN index (`in_index`), and the
-lifecycle's indexes hold only those rows (`WHERE space_id = N AND in_index AND embedding IS
-NOT NULL`, `search/index_repository.py`). Every write statement that leaves a row with a
-vector sets `in_index = vector_index_accepting(table, space)`: false while a build of that
-table and space runs (its builder holds an advisory lock of class 7,340,002 keyed by the
-`vector_index` row, `search/indexes.py`). Rows written during a build therefore never reach
-any diskann index of the space, new or old, and the build has none of them to insert. They
-form the tail: searches read it exactly beside the index (`search/repository.py`), through
-the partial B-tree indexes made here, and the index pass moves it into the index after the
-build, in short batches.
+lifecycle's indexes hold only those rows (`search/index_repository.py`: `WHERE space_id = N
+AND in_index`, and `AND embedding IS NOT NULL` where the column is nullable). Every write
+statement that leaves a row with a vector sets `in_index = vector_index_accepting(table,
+space)`: false while a diskann build of that table and space runs in this database (its
+builder holds an advisory lock of class 7,340,002 keyed by the `vector_index` row,
+`search/indexes.py`). Rows written during a build therefore never reach the index being
+built, nor the one it replaces, and the build has none of them to insert. They form the
+tail: searches read it exactly beside the index (`search/repository.py`), through the
+partial B-tree indexes made here, and the pass that built the index moves the tail into it
+right after the build, in short batches.
 
-Existing lifecycle indexes lack the new predicate: they keep serving (a search's
-`in_index AND embedding IS NOT NULL` implies their `space_id = N`) and are marked for a
-rebuild at the next pass.
+Existing lifecycle indexes lack the new predicate. They keep serving, since a search's
+`in_index` clauses imply their `space_id = N`, and tail rows still enter them until they are
+replaced. They are marked for a rebuild at the next pass.
 """
 
 from collections.abc import Sequence
@@ -39,17 +40,19 @@ depends_on: str | Sequence[str] | None = None
 TABLES = ("memory", "chunk")
 
 # Whether writes to `table_name` in space `space_id` may enter its ANN index now: not while
-# the builder's gate lock (class 7,340,002, `search/index_repository.py` GATE_LOCK_CLASS) is
-# held. pg_locks reads the lock table itself, not a snapshot: a gate taken a moment ago is
-# seen at once.
+# a builder in this database holds its gate lock (class 7,340,002, `search/index_repository.py`
+# GATE_LOCK_CLASS). pg_locks lists the locks of every database on the server, whose keys
+# repeat, hence the database filter. It reads the lock table itself, not a snapshot, so a
+# gate taken a moment ago is seen at once: VOLATILE, not STABLE.
 _ACCEPTING = """
 CREATE FUNCTION vector_index_accepting(table_name text, space_id integer) RETURNS boolean
-LANGUAGE sql STABLE PARALLEL SAFE AS $$
+LANGUAGE sql VOLATILE PARALLEL SAFE AS $$
     SELECT NOT EXISTS (
         SELECT FROM pg_catalog.pg_locks AS l
         JOIN vector_index AS i ON l.objid = i.id::oid
         WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
             AND l.classid = 7340002::oid
+            AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
             AND i.table_name = $1 AND i.space_id = $2
     )
 $$

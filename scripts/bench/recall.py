@@ -76,7 +76,7 @@ from memory_service.embeddings.spaces import EmbeddingSpace, register_space
 from memory_service.memories import repository as memories
 from memory_service.memories.schemas import MemoryFilters
 from memory_service.search import index_repository
-from memory_service.search.indexes import IndexMaintainer, IndexPolicy
+from memory_service.search.indexes import IndexMaintainer, IndexPolicy, build_concurrently
 from memory_service.search.query import IndexedRows, VectorSettings
 from memory_service.search.repository import IndexMethod, Scope, vector_memories
 from scripts.bench.corpus import DEFAULT_CACHE, Corpus, open_corpus
@@ -211,10 +211,11 @@ async def ddl(uri: str, statement: sql.SQL | sql.Composed) -> float:
 
 
 async def build_index(table: Table, method: IndexMethod) -> float:
-    """The service's build (`search/indexes.py`) under the benchmark's index name: its gate
-    held around CREATE INDEX CONCURRENTLY with its predicate and no parallel maintenance
-    workers (pgvectorscale 0.9's parallel build fails inside a concurrent build from 65,536
-    rows), then the tail drained; the build's seconds, drain excluded."""
+    """The service builder's build (`search/indexes.py` `build_concurrently`: the gate for
+    diskann, CREATE INDEX CONCURRENTLY with its predicate) under the benchmark's index name,
+    with no parallel maintenance workers as the builder sets them (pgvectorscale 0.9's
+    parallel build fails inside a concurrent build from 65,536 rows), then the tail drained;
+    the build's seconds, drain excluded."""
     async with table.engine.connect() as conn:
         await conn.execution_options(isolation_level="AUTOCOMMIT")
         await set_session(conn, "max_parallel_maintenance_workers", "0")
@@ -222,13 +223,7 @@ async def build_index(table: Table, method: IndexMethod) -> float:
         row = await index_repository.index_row(conn, table.space.id, "memory")
         assert row is not None
         started = time.perf_counter()
-        await index_repository.take_gate(conn, row.id)
-        try:
-            await index_repository.create_index_concurrently(
-                conn, memory, table.index, table.space.id, method
-            )
-        finally:
-            await index_repository.release_gate(conn, row.id)
+        await build_concurrently(conn, row.id, memory, table.index, table.space.id, method)
         seconds = time.perf_counter() - started
     table.method = method
     maintainer = IndexMaintainer(
@@ -708,7 +703,9 @@ DRAIN_PHASE = "after the build: tail drain"
 STORE_WAITS_SQL = (
     "SELECT wait_event_type || ':' || wait_event FROM pg_stat_activity "
     "WHERE state = 'active' AND wait_event IS NOT NULL AND pid <> pg_backend_pid() "
-    "AND (query LIKE 'INSERT INTO memory%' OR query LIKE '%UPDATE memory%')"
+    "AND (query LIKE 'INSERT INTO memory%' OR query LIKE '%UPDATE memory%') "
+    # Not the drain (`index_repository.drain_tail`), the only UPDATE that skips locked rows.
+    "AND query NOT LIKE '%SKIP LOCKED%'"
 )
 
 # The build's phase, and how many sessions wait on an advisory lock (pgvectorscale 0.9.0

@@ -354,6 +354,33 @@ class TestGate:
         async with resources.engine.connect() as conn:
             assert await conn.scalar(select(memory.c.in_index).where(memory.c.id == after))
 
+    async def test_a_build_in_another_database_of_the_server_is_not_this_ones(
+        self, client: httpx.AsyncClient, resources: Resources
+    ) -> None:
+        # Advisory lock keys repeat across databases (every database numbers its
+        # `vector_index` rows from 1), and pg_locks lists the whole server's locks.
+        async with resources.engine.begin() as conn:
+            await index_repository.ensure_rows(conn, resources.space.id)
+            row = await index_repository.index_row(conn, resources.space.id, "memory")
+        assert row is not None
+        other = create_async_engine(resources.engine.url.set(database="postgres"))
+        try:
+            async with other.connect() as elsewhere:
+                assert await index_repository.try_build_lock(elsewhere, row.id)
+                await index_repository.take_gate(elsewhere, row.id)
+                stored = await store(client, "a memory stored while another database builds")
+                async with resources.engine.connect() as conn:
+                    in_index = await conn.scalar(
+                        select(memory.c.in_index).where(memory.c.id == stored)
+                    )
+                    running = await index_repository.builds_running(conn, [row.id])
+                assert in_index is True
+                assert running == set()
+                await index_repository.release_gate(elsewhere, row.id)
+                await index_repository.release_build_lock(elsewhere, row.id)
+        finally:
+            await other.dispose()
+
 
 async def store(client: httpx.AsyncClient, content: str) -> str:
     """Store through the HTTP write path (the row, then its vector inline); its id."""
