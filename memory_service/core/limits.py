@@ -18,7 +18,7 @@ def at_most(
     """Raise LimitExceeded when `actual` is over `limit`."""
     if actual > limit:
         raise LimitExceeded(
-            f"{_named(field, index)} is {actual} {unit}, the limit is {limit}",
+            f"{_named(field, index)}: {actual} {unit}, at most {limit}",
             _details(index, field=field, limit=limit, actual=actual),
         )
 
@@ -47,6 +47,7 @@ def metadata_bytes(metadata: dict[str, Any]) -> int:
 
 
 def _named(field: str, index: int | None) -> str:
+    """`content`, or `content of item 3` for an item of a list."""
     return field if index is None else f"{field} of item {index}"
 
 

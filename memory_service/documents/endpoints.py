@@ -6,10 +6,9 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request, Response, status
 
 from memory_service.core.errors import ServiceUnavailable
-from memory_service.core.limits import at_most, metadata_bytes
 from memory_service.documents.loaders import LoadedDocument
 from memory_service.documents.pipeline import Ingestor
-from memory_service.documents.schemas import MAX_DOCUMENT_CHARS, DocumentIn, DocumentOut
+from memory_service.documents.schemas import DocumentIn, DocumentOut
 
 
 def get_ingestor(request: Request) -> Ingestor:
@@ -30,13 +29,6 @@ async def ingest_document(
     body: DocumentIn, ingestor: IngestorDep, response: Response
 ) -> DocumentOut:
     """Chunk, embed and store one document now; unchanged content is a no-op (200)."""
-    at_most("text", len(body.text), MAX_DOCUMENT_CHARS)
-    at_most(
-        "metadata",
-        metadata_bytes(body.metadata),
-        ingestor.limits.max_metadata_bytes,
-        "bytes as JSON",
-    )
     source_uri = body.source_uri or f"api:sha256:{hashlib.sha256(body.text.encode()).hexdigest()}"
     document = LoadedDocument(source_uri, body.title, body.text, dict(body.metadata))
     stored = await ingestor.ingest_one(document, body.namespace)

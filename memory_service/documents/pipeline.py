@@ -26,12 +26,13 @@ import numpy as np
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from memory_service.core.errors import EmbedderUnavailable, InputRejected, InvalidRequest
+from memory_service.core.limits import at_most, metadata_bytes
 from memory_service.core.settings import Limits
 from memory_service.documents import repository
 from memory_service.documents.chunking import Chunk, chunk_text
 from memory_service.documents.loaders import LoadedDocument, LoaderError
 from memory_service.documents.repository import NewDocument
-from memory_service.documents.schemas import DocumentOut
+from memory_service.documents.schemas import MAX_DOCUMENT_CHARS, DocumentOut
 from memory_service.embeddings.provider import (
     CountTokens,
     Embedded,
@@ -86,8 +87,8 @@ class Ingestor:
     # Chunks are counted by the embedder's own tokenizer when it has one (a local provider of
     # the space's model), else by this one (`embeddings.tokenizer.FileTokenizer`).
     tokenizer: Tokenizer | None = None
-    # What `POST /v1/documents` checks a document against before ingesting it.
-    limits: Limits = field(default_factory=Limits)
+    # What `ingest_one` (`POST /v1/documents`) checks a document against.
+    limits: Limits
 
     def __post_init__(self) -> None:
         tokenizer = self.embedder.tokenizer() or self.tokenizer
@@ -217,8 +218,16 @@ class Ingestor:
         report.ingested += len(documents)
 
     async def ingest_one(self, document: LoadedDocument, namespace: str) -> DocumentOut:
-        """Ingest one document now; raises EmbedderUnavailable or InputRejected when it
-        could not be embedded (nothing is written then)."""
+        """Ingest one document now. Raises LimitExceeded for a text or metadata over the
+        limits, EmbedderUnavailable or InputRejected when it could not be embedded (nothing
+        is written then)."""
+        at_most("text", len(document.text), MAX_DOCUMENT_CHARS)
+        at_most(
+            "metadata",
+            metadata_bytes(document.metadata),
+            self.limits.max_metadata_bytes,
+            "bytes as JSON",
+        )
         report = await self.ingest([document], namespace)
         if report.failed:
             _, error = report.failed[0]

@@ -58,7 +58,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from memory_service.app import Resources, open_resources
-from memory_service.core.settings import Settings
+from memory_service.core.settings import Limits, Settings
 from memory_service.documents import loaders
 from memory_service.documents.chunking import Chunk, chunk_text
 from memory_service.documents.loaders import LoadedDocument, LoaderError
@@ -294,6 +294,7 @@ class Systems:
             space=space,
             chunk_tokens=args.chunk_tokens,
             overlap_tokens=args.overlap_tokens,
+            limits=Limits(),
             batch_chunks=args.batch_chunks,
         )
         store = await PGVectorStore.create(

@@ -7,6 +7,7 @@ import pytest
 from sqlalchemy import event, text
 
 from memory_service.app import Resources
+from memory_service.core.settings import Limits
 from memory_service.documents import loaders
 from memory_service.documents.loaders import LoadedDocument
 from memory_service.documents.pipeline import Ingestor
@@ -31,6 +32,7 @@ def ingestor(resources: Resources) -> Ingestor:
         space=resources.space,
         chunk_tokens=MAX_TOKENS,
         overlap_tokens=8,
+        limits=Limits(),
         batch_chunks=16,
     )
 
@@ -187,6 +189,7 @@ class TestBatchWrites:
             space=resources.space,
             chunk_tokens=MAX_TOKENS,
             overlap_tokens=8,
+            limits=Limits(),
             batch_chunks=10_000,
         )
         statements: list[str] = []

@@ -21,7 +21,7 @@ import pytest
 from sqlalchemy import text
 
 from memory_service.app import Resources
-from memory_service.core.settings import Settings
+from memory_service.core.settings import Limits, Settings
 from memory_service.core.tables import chunk, document, memory
 from memory_service.documents.loaders import LoadedDocument
 from memory_service.documents.pipeline import Ingestor
@@ -176,6 +176,7 @@ class TestChunkRecall:
             space=resources.space,
             chunk_tokens=128,
             overlap_tokens=8,
+            limits=Limits(),
         )
         for namespace, picked in (
             ("docs", [t for i, t in enumerate(texts) if i % RARE_EVERY]),

@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import text
 
 from memory_service.app import Resources
+from memory_service.core.settings import Limits
 from memory_service.documents.loaders import LoadedDocument
 from memory_service.documents.pipeline import Ingestor
 from tests.fakes import FlakyProvider
@@ -39,6 +40,7 @@ async def ingest(resources: Resources, documents: dict[str, str], **metadata: An
         space=resources.space,
         chunk_tokens=128,
         overlap_tokens=8,
+        limits=Limits(),
     )
     loaded = [
         LoadedDocument(f"file:///{title}.txt", title, body, dict(metadata))
