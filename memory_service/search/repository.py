@@ -255,7 +255,7 @@ def _nearest_rows(
     lists merged by score: the ANN index over the rows it holds (`in_index`, with a vector:
     its predicate, spelled the same so the planner can prove it), and an exact sort of the
     tail, the rows written while a build ran (migration 0009), found through the tail's
-    partial index. The tail is empty but for a build and the pass after it."""
+    partial index. The tail is empty outside diskann builds and the drain after each."""
     if exact:
         return rows.order_by(_nearest(distance, exact=True)).limit(depth)
     indexed = rows.where(*in_index(table)).order_by(_nearest(distance, exact=False)).limit(depth)
