@@ -1,6 +1,7 @@
 """Ingestion on real files with real embeddings, against a real database."""
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -181,17 +182,9 @@ class TestBatchWrites:
         assert mismatched == 0
 
     async def test_statements_per_run_do_not_grow_with_its_documents(
-        self, resources: Resources
+        self, resources: Resources, ingestor: Ingestor
     ) -> None:
-        ingestor = Ingestor(
-            engine=resources.engine,
-            embedder=resources.batch_embedder,
-            space=resources.space,
-            chunk_tokens=MAX_TOKENS,
-            overlap_tokens=8,
-            limits=Limits(),
-            batch_chunks=10_000,
-        )
+        ingestor = replace(ingestor, batch_chunks=10_000)
         statements: list[str] = []
 
         def count(*args: object) -> None:
