@@ -8,7 +8,8 @@ from collections.abc import AsyncIterator
 import httpx
 import uvicorn
 
-from memory_service.app import Resources, create_app
+from memory_service.app import create_app
+from memory_service.bootstrap import Resources
 from memory_service.core.settings import Settings
 
 

@@ -17,10 +17,10 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from memory_service.app import Resources, open_resources
+from memory_service.bootstrap import Resources, open_resources
 from memory_service.core import migrations
 from memory_service.core.settings import Settings
-from memory_service.embeddings.local import LocalProvider
+from memory_service.providers.local import LocalProvider
 from tests.apps import http_app
 from tests.fakes import FlakyProvider
 

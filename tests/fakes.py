@@ -3,28 +3,24 @@
 import asyncio
 from collections.abc import Sequence
 
-from memory_service.embeddings.provider import (
-    EmbeddingProvider,
-    ProviderUnavailable,
-    Tokenizer,
-    Vectors,
-)
+from memory_service.providers.embedding import EmbeddingClient, Tokenizer, Vectors
+from memory_service.providers.errors import ProviderUnavailable
 
 
-class FlakyProvider(EmbeddingProvider):
+class FlakyProvider(EmbeddingClient):
     """The real provider, plus a switch that makes it unavailable like a dead server.
 
     Memories tests use it to show what the service does when its embedder fails; the
     embedding itself is always the real model's.
     """
 
-    def __init__(self, inner: EmbeddingProvider) -> None:
+    def __init__(self, inner: EmbeddingClient) -> None:
         self.inner = inner
         self.name = f"flaky-{inner.name}"
         self.model_id = inner.model_id
         self.dimension = inner.dimension
         self.normalized = inner.normalized
-        self.max_input_tokens = inner.max_input_tokens
+        self.window = inner.window
         self.max_batch = inner.max_batch
         self.down = False
         self.calls = 0

@@ -34,7 +34,7 @@ from pydantic import BaseModel
 from memory_service.api import router
 from memory_service.cli import build_parser
 from memory_service.core.settings import Settings
-from memory_service.discovery.config import embedded_default
+from memory_service.providers.config import bundled_default
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -308,7 +308,7 @@ class TestDockerCompose:
         assert ("/health", "GET") in routes
 
     def test_service_environment_names_real_settings(self, services: dict[str, Document]) -> None:
-        default = embedded_default("default", "m", 384, True, None)
+        default = bundled_default("default", "m", 384, True, None)
         api_keys = {p.api_key_env for p in default.chat if p.api_key_env}
         assert api_keys == {"GROQ_API_KEY", "GEMINI_API_KEY"}
         for name in ("migrate", SERVICE):

@@ -12,7 +12,7 @@ from typing import TextIO
 
 from tqdm import tqdm
 
-from memory_service.app import open_resources
+from memory_service.bootstrap import open_resources
 from memory_service.core.errors import StartupError
 from memory_service.core.settings import Settings
 from memory_service.documents import loaders

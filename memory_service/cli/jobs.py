@@ -10,7 +10,7 @@ import logging
 import signal
 from collections.abc import Mapping
 
-from memory_service.app import open_resources
+from memory_service.bootstrap import open_resources
 from memory_service.core.settings import Settings
 from memory_service.documents.jobs.worker import job_worker
 

@@ -41,7 +41,8 @@ def serve(settings: Settings) -> int:
 
 
 async def _serve(settings: Settings) -> int:
-    from memory_service.app import create_app, open_resources
+    from memory_service.app import create_app
+    from memory_service.bootstrap import open_resources
 
     try:
         async with open_resources(settings, environ=os.environ) as resources:

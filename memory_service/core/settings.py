@@ -131,7 +131,7 @@ class Settings(BaseSettings):
         "exactly and no ANN index exists; at this many the index is built from the real rows.",
     )
     # A filtered scope below this many rows is searched exactly (the same crossover as
-    # ann_min_rows; larger scopes are planned by their share, `search/query.py`).
+    # ann_min_rows; larger scopes are planned by their share, `search/searcher.py`).
     ann_exact_scope_rows: int = Field(
         2_000,
         ge=0,

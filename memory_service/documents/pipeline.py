@@ -33,16 +33,10 @@ from memory_service.documents.chunking import Chunk, chunk_text
 from memory_service.documents.loaders import LoadedDocument, LoaderError
 from memory_service.documents.repository import NewDocument
 from memory_service.documents.schemas import MAX_DOCUMENT_CHARS, DocumentOut
-from memory_service.embeddings.provider import (
-    CountTokens,
-    Embedded,
-    EmbeddingProvider,
-    ProviderError,
-    ProviderInputError,
-    Tokenizer,
-    embed_each,
-)
+from memory_service.embeddings.port import Embedder, VectorOrRefusal, embed_each
 from memory_service.embeddings.spaces import EmbeddingSpace
+from memory_service.providers.embedding import CountTokens, Tokenizer
+from memory_service.providers.errors import ProviderError, ProviderInputError
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +73,7 @@ Progress = Callable[[IngestReport], None]
 @dataclass(kw_only=True)
 class Ingestor:
     engine: AsyncEngine
-    embedder: EmbeddingProvider
-    space: EmbeddingSpace
+    embedder: Embedder
     chunk_tokens: int
     overlap_tokens: int
     batch_chunks: int = 512
@@ -90,6 +83,11 @@ class Ingestor:
     # What `ingest_one` (`POST /v1/documents`) checks a document against.
     limits: Limits
 
+    @property
+    def space(self) -> EmbeddingSpace:
+        """The space of every vector this service writes or searches: its embedder's."""
+        return self.embedder.space
+
     def __post_init__(self) -> None:
         tokenizer = self.embedder.tokenizer() or self.tokenizer
         if tokenizer is None:
@@ -98,10 +96,10 @@ class Ingestor:
                 "local provider of that model for the space, or set MEMORY_TOKENIZER_PATH to "
                 "a folder holding the model's tokenizer.json"
             )
-        if self.chunk_tokens > tokenizer.max_input_tokens:
+        if self.chunk_tokens > tokenizer.window:
             raise InvalidRequest(
                 f"chunks of {self.chunk_tokens} tokens exceed the model's window of "
-                f"{tokenizer.max_input_tokens}"
+                f"{tokenizer.window}"
             )
         self._tokenizer: Tokenizer = tokenizer
 
@@ -228,11 +226,14 @@ class Ingestor:
             self.limits.max_metadata_bytes,
             "bytes as JSON",
         )
-        report = await self.ingest([document], namespace)
+        try:
+            report = await self.ingest([document], namespace, raise_unavailable=True)
+        except ProviderError as exc:
+            raise EmbedderUnavailable(
+                f"not embedded: {exc}", {"source_uri": document.source_uri}
+            ) from exc
         if report.failed:
-            _, error = report.failed[0]
-            if error.startswith("not embedded"):
-                raise EmbedderUnavailable(error, {"source_uri": document.source_uri})
+            _, error = report.failed[0]  # the only document, refused by the embedder
             raise InputRejected(error, {"source_uri": document.source_uri})
         async with self.engine.connect() as conn:
             stored = await repository.stored_document(conn, namespace, document.source_uri)
@@ -269,7 +270,7 @@ def _groups(
         yield group
 
 
-def _new_document(pending: _Pending, vectors: Sequence[Embedded]) -> NewDocument:
+def _new_document(pending: _Pending, vectors: Sequence[VectorOrRefusal]) -> NewDocument:
     document = pending.document
     return NewDocument(
         source_uri=document.source_uri,

@@ -10,7 +10,7 @@ from sqlalchemy import and_, delete, not_, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from memory_service.core.tables import document
-from memory_service.embeddings.provider import Vectors
+from memory_service.providers.embedding import Vectors
 
 
 @dataclass(frozen=True)

@@ -13,26 +13,22 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
-
-from memory_service.embeddings.provider import (
-    EmbeddingProvider,
-    ProviderInputError,
-    Tokenizer,
-    Vectors,
-)
+from memory_service.embeddings.port import Embedder, Embedding
+from memory_service.embeddings.spaces import EmbeddingSpace
+from memory_service.providers.embedding import Tokenizer
+from memory_service.providers.errors import ProviderInputError
 
 
 @dataclass
 class _Waiting:
     texts: list[str]
-    future: asyncio.Future[Vectors]
+    future: asyncio.Future[Embedding]
 
 
-class CoalescingEmbedder(EmbeddingProvider):
+class CoalescingEmbedder:
     def __init__(
         self,
-        inner: EmbeddingProvider,
+        inner: Embedder,
         window_seconds: float,
         max_batch: int,
         max_in_flight: int = 1,
@@ -40,10 +36,6 @@ class CoalescingEmbedder(EmbeddingProvider):
         self.inner = inner
         self.max_in_flight = max_in_flight
         self._in_flight = 0
-        self.name = inner.name
-        self.model_id = inner.model_id
-        self.dimension = inner.dimension
-        self.normalized = inner.normalized
         self.max_batch = max_batch
         self.window_seconds = window_seconds
         self._waiting: list[_Waiting] = []
@@ -52,13 +44,15 @@ class CoalescingEmbedder(EmbeddingProvider):
         self._flushes: set[asyncio.Task[None]] = set()
 
     @property
-    def max_input_tokens(self) -> int:  # type: ignore[override]
-        return self.inner.max_input_tokens
+    def space(self) -> EmbeddingSpace:
+        return self.inner.space
 
-    async def embed(self, texts: Sequence[str]) -> Vectors:
-        if not texts:
-            return np.empty((0, self.dimension), dtype=np.float32)
-        if len(texts) >= self.max_batch:
+    @property
+    def window(self) -> int | None:
+        return self.inner.window
+
+    async def embed(self, texts: Sequence[str]) -> Embedding:
+        if not texts or len(texts) >= self.max_batch:
             return await self.inner.embed(texts)
         loop = asyncio.get_running_loop()
         waiting = _Waiting(list(texts), loop.create_future())
@@ -93,7 +87,7 @@ class CoalescingEmbedder(EmbeddingProvider):
     async def _deliver(self, batch: list[_Waiting]) -> None:
         unique = list(dict.fromkeys(text for waiting in batch for text in waiting.texts))
         try:
-            vectors = await self.inner.embed(unique)
+            embedding = await self.inner.embed(unique)
         except ProviderInputError as exc:
             if len(batch) > 1:
                 await self._deliver_one_by_one(batch)  # one caller's bad text is its own
@@ -106,7 +100,8 @@ class CoalescingEmbedder(EmbeddingProvider):
         row_of = {text: row for row, text in enumerate(unique)}
         for waiting in batch:
             if not waiting.future.done():
-                waiting.future.set_result(vectors[[row_of[text] for text in waiting.texts]])
+                rows = [row_of[text] for text in waiting.texts]
+                waiting.future.set_result(Embedding(embedding.vectors[rows], embedding.provider))
 
     async def _deliver_one_by_one(self, batch: list[_Waiting]) -> None:
         for waiting in batch:
@@ -118,17 +113,11 @@ class CoalescingEmbedder(EmbeddingProvider):
                 if not waiting.future.done():
                     waiting.future.set_result(result)
 
-    async def _embed_batch(self, texts: Sequence[str]) -> Vectors:  # pragma: no cover
-        raise AssertionError("embed() is overridden: every call goes through the queue")
-
     async def count_tokens(self, texts: Sequence[str]) -> list[int] | None:
         return await self.inner.count_tokens(texts)
 
     def tokenizer(self) -> Tokenizer | None:
         return self.inner.tokenizer()
-
-    async def check(self) -> None:
-        await self.inner.check()
 
 
 def _fail(batch: list[_Waiting], exc: BaseException) -> None:

@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from memory_service.core.errors import StartupError
 from memory_service.core.tables import VECTOR_TABLES, embedding_space
-from memory_service.embeddings.provider import Vectors
+from memory_service.providers.embedding import Vectors
 
 
 @dataclass(frozen=True)

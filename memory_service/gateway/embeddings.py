@@ -23,14 +23,10 @@ from memory_service.core.errors import (
 )
 from memory_service.core.limits import at_most, within_window
 from memory_service.core.settings import Limits
-from memory_service.embeddings.provider import (
-    EmbeddingProvider,
-    ProviderInputError,
-    ProviderUnavailable,
-    Vectors,
-)
-from memory_service.embeddings.spaces import EmbeddingSpace
+from memory_service.embeddings.port import Embedder
 from memory_service.gateway.schemas import EmbeddingsRequest
+from memory_service.providers.embedding import Vectors
+from memory_service.providers.errors import ProviderInputError, ProviderUnavailable
 
 
 @dataclass(frozen=True)
@@ -42,13 +38,12 @@ class EmbeddingsAnswer:
 class EmbeddingsGateway:
     def __init__(
         self,
-        embedder: EmbeddingProvider,
-        space: EmbeddingSpace,
+        embedder: Embedder,
         limits: Limits,
         served_names: Callable[[], Sequence[str]] = tuple,
     ) -> None:
         self.embedder = embedder
-        self.space = space
+        self.space = embedder.space
         self.limits = limits
         self._served_names = served_names
 
@@ -64,7 +59,7 @@ class EmbeddingsGateway:
         if counts is not None:
             self._check_tokens(counts)
         try:
-            vectors, provider = await self.embedder.embed_routed(texts)
+            embedding = await self.embedder.embed(texts)
         except ProviderInputError as exc:
             raise UpstreamRejected(str(exc), exc.status, {"index": exc.index}) from exc
         except ProviderUnavailable as exc:
@@ -72,7 +67,7 @@ class EmbeddingsGateway:
         # Counted by the model's own tokenizer where this process has it; 0 (not counted)
         # when only a remote server has it, rather than a made-up number.
         tokens = sum(counts) if counts is not None else 0
-        return EmbeddingsAnswer(_body(request, vectors, tokens), provider)
+        return EmbeddingsAnswer(_body(request, embedding.vectors, tokens), embedding.provider)
 
     def _check(self, request: EmbeddingsRequest, texts: list[str]) -> None:
         if request.model not in self.models:
@@ -96,7 +91,7 @@ class EmbeddingsGateway:
 
     def _check_tokens(self, counts: list[int]) -> None:
         for index, count in enumerate(counts):
-            within_window("input", count, self.embedder.max_input_tokens, self.space.model, index)
+            within_window("input", count, self.embedder.window, self.space.model, index)
 
 
 def _body(request: EmbeddingsRequest, vectors: Vectors, tokens: int) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 Inputs: the requested model (an alias, a served name, or `auto`), an explicit tier hint (the
 `X-Memory-Tier` header, else `metadata.tier`; `local`, `cloud` or `auto`), the request's
-estimated size (prompt tokens + requested completion tokens) and provider health (discovery's
+estimated size (prompt tokens + requested completion tokens) and provider health (the registry's
 ranking, which already excludes unconfigured, unanswered and open-circuit providers).
 
 - `local`: live local providers whose context window fits, best first. Nothing else: a caller
@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from memory_service.core.errors import ChatUnavailable, InvalidRequest, NotFound
-from memory_service.discovery.chat import ChatDiscovery, ManagedChatProvider
-from memory_service.discovery.config import ChatProviderConfig
+from memory_service.providers.config import ChatProviderConfig
+from memory_service.providers.registry import ChatProvider, Registry
 
 TIERS = ("local", "cloud", "auto")
 AUTO = "auto"
@@ -32,7 +32,7 @@ AUTO = "auto"
 
 @dataclass(frozen=True)
 class RoutePlan:
-    candidates: list[ManagedChatProvider]
+    candidates: list[ChatProvider]
     reason: str
 
 
@@ -67,7 +67,7 @@ def tier_hint(header: str | None, metadata: Any) -> tuple[str, str]:
 
 
 def plan_route(
-    discovery: ChatDiscovery,
+    registry: Registry[ChatProvider],
     table: Mapping[str, list[str]],
     model: str,
     tier: str,
@@ -76,50 +76,50 @@ def plan_route(
     names = table.get(model)
     if not names:
         raise NotFound(f"model {model!r} is not served here", {"models": sorted(table)})
-    pool = [p for p in discovery.providers if p.name in names]
-    local = _fitting(discovery.ranked("local"), names, needed_tokens)
-    cloud = _fitting(discovery.ranked("cloud"), names, needed_tokens)
+    pool = [p for p in registry.providers if p.name in names]
+    local = _fitting(registry.ranked(lambda p: p.tier == "local"), names, needed_tokens)
+    cloud = _fitting(registry.ranked(lambda p: p.tier == "cloud"), names, needed_tokens)
     size = f"~{needed_tokens} tokens"
     if tier != AUTO:  # pinned: that tier only, never escalated
         pinned = local if tier == "local" else cloud
         if pinned:
             return RoutePlan(pinned, f"tier {tier} requested; {pinned[0].name} fits {size}")
         raise ChatUnavailable(
-            f"tier {tier} requested, but {_why_not(discovery, pool, tier, needed_tokens)}",
-            {"providers": _reasons(discovery, pool)},
+            f"tier {tier} requested, but {_why_not(registry, pool, tier, needed_tokens)}",
+            {"providers": _reasons(registry, pool)},
         )
     if local:
         return RoutePlan(local + cloud, f"auto: local {local[0].name} is live and fits {size}")
-    why = _why_not(discovery, pool, "local", needed_tokens)
+    why = _why_not(registry, pool, "local", needed_tokens)
     if cloud:
         return RoutePlan(cloud, f"escalated to cloud: {why}")
     raise ChatUnavailable(
-        f"{why}, and {_why_not(discovery, pool, 'cloud', needed_tokens)}",
-        {"providers": _reasons(discovery, pool)},
+        f"{why}, and {_why_not(registry, pool, 'cloud', needed_tokens)}",
+        {"providers": _reasons(registry, pool)},
     )
 
 
 def _fitting(
-    ranked: list[ManagedChatProvider], names: list[str], needed_tokens: int
-) -> list[ManagedChatProvider]:
+    ranked: list[ChatProvider], names: list[str], needed_tokens: int
+) -> list[ChatProvider]:
     return [p for p in ranked if p.name in names and p.config.context_window >= needed_tokens]
 
 
 def _why_not(
-    discovery: ChatDiscovery, pool: list[ManagedChatProvider], tier: str, needed_tokens: int
+    registry: Registry[ChatProvider], pool: list[ChatProvider], tier: str, needed_tokens: int
 ) -> str:
     of_tier = [p for p in pool if p.tier == tier]
     if not of_tier:
         return f"no {tier} provider serves this model"
-    live = [p for p in of_tier if discovery.ineligibility(p) is None]
+    live = [p for p in of_tier if registry.ineligibility(p) is None]
     if not live:
         return f"no {tier} provider is available"
     largest = max(p.config.context_window for p in live)
     return f"~{needed_tokens} tokens exceed the {tier} context windows (largest {largest})"
 
 
-def _reasons(discovery: ChatDiscovery, pool: list[ManagedChatProvider]) -> dict[str, str]:
-    return {p.name: discovery.ineligibility(p) or "eligible" for p in pool}
+def _reasons(registry: Registry[ChatProvider], pool: list[ChatProvider]) -> dict[str, str]:
+    return {p.name: registry.ineligibility(p) or "eligible" for p in pool}
 
 
 def _checked(value: str, source: str) -> str:

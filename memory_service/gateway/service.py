@@ -27,16 +27,12 @@ from memory_service.core.errors import (
     LimitExceeded,
     UpstreamRejected,
 )
-from memory_service.discovery.chat import ChatDiscovery, ManagedChatProvider
-from memory_service.embeddings.provider import (
-    ProviderError,
-    ProviderInputError,
-    ProviderServerError,
-)
 from memory_service.gateway import policy
 from memory_service.gateway.budget import CloudBudget, Reservation
 from memory_service.gateway.schemas import ChatCompletionRequest, MemoryContext
 from memory_service.memories.schemas import MemorySearch
+from memory_service.providers.errors import ProviderError, ProviderInputError, ProviderServerError
+from memory_service.providers.registry import ChatProvider, Registry
 from memory_service.search.memory_recall import MemoryRecall
 
 JSONObject = dict[str, Any]
@@ -66,12 +62,12 @@ class ChatStream(Routed):
 class ChatGateway:
     def __init__(
         self,
-        discovery: ChatDiscovery,
+        registry: Registry[ChatProvider],
         budget: CloudBudget,
         recall: MemoryRecall,
         default_max_tokens: int,
     ) -> None:
-        self.discovery = discovery
+        self.registry = registry
         self.budget = budget
         self.recall = recall
         self.default_max_tokens = default_max_tokens
@@ -79,7 +75,7 @@ class ChatGateway:
     @property
     def aliases(self) -> dict[str, list[str]]:
         """Computed per request: providers may join and leave at run time."""
-        return policy.aliases(p.config for p in self.discovery.providers)
+        return policy.aliases(p.config for p in self.registry.providers)
 
     async def complete(self, request: ChatCompletionRequest, tier_header: str | None) -> ChatAnswer:
         answer = ChatAnswer()
@@ -99,7 +95,7 @@ class ChatGateway:
                 raise
             # How long a completion took is the length the client asked for, not the
             # provider's speed: a success, without latency (probes measure speed).
-            self.discovery.observe(provider, None, None)
+            self.registry.observe(provider, None, None)
             if reservation is not None:
                 await self.budget.settle(reservation, _total_tokens(body))
             answer.provider, answer.body = provider.name, body
@@ -137,7 +133,7 @@ class ChatGateway:
                 provider.breaker.release_trial()
                 raise
             # Time to the answer's headers: the provider's responsiveness, whatever the length.
-            self.discovery.observe(provider, (time.monotonic() - started) * 1000, None)
+            self.registry.observe(provider, (time.monotonic() - started) * 1000, None)
             routed.provider = provider.name
             routed.reason = _with_failover(plan.reason, tried, provider)
             routed.events = self._relay(provider, events, stack, reservation, client_usage)
@@ -160,7 +156,7 @@ class ChatGateway:
         needed = policy.estimate_prompt_tokens(payload["messages"]) + (
             completion or self.default_max_tokens
         )
-        plan = policy.plan_route(self.discovery, self.aliases, request.model, tier, needed)
+        plan = policy.plan_route(self.registry, self.aliases, request.model, tier, needed)
         if source != "default":
             plan = policy.RoutePlan(plan.candidates, f"{plan.reason} (from {source})")
         return plan, payload, needed
@@ -193,7 +189,7 @@ class ChatGateway:
         return [str(hit.id) for hit in found.results]
 
     async def _reserve(
-        self, provider: ManagedChatProvider, needed: int, tried: list[str]
+        self, provider: ChatProvider, needed: int, tried: list[str]
     ) -> Reservation | None:
         if provider.tier != "cloud":
             return None
@@ -207,7 +203,7 @@ class ChatGateway:
 
     async def _failed(
         self,
-        provider: ManagedChatProvider,
+        provider: ChatProvider,
         reservation: Reservation | None,
         exc: ProviderError,
         tried: list[str],
@@ -216,14 +212,14 @@ class ChatGateway:
             await self.budget.refund(reservation)
         if isinstance(exc, ProviderInputError):
             # The provider is healthy; the request is at fault. Relay, never retry.
-            self.discovery.observe(provider, None, None)
+            self.registry.observe(provider, None, None)
             raise UpstreamRejected(str(exc), exc.status, {"provider": provider.name}) from exc
-        self.discovery.observe(provider, None, str(exc))
+        self.registry.observe(provider, None, str(exc))
         tried.append(f"{provider.name} failed ({exc})")
 
     async def _relay(
         self,
-        provider: ManagedChatProvider,
+        provider: ChatProvider,
         events: AsyncIterator[str],
         stack: contextlib.AsyncExitStack,
         reservation: Reservation | None,
@@ -248,7 +244,7 @@ class ChatGateway:
                     raise ProviderServerError(provider.name, "the stream ended without [DONE]")
             except Exception as exc:  # a provider error, or a bug: either way, end it in-band
                 message = str(exc) if isinstance(exc, ProviderError) else repr(exc)
-                self.discovery.observe(provider, None, message)
+                self.registry.observe(provider, None, message)
                 yield error_event(f"upstream {provider.name} failed mid-stream: {message}")
                 yield DONE
                 return  # a broken stream keeps its budget estimate: tokens were spent
@@ -263,7 +259,7 @@ def error_event(message: str) -> bytes:
     return f"data: {json.dumps(body)}\n\n".encode()
 
 
-def _for(provider: ManagedChatProvider, payload: Mapping[str, Any]) -> JSONObject:
+def _for(provider: ChatProvider, payload: Mapping[str, Any]) -> JSONObject:
     return {**payload, "model": provider.config.model}
 
 
@@ -273,7 +269,7 @@ def _total_tokens(body: Mapping[str, Any]) -> int | None:
     return total if isinstance(total, int) else None
 
 
-def _trial_allowed(provider: ManagedChatProvider, tried: list[str]) -> bool:
+def _trial_allowed(provider: ChatProvider, tried: list[str]) -> bool:
     """The breaker's word: a half-open provider takes one trial request at a time."""
     if provider.breaker.allow():
         return True
@@ -295,7 +291,7 @@ def _chunk_usage(data: str) -> tuple[int | None, bool]:
     return _total_tokens(body), body.get("choices") == []
 
 
-def _with_failover(reason: str, tried: list[str], provider: ManagedChatProvider) -> str:
+def _with_failover(reason: str, tried: list[str], provider: ChatProvider) -> str:
     if not tried:
         return reason
     return f"{reason}; failover to {provider.name} after: {'; '.join(tried)}"

@@ -17,13 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from memory_service.embeddings.provider import (
-    EmbeddingProvider,
-    ProviderInputError,
-    ProviderUnavailable,
-    embed_each,
-)
+from memory_service.embeddings.port import Embedder, embed_each
 from memory_service.memories import repository
+from memory_service.providers.errors import ProviderInputError, ProviderUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +37,7 @@ class ReconcileReport:
 @dataclass(kw_only=True)
 class Reconciler:
     engine: AsyncEngine
-    embedder: EmbeddingProvider
+    embedder: Embedder
     space_id: int
     batch_size: int
     max_attempts: int

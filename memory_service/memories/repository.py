@@ -27,8 +27,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from memory_service.core.tables import memory
-from memory_service.embeddings.provider import Vectors
 from memory_service.memories.schemas import MemoryFilters
+from memory_service.providers.embedding import Vectors
 
 AnyRow = Row[*tuple[Any, ...]]
 

@@ -30,14 +30,7 @@ from memory_service.core.errors import (
 )
 from memory_service.core.limits import at_most, metadata_bytes, within_window
 from memory_service.core.settings import Limits
-from memory_service.embeddings.provider import (
-    Embedded,
-    EmbeddingProvider,
-    ProviderError,
-    ProviderInputError,
-    Vectors,
-    embed_each,
-)
+from memory_service.embeddings.port import Embedder, VectorOrRefusal, embed_each
 from memory_service.embeddings.spaces import EmbeddingSpace
 from memory_service.memories import repository
 from memory_service.memories.repository import PendingText, content_hash
@@ -49,6 +42,8 @@ from memory_service.memories.schemas import (
     MemoryPatch,
     MemoryStored,
 )
+from memory_service.providers.embedding import Vectors
+from memory_service.providers.errors import ProviderError, ProviderInputError
 
 log = logging.getLogger(__name__)
 
@@ -56,12 +51,16 @@ log = logging.getLogger(__name__)
 @dataclass(kw_only=True)
 class MemoryService:
     engine: AsyncEngine
-    embedder: EmbeddingProvider
-    space: EmbeddingSpace
+    embedder: Embedder
     limits: Limits
     # A write is acknowledged once durable; waiting for its vector is bounded by this, after
     # which the memory is answered `pending` and the reconciler embeds it.
     inline_embed_seconds: float = 10.0
+
+    @property
+    def space(self) -> EmbeddingSpace:
+        """The space of every vector this service writes or searches: its embedder's."""
+        return self.embedder.space
 
     async def store(self, items: Sequence[MemoryIn]) -> list[MemoryStored]:
         """Store memories in one transaction; results in input order.
@@ -225,7 +224,7 @@ class MemoryService:
             within_window(
                 field,
                 tokens,
-                self.embedder.max_input_tokens,
+                self.embedder.window,
                 self.space.model,
                 index if indexed else None,
             )
@@ -254,5 +253,5 @@ class EmbedOutcome:
         return out
 
 
-def _is_vector(result: Embedded) -> TypeGuard[Vectors]:
+def _is_vector(result: VectorOrRefusal) -> TypeGuard[Vectors]:
     return not isinstance(result, ProviderInputError)

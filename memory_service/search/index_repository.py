@@ -114,7 +114,7 @@ _ANALYZE = {"memory": text("ANALYZE memory"), "chunk": text("ANALYZE chunk, docu
 async def analyze(conn: AsyncConnection, table: Table) -> None:
     """Fresh planner statistics: after a bulk load the planner may still believe the table
     empty and sort it whole instead of using the new index, and misjudge a scope's size
-    (`search/query.py` plans exact or index from that estimate)."""
+    (`search/searcher.py` plans exact or index from that estimate)."""
     await conn.execute(_ANALYZE[table.name])
 
 

@@ -17,12 +17,12 @@ from collections.abc import Sequence
 from sqlalchemy import Select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from memory_service.embeddings.provider import Vectors
 from memory_service.memories.schemas import MemorySearch, MemorySearchOut, SearchHit
+from memory_service.providers.embedding import Vectors
 from memory_service.search import fusion, repository
 from memory_service.search.fusion import Candidate
-from memory_service.search.query import Searcher, check_query
 from memory_service.search.repository import RankedMemory, Scope
+from memory_service.search.searcher import Searcher, check_query
 
 
 class MemoryRecall(Searcher):

@@ -38,7 +38,7 @@ from typing import Any
 from sqlalchemy import Select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from memory_service.embeddings.provider import Vectors
+from memory_service.providers.embedding import Vectors
 from memory_service.search import index_repository, repository
 from memory_service.search.repository import Scope, VectorTable
 

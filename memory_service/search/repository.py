@@ -51,12 +51,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from memory_service.core.db import estimated_rows
 from memory_service.core.tables import chunk, document, memory
-from memory_service.embeddings.provider import Vectors
 from memory_service.embeddings.spaces import EmbeddingSpace
 
 # One definition of "not expired" for every reader of memories.
 from memory_service.memories.repository import PUBLIC_COLUMNS, filter_clauses, live
 from memory_service.memories.schemas import MemoryFilters
+from memory_service.providers.embedding import Vectors
 
 RankedBy = Literal["vector", "keyword"]
 VectorTable = Literal["memory", "chunk"]
@@ -220,7 +220,7 @@ def vector_memories(
     *,
     exact: bool = False,
 ) -> Select[Any]:
-    """Embedded memories nearest the query, by cosine similarity."""
+    """Memories with a vector nearest the query, by cosine similarity."""
     distance = memory.c.embedding.cosine_distance(query_vector)
     rows = _MEMORY_SELECTS[shape]("vector", 1 - distance).where(
         memory.c.status == "embedded", *_memory_scope(scope)

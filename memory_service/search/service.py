@@ -9,13 +9,13 @@ embedder: it keeps working while every embedder is down.
 
 from sqlalchemy import Select
 
-from memory_service.embeddings.provider import Vectors
 from memory_service.memories.schemas import SearchMode
+from memory_service.providers.embedding import Vectors
 from memory_service.search import fusion, repository
 from memory_service.search.fusion import Candidate
-from memory_service.search.query import Searcher, check_query
 from memory_service.search.repository import RankedRow, Scope, VectorTable
 from memory_service.search.schemas import SearchRequest, SearchResponse, SearchResult, Source
+from memory_service.search.searcher import Searcher, check_query
 
 # A request's source, the table its vectors live in, and the `source` of its result rows.
 _VECTOR_TABLES: dict[Source, VectorTable] = {"memories": "memory", "documents": "chunk"}

@@ -24,6 +24,7 @@ from pathlib import Path
 import httpx
 
 from memory_service.core.errors import Conflict
+from memory_service.providers.http import new_client
 from memory_service.serving.errors import VllmStartFailed
 from memory_service.serving.registrations import Runner
 
@@ -121,7 +122,7 @@ async def wait_healthy(
     """Return once `GET {base_url}/health` answers 200; VllmStartFailed (with the log tail)
     when the process exits first or the timeout passes."""
     deadline = time.monotonic() + limit_seconds
-    async with httpx.AsyncClient(timeout=httpx.Timeout(2.0)) as http:
+    async with new_client("health", httpx.Timeout(2.0)) as http:
         while True:
             code = process.poll()
             if code is not None:

@@ -20,6 +20,7 @@ import httpx
 
 from memory_service.core.errors import Conflict, InvalidRequest
 from memory_service.core.settings import Settings
+from memory_service.providers.http import new_client
 from memory_service.serving import launcher
 from memory_service.serving.manifest import ModelRegistry
 from memory_service.serving.registrations import (
@@ -115,7 +116,7 @@ class VllmManager:
 
     async def status(self) -> list[ServerStatus]:
         registrations = read_registrations(self.directory)
-        async with httpx.AsyncClient(timeout=httpx.Timeout(2.0)) as http:
+        async with new_client("health", httpx.Timeout(2.0)) as http:
             return list(await asyncio.gather(*(_status(http, r) for r in registrations)))
 
     def _refuse_running(self, name: str) -> None:

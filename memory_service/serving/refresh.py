@@ -1,10 +1,10 @@
-"""A running service's discovery follows the vLLM registrations of its data folder.
+"""A running service's provider registries follow the vLLM registrations of its data folder.
 
 Every probe interval, `RegistrationWatcher.sync` reads `<data_dir>/vllm/*.json` and makes the
 set of run-time providers match the `pooling` registrations of the service's space: a new
-registration becomes a `ManagedProvider` of kind `vllm` (named `managed-<name>`), a removed
+registration becomes an `EmbedProvider` of kind `vllm` (named `managed-<name>`), a removed
 or changed one is dropped. The next probe round probes it like any configured provider.
-`generate` registrations join chat discovery the same way, as local `vllm` chat providers
+`generate` registrations join the chat registry the same way, as local `vllm` chat providers
 (`managed-<name>`, serving `served_model`), their context window read from the server's own
 `GET /v1/models` (`max_model_len`) when they join.
 
@@ -23,16 +23,17 @@ import logging
 import httpx
 
 from memory_service.core.settings import Settings
-from memory_service.discovery.chat import build_chat_providers
-from memory_service.discovery.config import (
+from memory_service.embeddings.spaces import EmbeddingSpace
+from memory_service.providers.config import (
     CHAT_MIN_CONTEXT_WINDOW,
     ChatProviderConfig,
     OpenAIProviderConfig,
     ProvidersConfig,
     SpaceConfig,
 )
-from memory_service.discovery.factory import build_providers
-from memory_service.discovery.registry import Discovery, ManagedProvider
+from memory_service.providers.factory import build_chat_providers, build_embed_providers
+from memory_service.providers.http import new_client
+from memory_service.providers.registry import EmbedProvider, Providers
 from memory_service.serving.registrations import VllmRegistration, read_registrations
 
 log = logging.getLogger(__name__)
@@ -41,8 +42,16 @@ PROVIDER_PREFIX = "managed-"
 
 
 class RegistrationWatcher:
-    def __init__(self, discovery: Discovery, settings: Settings, http: httpx.AsyncClient) -> None:
-        self._discovery = discovery
+    def __init__(
+        self,
+        *,
+        providers: Providers,
+        space: EmbeddingSpace,
+        settings: Settings,
+        http: httpx.AsyncClient,
+    ) -> None:
+        self._providers = providers
+        self._space = space
         self._settings = settings
         self._http = http
         self._added: dict[str, VllmRegistration] = {}  # provider name -> its registration
@@ -54,7 +63,7 @@ class RegistrationWatcher:
         await self._sync_chat()
 
     async def _sync_chat(self) -> None:
-        chat = self._discovery.chat
+        chat = self._providers.chat
         wanted = {
             PROVIDER_PREFIX + r.name: r
             for r in read_registrations(self._settings.vllm_dir, runner="generate")
@@ -64,7 +73,7 @@ class RegistrationWatcher:
             if wanted.get(name) != registration:
                 chat.remove_provider(name)
                 del self._chat_added[name]
-                log.info("chat discovery: removed %s (%s)", name, registration.base_url)
+                log.info("chat providers: removed %s (%s)", name, registration.base_url)
         for name, registration in wanted.items():
             if name not in self._chat_added:
                 window = await self._context_window(registration)
@@ -79,10 +88,10 @@ class RegistrationWatcher:
                 (provider,) = build_chat_providers([config], self._http, self._settings)
                 chat.add_provider(provider)
                 self._chat_added[name] = registration
-                log.info("chat discovery: added %s (%s)", name, registration.base_url)
+                log.info("chat providers: added %s (%s)", name, registration.base_url)
 
     def _usable_for_chat(self, registration: VllmRegistration) -> bool:
-        configured = [p for p in self._discovery.chat.providers if p.name not in self._chat_added]
+        configured = [p for p in self._providers.chat.providers if p.name not in self._chat_added]
         name = PROVIDER_PREFIX + registration.name
         root = registration.base_url.rstrip("/")
         if any(p.name == name or p.config.base_url.rstrip("/") == root for p in configured):
@@ -114,14 +123,14 @@ class RegistrationWatcher:
         }
         for name, registration in list(self._added.items()):
             if wanted.get(name) != registration:
-                self._discovery.remove_provider(name)
+                self._providers.embed.remove_provider(name)
                 del self._added[name]
-                log.info("discovery: removed %s (%s)", name, registration.base_url)
+                log.info("embedders: removed %s (%s)", name, registration.base_url)
         for name, registration in wanted.items():
             if name not in self._added:
-                self._discovery.add_provider(await self._provider(name, registration))
+                self._providers.embed.add_provider(await self._provider(name, registration))
                 self._added[name] = registration
-                log.info("discovery: added %s (%s)", name, registration.base_url)
+                log.info("embedders: added %s (%s)", name, registration.base_url)
 
     async def run_forever(self, interval_seconds: float) -> None:
         while True:
@@ -132,9 +141,9 @@ class RegistrationWatcher:
             await asyncio.sleep(interval_seconds)
 
     def _usable(self, registration: VllmRegistration) -> bool:
-        configured = [p for p in self._discovery.providers if p.name not in self._added]
+        configured = [p for p in self._providers.embed.providers if p.name not in self._added]
         name = PROVIDER_PREFIX + registration.name
-        if registration.space != self._discovery.space.name:
+        if registration.space != self._space.name:
             reason = f"declared for space {registration.space!r}"
         elif any(p.name == name for p in configured):
             reason = f"a configured provider is named {name!r}"
@@ -147,9 +156,9 @@ class RegistrationWatcher:
             log.warning("discovery ignores vLLM server %s: %s", registration.name, reason)
         return False
 
-    async def _provider(self, name: str, registration: VllmRegistration) -> ManagedProvider:
-        """Built by discovery's own factory, from a one-provider configuration."""
-        space = self._discovery.space
+    async def _provider(self, name: str, registration: VllmRegistration) -> EmbedProvider:
+        """Built by the registry's own factory, from a one-provider configuration."""
+        space = self._space
         config = ProvidersConfig(
             spaces={
                 space.name: SpaceConfig(
@@ -169,7 +178,7 @@ class RegistrationWatcher:
                 )
             ],
         )
-        (provider,) = await build_providers(config, space.name, self._http, self._settings)
+        (provider,) = await build_embed_providers(config, space.name, self._http, self._settings)
         return provider
 
 
@@ -178,11 +187,13 @@ def _root(config: object) -> str | None:
     return base_url.rstrip("/") if isinstance(base_url, str) else None
 
 
-async def watch_registrations(settings: Settings, discovery: Discovery) -> None:
-    """The service's watcher task: its own HTTP client, one sync per probe interval."""
-    async with httpx.AsyncClient(
-        limits=httpx.Limits(max_connections=16, max_keepalive_connections=4)
-    ) as http:
-        await RegistrationWatcher(discovery, settings, http).run_forever(
-            settings.probe_interval_seconds
+async def watch_registrations(
+    settings: Settings, providers: Providers, space: EmbeddingSpace
+) -> None:
+    """The service's watcher task: one sync per probe interval, with an HTTP client of its
+    own, which the providers it adds use too."""
+    async with new_client("watcher") as http:
+        watcher = RegistrationWatcher(
+            providers=providers, space=space, settings=settings, http=http
         )
+        await watcher.run_forever(settings.probe_interval_seconds)

@@ -53,8 +53,8 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from memory_service.embeddings.local import BUNDLED_MODEL_ID, LocalProvider
-from memory_service.embeddings.provider import Vectors
+from memory_service.providers.embedding import Vectors
+from memory_service.providers.local import BUNDLED_MODEL_ID, LocalProvider
 from scripts.bench.harness import command_line
 
 DEFAULT_CACHE = Path.home() / ".cache" / "memory-service-bench"
@@ -249,9 +249,7 @@ async def build_texts(folder: Path, provider: LocalProvider) -> None:
     sentences = extract_sentences(SOURCES)
     counts = await provider.count_tokens(sentences)
     fitting = [
-        text
-        for text, tokens in zip(sentences, counts, strict=True)
-        if tokens <= provider.max_input_tokens
+        text for text, tokens in zip(sentences, counts, strict=True) if tokens <= provider.window
     ]
     order = np.random.default_rng(SEED).permutation(len(fitting))
     texts = [fitting[index] for index in order]

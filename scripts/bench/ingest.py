@@ -57,19 +57,15 @@ from pgvector.psycopg import register_vector_async
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from memory_service.app import Resources, open_resources
+from memory_service.bootstrap import Resources, open_resources
 from memory_service.core.settings import Limits, Settings
 from memory_service.documents import loaders
 from memory_service.documents.chunking import Chunk, chunk_text
 from memory_service.documents.loaders import LoadedDocument, LoaderError
 from memory_service.documents.pipeline import Ingestor
-from memory_service.embeddings.local import LocalProvider
-from memory_service.embeddings.provider import (
-    CountTokens,
-    EmbeddingProvider,
-    Tokenizer,
-    Vectors,
-)
+from memory_service.embeddings.port import ClientEmbedder, Embedder
+from memory_service.providers.embedding import CountTokens, EmbeddingClient, Tokenizer, Vectors
+from memory_service.providers.local import LocalProvider
 from scripts.bench.harness import command_line, scratch_database
 
 DEFAULT_CORPUS = Path("/usr/share/doc/postgresql-doc-15/html")
@@ -184,7 +180,7 @@ async def check_pipeline(engine: AsyncEngine, corpus: Corpus, namespace: str) ->
 
 
 async def run_raw(
-    conn: psycopg.AsyncConnection[Any], embedder: EmbeddingProvider, batch: Corpus, space_id: int
+    conn: psycopg.AsyncConnection[Any], embedder: EmbeddingClient, batch: Corpus, space_id: int
 ) -> tuple[float, float, dict[str, Vectors]]:
     """(embedding seconds, COPY seconds, the vectors by text) for one batch: one embedding
     call, then one transaction with one binary COPY, as the pipeline's repository writes."""
@@ -217,7 +213,7 @@ class LangchainEmbeddings(Embeddings):
     """langchain's view of one of our embedders (the bundled model's `LocalProvider`, or the
     precomputed vectors), so that every system embeds the same texts in the same batches."""
 
-    def __init__(self, embedder: EmbeddingProvider) -> None:
+    def __init__(self, embedder: EmbeddingClient) -> None:
         self.embedder = embedder
 
     async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
@@ -242,7 +238,7 @@ async def run_langchain(store: PGVectorStore, batch: Corpus) -> float:
     return time.perf_counter() - started
 
 
-class PrecomputedEmbedder(EmbeddingProvider):
+class PrecomputedEmbedder(EmbeddingClient):
     """An embedder that costs nothing: the vectors an earlier run of the model gave the same
     texts. Running each system with it leaves its write path alone; the model's tokenizer
     still cuts the pipeline's chunks."""
@@ -250,7 +246,7 @@ class PrecomputedEmbedder(EmbeddingProvider):
     def __init__(self, model: LocalProvider, vectors: dict[str, Vectors]) -> None:
         self.name = "precomputed"
         self.model_id, self.dimension = model.model_id, model.dimension
-        self.normalized, self.max_input_tokens = model.normalized, model.max_input_tokens
+        self.normalized, self.window = model.normalized, model.window
         self.max_batch = 1_000_000
         self._model = model
         self._vectors = vectors
@@ -277,10 +273,10 @@ class Systems:
 
     async def run(
         self,
-        embedder: EmbeddingProvider,
+        embedder: EmbeddingClient,
         corpus: Corpus,
         tag: str,
-        pipeline_embedder: EmbeddingProvider | None = None,
+        pipeline_embedder: Embedder | None = None,
     ) -> dict[str, float]:
         """Seconds each system takes for `corpus`, in a fresh namespace or with fresh ids;
         the pipeline embeds with `pipeline_embedder` when given (the same model behind it).
@@ -290,8 +286,7 @@ class Systems:
         args, space = self.args, self.resources.space
         ingestor = Ingestor(
             engine=self.resources.engine,
-            embedder=pipeline_embedder or embedder,
-            space=space,
+            embedder=pipeline_embedder or ClientEmbedder(embedder, space),
             chunk_tokens=args.chunk_tokens,
             overlap_tokens=args.overlap_tokens,
             limits=Limits(),
@@ -333,7 +328,7 @@ async def measure(
             await register_vector_async(raw)
             await langchain.ainit_vectorstore_table("langchain_chunk", provider.dimension)
             systems = Systems(resources, raw, langchain, args)
-            # The pipeline embeds as the service does, through discovery's routed embedder,
+            # The pipeline embeds as the service does, through the registry's routed embedder,
             # whose only provider here is `provider`; the baselines call `provider` itself.
             routed = resources.batch_embedder
             await systems.run(provider, corpus.prefix(args.warmup_chunks), "warm", routed)

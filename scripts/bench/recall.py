@@ -70,15 +70,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from memory_service.core import migrations
 from memory_service.core.db import create_engine, set_local
 from memory_service.core.tables import memory
-from memory_service.embeddings.local import BUNDLED_MODEL_ID, LocalProvider
-from memory_service.embeddings.provider import Vectors
 from memory_service.embeddings.spaces import EmbeddingSpace, register_space
 from memory_service.memories import repository as memories
 from memory_service.memories.schemas import MemoryFilters
+from memory_service.providers.embedding import Vectors
+from memory_service.providers.local import BUNDLED_MODEL_ID, LocalProvider
 from memory_service.search import index_repository
 from memory_service.search.indexes import IndexMaintainer, IndexPolicy, build_concurrently
-from memory_service.search.query import IndexedRows, VectorSettings
 from memory_service.search.repository import IndexMethod, Scope, vector_memories
+from memory_service.search.searcher import IndexedRows, VectorSettings
 from scripts.bench.corpus import DEFAULT_CACHE, Corpus, open_corpus
 from scripts.bench.harness import command_line, percentile
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from memory_service.documents.chunking import Chunk, CountTokens, chunk_text
-from memory_service.embeddings.local import LocalProvider
+from memory_service.providers.local import LocalProvider
 
 README = Path(__file__).parents[2] / "README.md"
 GUIDE = Path(__file__).parent / "data" / "guide.md"

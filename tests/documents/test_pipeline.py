@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import event, text
 
-from memory_service.app import Resources
+from memory_service.bootstrap import Resources
 from memory_service.core.settings import Limits
 from memory_service.documents import loaders
 from memory_service.documents.loaders import LoadedDocument
@@ -30,7 +30,6 @@ def ingestor(resources: Resources) -> Ingestor:
     return Ingestor(
         engine=resources.engine,
         embedder=resources.batch_embedder,
-        space=resources.space,
         chunk_tokens=MAX_TOKENS,
         overlap_tokens=8,
         limits=Limits(),

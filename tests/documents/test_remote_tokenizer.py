@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from memory_service.app import Resources, open_resources
+from memory_service.bootstrap import Resources, open_resources
+from memory_service.core.errors import StartupError
 from memory_service.core.settings import Settings
-from memory_service.embeddings.local import LocalProvider, bundled_model_path
+from memory_service.providers.local import LocalProvider, bundled_model_path
 from tests.apps import http_app
 from tests.documents.test_endpoints import TEXT
 from tests.servers import OpenAICompatServer
@@ -94,3 +95,15 @@ class TestRemoteOnlySpace:
         error = response.json()["error"]
         assert error["type"] == "service_unavailable"
         assert "MEMORY_TOKENIZER_PATH" in error["message"]
+
+    async def test_a_tokenizer_path_that_cannot_be_read_refuses_to_start(
+        self, database_url: str, tmp_path: Path, vllm: OpenAICompatServer
+    ) -> None:
+        """Like every other configuration fault, and unlike a service with no tokenizer set
+        at all (which runs, and answers 503 for documents)."""
+        empty = tmp_path / "no-tokenizer-here"
+        empty.mkdir()
+        settings = remote_settings(database_url, tmp_path, vllm.url, tokenizer_path=empty)
+        with pytest.raises(StartupError, match=r"MEMORY_TOKENIZER_PATH: no tokenizer\.json in"):
+            async with open_resources(settings):
+                pytest.fail("resources opened with a tokenizer folder that has no tokenizer")

@@ -6,7 +6,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from memory_service.app import open_resources
+from memory_service.bootstrap import open_resources
 from memory_service.core.db import create_engine
 from memory_service.core.errors import StartupError
 from memory_service.core.settings import Settings

@@ -18,9 +18,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from memory_service.app import Resources, open_resources
+from memory_service.bootstrap import Resources, open_resources
 from memory_service.core.settings import Settings
-from memory_service.embeddings.local import LocalProvider
+from memory_service.providers.local import LocalProvider
 from tests.apps import http_app
 from tests.servers.chat_server import ChatServer
 

@@ -9,9 +9,9 @@ import httpx
 import pytest
 from starlette.requests import ClientDisconnect
 
-from memory_service.app import Resources
+from memory_service.api.openai import RelayResponse
+from memory_service.bootstrap import Resources
 from memory_service.core.settings import Settings
-from memory_service.gateway.endpoints import RelayResponse
 from tests.apps import served_app
 from tests.gateway.conftest import LOCAL_MODEL, ChatServers, chat_body, completions
 from tests.memories.factories import assert_error

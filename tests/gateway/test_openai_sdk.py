@@ -7,9 +7,9 @@ import numpy as np
 import openai
 import pytest
 
-from memory_service.app import Resources
+from memory_service.bootstrap import Resources
 from memory_service.core.settings import Settings
-from memory_service.embeddings.local import LocalProvider
+from memory_service.providers.local import LocalProvider
 from tests.apps import served_app
 from tests.gateway.conftest import GROQ_MODEL, LOCAL_MODEL, ChatServers
 

@@ -6,7 +6,7 @@ import json
 import httpx
 import pytest
 
-from memory_service.app import Resources
+from memory_service.bootstrap import Resources
 from memory_service.cli import format_providers
 from tests.gateway.conftest import (
     GEMINI_MODEL,
@@ -78,9 +78,9 @@ class TestAutoRouting:
     ) -> None:
         chat_servers.vllm.faults.error_500()
         chat_servers.ollama.faults.drop()
-        assert resources.discovery is not None
+        assert resources.providers is not None
         for _ in range(3):  # the breaker threshold: three failed probes open both circuits
-            await resources.discovery.chat.probe_all()
+            await resources.providers.chat.probe_all()
         for server in chat_servers.all():
             server.requests.clear()
         response = await client.post("/v1/chat/completions", json=chat_body())
@@ -252,8 +252,8 @@ class TestChatDiscovery:
     async def test_a_local_server_without_the_model_is_not_eligible(
         self, resources: Resources, chat_servers: ChatServers
     ) -> None:
-        assert resources.discovery is not None
-        chat = resources.discovery.chat
+        assert resources.providers is not None
+        chat = resources.providers.chat
         vllm = next(p for p in chat.providers if p.name == "vllm-chat")
         chat_servers.vllm.served_models[:] = ["another-model"]
         try:
@@ -263,7 +263,7 @@ class TestChatDiscovery:
             chat_servers.vllm.served_models[:] = [LOCAL_MODEL]
         assert "is not served" in (vllm.health.last_error or "")
         assert chat.ineligibility(vllm) is not None
-        best = resources.discovery.best_provider("chat")
+        best = resources.providers.chat.best()
         assert best is not None and best.name != "vllm-chat"
 
 
@@ -342,8 +342,8 @@ class TestHealthFromLiveTraffic:
     ) -> None:
         """How long an answer takes is the length the client asked for: it must not push the
         provider down the ranking (probes measure speed)."""
-        assert resources.discovery is not None
-        vllm = next(p for p in resources.discovery.chat.providers if p.name == "vllm-chat")
+        assert resources.providers is not None
+        vllm = next(p for p in resources.providers.chat.providers if p.name == "vllm-chat")
         before = (vllm.health.latency_ms, vllm.health.successes)
         response = await client.post("/v1/chat/completions", json=chat_body())
         assert response.headers["x-memory-provider"] == "vllm-chat"
@@ -352,8 +352,8 @@ class TestHealthFromLiveTraffic:
     async def test_a_half_open_provider_takes_one_trial_and_others_move_on(
         self, client: httpx.AsyncClient, resources: Resources, chat_servers: ChatServers
     ) -> None:
-        assert resources.discovery is not None
-        vllm = next(p for p in resources.discovery.chat.providers if p.name == "vllm-chat")
+        assert resources.providers is not None
+        vllm = next(p for p in resources.providers.chat.providers if p.name == "vllm-chat")
         for _ in range(3):
             vllm.breaker.record_failure()
         vllm.breaker.clock = lambda: 1e12  # the cooldown is over

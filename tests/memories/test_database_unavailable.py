@@ -5,7 +5,7 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from memory_service.app import Resources
+from memory_service.bootstrap import Resources
 from memory_service.core.settings import Settings
 from tests.memories.factories import assert_error, memory_body
 

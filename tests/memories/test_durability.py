@@ -7,10 +7,12 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from memory_service.app import Resources
+from memory_service.bootstrap import Resources
 from memory_service.core.settings import Settings
-from memory_service.embeddings.provider import EmbeddingProvider, ProviderInputError, Vectors
+from memory_service.embeddings.port import ClientEmbedder
 from memory_service.memories.reconciler import Reconciler
+from memory_service.providers.embedding import EmbeddingClient, Vectors
+from memory_service.providers.errors import ProviderInputError
 from tests.fakes import FlakyProvider
 from tests.memories.factories import memory_body
 
@@ -110,13 +112,11 @@ class TestPendingWrites:
         assert pending == 0
 
 
-def reconciler_of(
-    resources: Resources, embedder: EmbeddingProvider, max_attempts: int
-) -> Reconciler:
-    """The space's reconciler over `embedder`, in batches of 64."""
+def reconciler_of(resources: Resources, embedder: EmbeddingClient, max_attempts: int) -> Reconciler:
+    """The space's reconciler over the client `embedder`, in batches of 64."""
     return Reconciler(
         engine=resources.engine,
-        embedder=embedder,
+        embedder=ClientEmbedder(embedder, resources.space),
         space_id=resources.space.id,
         batch_size=64,
         max_attempts=max_attempts,

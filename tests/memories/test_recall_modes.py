@@ -5,7 +5,7 @@ from typing import Any
 import httpx
 import pytest
 
-from memory_service.app import Resources
+from memory_service.bootstrap import Resources
 from tests.fakes import FlakyProvider
 from tests.memories.factories import assert_error, memory_body
 from tests.search.labelled import MEMORIES, QUERIES

@@ -9,7 +9,7 @@ from sqlalchemy import ClauseElement, Executable, Select, text
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 
-from memory_service.app import Resources
+from memory_service.bootstrap import Resources
 from memory_service.core.db import set_local
 from tests.fakes import FlakyProvider
 from tests.memories.factories import assert_error, memory_body

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from memory_service.app import Resources
+from memory_service.bootstrap import Resources
 from memory_service.core.errors import StartupError
 from memory_service.core.tables import memory
 from memory_service.memories.reconciler import Reconciler
@@ -309,7 +309,7 @@ class TestGate:
             embedder.down = False
             report = await Reconciler(
                 engine=resources.engine,
-                embedder=embedder,
+                embedder=resources.batch_embedder,
                 space_id=resources.space.id,
                 batch_size=8,
                 max_attempts=3,
@@ -402,9 +402,9 @@ async def store_vector_in(conn: AsyncConnection, resources: Resources, memory_id
             {"id": memory_id},
         )
     ).one()
-    vectors = await resources.embedder.embed([row.content])
+    embedding = await resources.embedder.embed([row.content])
     item = PendingText(row.id, row.content, row.content_hash)
-    assert await store_vectors(conn, resources.space.id, [item], vectors)
+    assert await store_vectors(conn, resources.space.id, [item], embedding.vectors)
 
 
 async def tail(resources: Resources) -> set[str]:

@@ -7,7 +7,7 @@ from sqlalchemy import ClauseElement, CompoundSelect, Executable, Select, text
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 
-from memory_service.app import Resources
+from memory_service.bootstrap import Resources
 from memory_service.memories.schemas import MemoryFilters
 from memory_service.search import repository
 from memory_service.search.indexes import IndexMaintainer, IndexPolicy

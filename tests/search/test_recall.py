@@ -20,14 +20,14 @@ import numpy as np
 import pytest
 from sqlalchemy import text
 
-from memory_service.app import Resources
+from memory_service.bootstrap import Resources
 from memory_service.core.settings import Limits, Settings
 from memory_service.core.tables import chunk, document, memory
 from memory_service.documents.loaders import LoadedDocument
 from memory_service.documents.pipeline import Ingestor
-from memory_service.embeddings.local import LocalProvider
 from memory_service.memories.repository import content_hash
 from memory_service.memories.schemas import MemoryFilters
+from memory_service.providers.local import LocalProvider
 from memory_service.search import repository
 from memory_service.search.repository import Scope, VectorTable
 from tests.search.corpus import sentences
@@ -194,7 +194,6 @@ class TestChunkRecall:
         ingestor = Ingestor(
             engine=resources.engine,
             embedder=resources.batch_embedder,
-            space=resources.space,
             chunk_tokens=128,
             overlap_tokens=8,
             limits=Limits(),

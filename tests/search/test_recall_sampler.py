@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 from sqlalchemy import text
 
-from memory_service.app import Resources
+from memory_service.bootstrap import Resources
 from memory_service.core.settings import Settings
-from memory_service.embeddings.provider import Vectors
 from memory_service.memories.schemas import MemoryFilters
+from memory_service.providers.embedding import Vectors
 from memory_service.search import index_repository, repository
 from memory_service.search.indexes import IndexMaintainer, IndexPolicy
-from memory_service.search.query import VectorSettings
 from memory_service.search.recall import MIN_SAMPLES, RecallSampler, Sample, selectivity_class
 from memory_service.search.repository import Scope
+from memory_service.search.searcher import VectorSettings
 from tests.search.test_indexes import add_rows
 
 SCOPE_NAMESPACE = "agent-1"

@@ -8,7 +8,7 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from memory_service.app import Resources
+from memory_service.bootstrap import Resources
 from memory_service.core.settings import Limits
 from memory_service.documents.loaders import LoadedDocument
 from memory_service.documents.pipeline import Ingestor
@@ -37,7 +37,6 @@ async def ingest(resources: Resources, documents: dict[str, str], **metadata: An
     ingestor = Ingestor(
         engine=resources.engine,
         embedder=resources.batch_embedder,
-        space=resources.space,
         chunk_tokens=128,
         overlap_tokens=8,
         limits=Limits(),

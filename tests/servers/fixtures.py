@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from memory_service.embeddings.local import LocalProvider
+from memory_service.providers.local import LocalProvider
 from tests.servers import (
     ModelFns,
     OllamaServer,

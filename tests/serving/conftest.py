@@ -5,14 +5,27 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
+from memory_service.bootstrap import Resources
 from memory_service.core.settings import Settings
 from memory_service.serving.launcher import is_vllm_server, terminate_group
+from memory_service.serving.refresh import RegistrationWatcher
 from memory_service.serving.registrations import read_registrations
 
 ROOT = Path(__file__).resolve().parents[2]
 FAKE_VLLM = Path(__file__).parent / "fake_vllm"
+
+
+def watcher_of(
+    resources: Resources, settings: Settings, http: httpx.AsyncClient
+) -> RegistrationWatcher:
+    """The registrations watcher of a service opened over its provider registries."""
+    assert resources.providers is not None
+    return RegistrationWatcher(
+        providers=resources.providers, space=resources.space, settings=settings, http=http
+    )
 
 
 def child_environ(**extra: str) -> dict[str, str]:

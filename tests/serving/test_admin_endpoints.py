@@ -7,11 +7,12 @@ import httpx
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from memory_service.app import Resources
+from memory_service.bootstrap import open_resources
 from memory_service.core.settings import Settings
-from memory_service.embeddings.local import BUNDLED_MODEL_ID, bundled_model_path
+from memory_service.providers.local import BUNDLED_MODEL_ID, bundled_model_path
 from memory_service.serving.launcher import pid_alive
 from tests.apps import free_port, http_app
+from tests.fakes import FlakyProvider
 from tests.serving.conftest import child_environ
 
 TOKEN = "s3cret-admin-token-for-tests"
@@ -20,13 +21,16 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 @pytest.fixture
 async def admin(
-    lifecycle_settings: Settings, resources: Resources, monkeypatch: pytest.MonkeyPatch
+    lifecycle_settings: Settings, embedder: FlakyProvider, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[httpx.AsyncClient]:
-    """The app with an admin token; started servers inherit this process's environment,
-    which is given the fake `vllm` package (and nothing else of ours)."""
+    """The service opened with an admin token; started servers inherit this process's
+    environment, which is given the fake `vllm` package (and nothing else of ours)."""
     monkeypatch.setenv("PYTHONPATH", child_environ()["PYTHONPATH"])
     settings = lifecycle_settings.model_copy(update={"admin_token": SecretStr(TOKEN)})
-    async with http_app(settings, resources) as http:
+    async with (
+        open_resources(settings, embedder=embedder) as opened,
+        http_app(settings, opened) as http,
+    ):
         yield http
 
 

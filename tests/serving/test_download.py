@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from memory_service.embeddings.local import bundled_model_path
+from memory_service.providers.local import bundled_model_path
 from tests.apps import free_port
 from tests.servers.hub_server import HubServer
 

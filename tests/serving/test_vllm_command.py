@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 from memory_service.core.settings import Settings
-from memory_service.embeddings.local import BUNDLED_MODEL_ID, bundled_model_path
+from memory_service.providers.local import BUNDLED_MODEL_ID, bundled_model_path
 from memory_service.serving.launcher import is_vllm_server, pid_alive, terminate_group
 from memory_service.serving.registrations import read_registrations
 from tests.apps import free_port

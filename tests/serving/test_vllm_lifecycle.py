@@ -12,19 +12,18 @@ from pathlib import Path
 import httpx
 import pytest
 
-from memory_service.app import Resources, open_resources
+from memory_service.bootstrap import Resources, open_resources
 from memory_service.core.errors import Conflict, InvalidRequest
 from memory_service.core.settings import Settings
-from memory_service.embeddings.local import BUNDLED_MODEL_ID, LocalProvider, bundled_model_path
+from memory_service.providers.local import BUNDLED_MODEL_ID, LocalProvider, bundled_model_path
 from memory_service.serving.errors import VllmStartFailed
 from memory_service.serving.launcher import pid_alive
 from memory_service.serving.lifecycle import VllmManager
 from memory_service.serving.manifest import ModelEntry, ModelRegistry
-from memory_service.serving.refresh import RegistrationWatcher
 from memory_service.serving.registrations import read_registrations
 from memory_service.serving.schemas import ServeRequest
 from tests.apps import free_port
-from tests.serving.conftest import child_environ
+from tests.serving.conftest import child_environ, watcher_of
 
 MANAGED = f"managed-{BUNDLED_MODEL_ID}"
 
@@ -80,13 +79,13 @@ class TestServeDiscoverStop:
         assert registration.space == "default"
         assert (registration.log_dir / "stderr.log").read_text().startswith("INFO fake vLLM")
 
-        discovery = discovering.discovery
-        assert discovery is not None
+        providers = discovering.providers
+        assert providers is not None
         async with httpx.AsyncClient() as http:
-            watcher = RegistrationWatcher(discovery, lifecycle_settings, http)
+            watcher = watcher_of(discovering, lifecycle_settings, http)
             await watcher.sync()
-            await discovery.probe_all()
-            best = discovery.best_provider()
+            await providers.probe_all()
+            best = providers.embed.best()
             assert best is not None and best.name == MANAGED
             assert best.config.kind == "vllm"
             assert best.parity is not None and best.parity >= 0.99
@@ -99,7 +98,7 @@ class TestServeDiscoverStop:
             assert not pid_alive(registration.pid)
             assert read_registrations(lifecycle_settings.vllm_dir) == []
             await watcher.sync()
-            assert [p.name for p in discovery.providers] == ["local"]
+            assert [p.name for p in providers.embed.providers] == ["local"]
 
     async def test_a_registration_of_another_space_is_ignored(
         self, lifecycle_settings: Settings, discovering: Resources
@@ -121,10 +120,11 @@ class TestServeDiscoverStop:
                 log_dir=lifecycle_settings.vllm_dir / "other",
             ),
         )
-        assert discovering.discovery is not None
+        providers = discovering.providers
+        assert providers is not None
         async with httpx.AsyncClient() as http:
-            await RegistrationWatcher(discovering.discovery, lifecycle_settings, http).sync()
-        assert [p.name for p in discovering.discovery.providers] == ["local"]
+            await watcher_of(discovering, lifecycle_settings, http).sync()
+        assert [p.name for p in providers.embed.providers] == ["local"]
 
 
 class TestServeFailures:
@@ -193,19 +193,19 @@ class TestGenerateServers:
                 }
             )
         )
-        discovery, chat = discovering.discovery, discovering.chat
-        assert discovery is not None and chat is not None
+        providers, chat = discovering.providers, discovering.chat
+        assert providers is not None and chat is not None
         async with httpx.AsyncClient() as http:
-            watcher = RegistrationWatcher(discovery, lifecycle_settings, http)
+            watcher = watcher_of(discovering, lifecycle_settings, http)
             await watcher.sync()
-            await discovery.probe_all()
-            best = discovery.best_provider("chat")
+            await providers.probe_all()
+            best = providers.chat.best()
             assert best is not None and best.name == "managed-tiny-chat"
             assert (best.tier, best.config.context_window) == ("local", 1024)
             assert chat.aliases["tiny-chat"] == ["managed-tiny-chat"]
-            assert discovery.best_provider() is not None  # embedders untouched
-            assert all(p.name != "managed-tiny-chat" for p in discovery.providers)
+            assert providers.embed.best() is not None  # embedders untouched
+            assert all(p.name != "managed-tiny-chat" for p in providers.embed.providers)
 
             manager.stop(registration.name)
             await watcher.sync()
-            assert all(p.name != "managed-tiny-chat" for p in discovery.chat.providers)
+            assert all(p.name != "managed-tiny-chat" for p in providers.chat.providers)

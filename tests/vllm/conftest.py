@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from memory_service.embeddings.local import BUNDLED_MODEL_ID, bundled_model_path
+from memory_service.providers.local import BUNDLED_MODEL_ID, bundled_model_path
 from tests.apps import free_port
 
 OPT_IN_VARIABLE = "MEMORY_TEST_VLLM"

@@ -30,8 +30,8 @@ import httpx
 import numpy as np
 import pytest
 
-from memory_service.embeddings.local import BUNDLED_MODEL_ID, LocalProvider
-from memory_service.embeddings.provider import Vectors
+from memory_service.providers.embedding import Vectors
+from memory_service.providers.local import BUNDLED_MODEL_ID, LocalProvider
 
 pytestmark = pytest.mark.vllm
 

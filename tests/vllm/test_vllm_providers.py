@@ -15,16 +15,13 @@ import numpy as np
 import pytest
 from sqlalchemy import text
 
-from memory_service.app import Resources, open_resources
+from memory_service.bootstrap import Resources, open_resources
 from memory_service.core.settings import Settings
-from memory_service.discovery.registry import Discovery
-from memory_service.embeddings.local import BUNDLED_MODEL_ID, LocalProvider
-from memory_service.embeddings.openai import OpenAIEmbeddings
-from memory_service.embeddings.provider import (
-    ProviderInputError,
-    ProviderModelNotFound,
-    Vectors,
-)
+from memory_service.providers.embedding import Vectors
+from memory_service.providers.errors import ProviderInputError, ProviderModelNotFound
+from memory_service.providers.local import BUNDLED_MODEL_ID, LocalProvider
+from memory_service.providers.openai import OpenAIEmbeddings
+from memory_service.providers.registry import EmbedProvider, Registry
 from tests.apps import http_app
 from tests.memories.factories import memory_body
 
@@ -159,9 +156,10 @@ async def client(settings: Settings, resources: Resources) -> AsyncIterator[http
         yield http
 
 
-def discovery_of(resources: Resources) -> Discovery:
-    assert resources.discovery is not None
-    return resources.discovery
+def discovery_of(resources: Resources) -> Registry[EmbedProvider]:
+    """The embedding registry of resources opened over the configured providers."""
+    assert resources.providers is not None
+    return resources.providers.embed
 
 
 async def reference_provider(resources: Resources) -> str | None:
@@ -229,7 +227,7 @@ class TestDiscovery:
         self, resources: Resources
     ) -> None:
         discovery = discovery_of(resources)
-        best = discovery.best_provider()
+        best = discovery.best()
         assert best is not None and best.name == "vllm"
         assert await reference_provider(resources) == "vllm"
 
@@ -274,9 +272,8 @@ class TestParity:
             captured = await reference_provider(opened)
         assert captured == "vllm", "references come from the preferred provider"
         assert status["vllm"].eligible and status["local"].eligible
-        assert status["vllm"].parity is not None and status["local"].parity is not None
-        assert status["vllm"].parity >= SAME_MODEL_COSINE
-        assert status["local"].parity >= SAME_MODEL_COSINE
+        parities = [status[name].details["parity"] for name in ("vllm", "local")]
+        assert all(p is not None and p >= SAME_MODEL_COSINE for p in parities), parities
 
     async def test_memories_written_by_vllm_are_recalled_through_the_local_fallback(
         self,
@@ -300,8 +297,8 @@ class TestParity:
         async with open_resources(only_local, local=local_provider) as opened:
             status = {row.name: row for row in discovery_of(opened).status()}
             assert status["local"].eligible, status["local"].reason
-            assert status["local"].parity is not None
-            assert status["local"].parity >= SAME_MODEL_COSINE
+            assert status["local"].details["parity"] is not None
+            assert status["local"].details["parity"] >= SAME_MODEL_COSINE
             assert await reference_provider(opened) == "vllm", "references are kept"
             async with http_app(only_local, opened) as client:
                 query, expected = PARAPHRASE

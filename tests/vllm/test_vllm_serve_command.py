@@ -11,13 +11,13 @@ from pathlib import Path
 
 import httpx
 
-from memory_service.app import open_resources
+from memory_service.bootstrap import open_resources
 from memory_service.core.settings import Settings
-from memory_service.embeddings.local import BUNDLED_MODEL_ID, LocalProvider, bundled_model_path
+from memory_service.providers.local import BUNDLED_MODEL_ID, LocalProvider, bundled_model_path
 from memory_service.serving.launcher import is_vllm_server, pid_alive, terminate_group
-from memory_service.serving.refresh import RegistrationWatcher
 from memory_service.serving.registrations import read_registrations
 from tests.apps import free_port
+from tests.serving.conftest import watcher_of
 from tests.vllm.conftest import MAX_MODEL_LEN, VLLM_PYTHON
 
 KV_CACHE_BYTES = str(256 * 1024 * 1024)  # see tests/vllm/conftest.py SERVER_FLAGS
@@ -60,11 +60,11 @@ class TestVllmServeCommand:
                 open_resources(settings, local=local_provider) as resources,
                 httpx.AsyncClient() as http,
             ):
-                discovery = resources.discovery
-                assert discovery is not None
-                await RegistrationWatcher(discovery, settings, http).sync()
-                await discovery.probe_all()
-                best = discovery.best_provider()
+                providers = resources.providers
+                assert providers is not None
+                await watcher_of(resources, settings, http).sync()
+                await providers.probe_all()
+                best = providers.embed.best()
                 assert best is not None and best.name == f"managed-{BUNDLED_MODEL_ID}"
                 assert best.parity is not None and best.parity >= 0.999
             stopped = memory_service(settings, "vllm", "stop", BUNDLED_MODEL_ID)

@@ -1,6 +1,6 @@
 """Ingestion jobs: `POST /v1/ingest/jobs` queues, workers run the documents pipeline.
 
-endpoints.py   HTTP only
+(routes)       `api/ingest_jobs.py`, HTTP only
 schemas.py     request and response bodies
 service.py     validation (limits, the path allow-list) and reads
 paths.py       the server-side path allow-list

@@ -48,7 +48,7 @@ from memory_service.documents.jobs.paths import outside, refuse_outside
 from memory_service.documents.jobs.repository import ClaimedJob, JobCounts
 from memory_service.documents.loaders import LoadedDocument, LoaderError
 from memory_service.documents.pipeline import Ingestor, IngestReport
-from memory_service.embeddings.provider import ProviderError
+from memory_service.providers.errors import ProviderError
 
 log = logging.getLogger(__name__)
 

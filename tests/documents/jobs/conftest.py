@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from memory_service.app import Resources
+from memory_service.bootstrap import Resources
 from memory_service.core.settings import Limits, Settings
 from memory_service.documents.jobs.worker import JobWorker, job_worker
 

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from memory_service.app import Resources
+from memory_service.bootstrap import Resources, open_resources
 from memory_service.core.settings import Settings
 from tests.apps import http_app
 from tests.documents.jobs.conftest import MakeWorker, count, notes
@@ -260,10 +260,13 @@ class TestRefusals:
         assert await count(resources.engine, "ingest_job") == 0
 
     async def test_with_no_allowed_paths_every_path_is_refused(
-        self, settings: Settings, resources: Resources, allowed: Path
+        self, settings: Settings, resources: Resources, embedder: FlakyProvider, allowed: Path
     ) -> None:
         closed = settings.model_copy(update={"ingest_allowed_paths": []})
-        async with http_app(closed, resources) as client:
+        async with (
+            open_resources(closed, embedder=embedder) as opened,
+            http_app(closed, opened) as client,
+        ):
             response = await client.post(
                 "/v1/ingest/jobs", json={"namespace": "kb", "path": str(allowed)}
             )

@@ -8,7 +8,7 @@ from uuid import UUID
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from memory_service.app import Resources
+from memory_service.bootstrap import Resources
 from memory_service.core.db import create_engine
 from memory_service.core.settings import Settings
 from memory_service.documents.jobs import repository
