@@ -3,7 +3,8 @@
 `create_app` installs the error handlers and the routers, keeps the resources as the app's
 only state, and runs the background tasks the settings ask for in the lifespan: the
 reconciler, the index maintainer, the recall sampler, the provider probes, the vLLM
-registrations watcher and the ingestion-job worker.
+registrations watcher and the ingestion-job worker. While authentication is off, it also
+refuses requests whose `Host` is not allowed (`AllowedHosts`).
 """
 
 import asyncio
@@ -12,10 +13,12 @@ from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
 from fastapi import FastAPI
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from memory_service.api import router
 from memory_service.bootstrap import Resources
-from memory_service.core.handlers import install_error_handlers
+from memory_service.core.handlers import error_response, install_error_handlers
 from memory_service.core.settings import Settings
 from memory_service.documents.jobs.worker import job_worker
 from memory_service.serving.refresh import watch_registrations
@@ -34,11 +37,55 @@ def create_app(settings: Settings, resources: Resources) -> FastAPI:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
 
-    app = FastAPI(title="memory-service", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(
+        title="memory-service",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url="/docs" if settings.api_docs else None,
+        redoc_url="/redoc" if settings.api_docs else None,
+        openapi_url="/openapi.json" if settings.api_docs else None,
+    )
     app.state.resources = resources
     install_error_handlers(app)
+    if resources.auth.mode == "off":
+        app.add_middleware(AllowedHosts, hosts=resources.auth.allowed_hosts)
     app.include_router(router)
     return app
+
+
+class AllowedHosts:
+    """Refuse (400 `invalid_host`) a request whose `Host` header is not one of `hosts`.
+
+    A web page can make a browser send requests to a name it controls that resolves to
+    127.0.0.1 (DNS rebinding); the browser then sends that name as `Host`. With no key to
+    ask for, the Host header is what tells such a request from the user's own tools."""
+
+    def __init__(self, app: ASGIApp, hosts: frozenset[str]) -> None:
+        self.app = app
+        self.hosts = hosts
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            host = _host_of(Headers(scope=scope).get("host", ""))
+            if host not in self.hosts:
+                response = error_response(
+                    400,
+                    "invalid_host",
+                    f"Host {host!r} is not allowed: set MEMORY_ALLOWED_HOSTS, or use a key "
+                    "(MEMORY_AUTH=required)",
+                    {"allowed": sorted(self.hosts)},
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _host_of(header: str) -> str:
+    """The host of a Host header, without its port: `[::1]:8080` is `[::1]`."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header.partition("]")[0] + "]"
+    return header.rpartition(":")[0] if header.count(":") == 1 else header
 
 
 def _background(settings: Settings, resources: Resources) -> list[Coroutine[Any, Any, object]]:

@@ -20,6 +20,8 @@ from typing import TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from memory_service.auth import mode as auth_mode
+from memory_service.auth.service import KeyService
 from memory_service.core.db import create_engine, ensure_schema_at_head
 from memory_service.core.errors import InvalidRequest, StartupError
 from memory_service.core.settings import Settings
@@ -68,6 +70,16 @@ class Embedding:
 
 
 @dataclass(kw_only=True)
+class Auth:
+    """Whether requests need a key (`auth/mode.py`), the keys, and the Host headers accepted
+    while no key is asked for."""
+
+    mode: auth_mode.Mode
+    keys: KeyService
+    allowed_hosts: frozenset[str]
+
+
+@dataclass(kw_only=True)
 class Resources:
     """What a running service holds: the only state its HTTP app keeps."""
 
@@ -88,6 +100,7 @@ class Resources:
     documents_unavailable: str
     ingest_jobs: IngestJobService
     vllm: VllmManager
+    auth: Auth
 
 
 @contextlib.asynccontextmanager
@@ -97,6 +110,7 @@ async def open_resources(
     environ: Mapping[str, str] | None = None,
     local: LocalProvider | None = None,
     embedder: EmbeddingClient | None = None,
+    serving: bool = True,
 ) -> AsyncIterator[Resources]:
     """Open what the service runs on.
 
@@ -105,8 +119,14 @@ async def open_resources(
     coalescing. `environ` holds the providers' API keys. `local` is an already loaded
     bundled model to reuse. `embedder` replaces the registry with one fixed client: the
     seam the memories tests use to switch an embedder off. Passed-in models stay the
-    caller's.
+    caller's. `serving` False (the batch commands) skips the check of the auth mode against
+    the listening address: such a process listens on nothing.
     """
+    mode = (
+        auth_mode.resolve(settings.auth, settings.host, settings.auth_allow_open)
+        if serving
+        else "required"
+    )
     async with contextlib.AsyncExitStack() as stack:
         engine = await _open_database(settings, stack)
         if embedder is None:
@@ -158,6 +178,11 @@ async def open_resources(
             ),
             # Started vLLM servers inherit this process's environment.
             vllm=VllmManager(settings, os.environ),
+            auth=Auth(
+                mode=mode,
+                keys=KeyService(engine=engine),
+                allowed_hosts=frozenset(host.lower() for host in settings.allowed_hosts),
+            ),
         )
 
 

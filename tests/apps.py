@@ -18,7 +18,9 @@ async def http_app(settings: Settings, resources: Resources) -> AsyncIterator[ht
     app = create_app(settings, resources)
     async with (
         app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://localhost"
+        ) as http,
     ):
         yield http
 

@@ -1,17 +1,26 @@
-"""What a route may depend on: the service's resources and the services in them.
+"""What a route may depend on: the caller, the service's resources and the services in them.
 
 Every route takes its service through one of these aliases, read from the only state the
 app keeps, `app.state.resources` (built by `bootstrap.open_resources`). A service that this
 configuration cannot offer answers 503 with the reason, from here.
+
+Every route but `/health` and `/ready` names the scope it needs (`CanRead`, `CanWrite`, ...).
+With authentication required, the caller is the API key of `Authorization: Bearer <key>`
+(401 without a valid one, 403 without the scope); with it off, the anonymous caller, who
+has every scope and every namespace. Namespaces are checked where they are named: a route
+that names one the key may not use answers 403, a route by id answers 404 for another
+namespace's id, exactly as for an unknown one.
 """
 
 import secrets
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
+from memory_service.auth.service import ANONYMOUS, Principal, Scope
 from memory_service.bootstrap import Resources
-from memory_service.core.errors import ChatUnavailable, ServiceUnavailable
+from memory_service.core.errors import ChatUnavailable, ServiceUnavailable, Unauthorized
 from memory_service.documents.jobs.service import IngestJobService
 from memory_service.documents.pipeline import Ingestor
 from memory_service.gateway.embeddings import EmbeddingsGateway
@@ -20,7 +29,7 @@ from memory_service.memories.service import MemoryService
 from memory_service.search.indexes import IndexMaintainer
 from memory_service.search.memory_recall import MemoryRecall
 from memory_service.search.service import SearchService
-from memory_service.serving.errors import AdminDisabled, Unauthorized
+from memory_service.serving.errors import AdminDisabled
 from memory_service.serving.lifecycle import VllmManager
 
 
@@ -30,6 +39,37 @@ def resources(request: Request) -> Resources:
 
 
 ResourcesDep = Annotated[Resources, Depends(resources)]
+
+
+async def caller(
+    opened: ResourcesDep, authorization: Annotated[str | None, Header()] = None
+) -> Principal:
+    """The caller of this request (anyone at all while authentication is off)."""
+    if opened.auth.mode == "off":
+        return ANONYMOUS
+    scheme, _, key = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        raise Unauthorized("this service needs an API key: send Authorization: Bearer <key>")
+    return await opened.auth.keys.authenticate(key.strip())
+
+
+Caller = Annotated[Principal, Depends(caller)]
+
+
+def _scoped(scope: Scope) -> Callable[[Principal], Principal]:
+    def scoped(principal: Caller) -> Principal:
+        principal.require(scope)
+        return principal
+
+    return scoped
+
+
+CanRead = Annotated[Principal, Depends(_scoped("read"))]
+CanWrite = Annotated[Principal, Depends(_scoped("write"))]
+CanChat = Annotated[Principal, Depends(_scoped("chat"))]
+CanEmbed = Annotated[Principal, Depends(_scoped("embed"))]
+# Operators' views across tenants (index state, provider health): `metrics`.
+CanObserve = Annotated[Principal, Depends(_scoped("metrics"))]
 
 
 def _memories(opened: ResourcesDep) -> MemoryService:
@@ -69,17 +109,29 @@ def _embeddings(opened: ResourcesDep) -> EmbeddingsGateway:
     return opened.embeddings_gateway
 
 
-def _vllm_admin(
+async def _vllm_admin(
     opened: ResourcesDep, authorization: Annotated[str | None, Header()] = None
 ) -> VllmManager:
-    """The vLLM manager, for a request that carries the admin token (see `api.admin`)."""
+    """The vLLM manager, for a caller allowed to start processes (see `api.admin`).
+
+    With authentication required: a key with the `admin` scope, or MEMORY_ADMIN_TOKEN (a
+    deprecated alias). With it off: MEMORY_ADMIN_TOKEN only, and the routes are disabled
+    without one, so process control never stands open on an unauthenticated service."""
     manager = opened.vllm
     token = manager.admin_token
+    scheme, _, given = (authorization or "").partition(" ")
+    has_token = (
+        token is not None
+        and scheme.lower() == "bearer"
+        and secrets.compare_digest(given.strip().encode(), token.get_secret_value().encode())
+    )
+    if opened.auth.mode == "required":
+        if not has_token:
+            (await caller(opened, authorization)).require("admin")
+        return manager
     if token is None:
         raise AdminDisabled("the admin endpoints are disabled: set MEMORY_ADMIN_TOKEN to enable")
-    scheme, _, given = (authorization or "").partition(" ")
-    expected = token.get_secret_value().encode()
-    if scheme.lower() != "bearer" or not secrets.compare_digest(given.strip().encode(), expected):
+    if not has_token:
         raise Unauthorized("missing or wrong admin token: send Authorization: Bearer <token>")
     return manager
 

@@ -1,11 +1,18 @@
-"""HTTP routes of the ingestion-job API. HTTP only: the service does the work."""
+"""HTTP routes of the ingestion-job API. HTTP only: the service does the work.
+
+Server paths (a job's `path`, the allow-list in a refusal) and worker identities
+(`claimed_by`, host:pid) are shown to callers with the `admin` scope only; with
+authentication off the caller has every scope.
+"""
 
 from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Query, Request, Response, status
 
-from memory_service.api.deps import IngestJobServiceDep
+from memory_service.api.deps import CanRead, CanWrite, IngestJobServiceDep
+from memory_service.auth.service import Principal
+from memory_service.core.errors import Forbidden
 from memory_service.documents.jobs.schemas import IngestJobIn, IngestJobOut, IngestJobPage, JobState
 from memory_service.memories.schemas import Namespace
 
@@ -14,27 +21,53 @@ router = APIRouter(prefix="/v1/ingest/jobs", tags=["ingestion jobs"])
 
 @router.post("", response_model=IngestJobOut, status_code=status.HTTP_202_ACCEPTED)
 async def submit_job(
-    body: IngestJobIn, service: IngestJobServiceDep, request: Request, response: Response
+    body: IngestJobIn,
+    service: IngestJobServiceDep,
+    request: Request,
+    response: Response,
+    caller: CanWrite,
 ) -> IngestJobOut:
     """Queue documents (inline, or a server-side path) for ingestion; poll the Location."""
-    job = await service.submit(body)
+    caller.namespaces.check(body.namespace)
+    try:
+        job = await service.submit(body)
+    except Forbidden as exc:
+        if not _is_admin(caller) and isinstance(exc.details, dict):
+            exc.details = {key: value for key, value in exc.details.items() if key != "allowed"}
+        raise
     response.headers["Location"] = str(request.url_for("get_job", job_id=job.id).path)
-    return job
+    return _shown(caller, job)
 
 
 @router.get("/{job_id}", response_model=IngestJobOut)
-async def get_job(job_id: UUID, service: IngestJobServiceDep) -> IngestJobOut:
+async def get_job(job_id: UUID, service: IngestJobServiceDep, caller: CanRead) -> IngestJobOut:
     """A job's state, progress counts, errors and timestamps."""
-    return await service.get(job_id)
+    return _shown(caller, await service.get(job_id, caller.namespaces))
 
 
 @router.get("", response_model=IngestJobPage)
 async def list_jobs(
     service: IngestJobServiceDep,
+    caller: CanRead,
     namespace: Annotated[Namespace | None, Query()] = None,
     state: Annotated[JobState | None, Query()] = None,
     limit: Annotated[int, Query(ge=1)] = 50,
     cursor: Annotated[str | None, Query()] = None,
 ) -> IngestJobPage:
-    """List jobs newest first; pass `next_cursor` back as `cursor` for the next page."""
-    return await service.list_jobs(namespace, state, limit, cursor)
+    """List jobs newest first (of the namespaces the key may read); pass `next_cursor` back
+    as `cursor` for the next page."""
+    if namespace is not None:
+        caller.namespaces.check(namespace)
+    page = await service.list_jobs(namespace, state, limit, cursor, caller.namespaces)
+    return page.model_copy(update={"items": [_shown(caller, job) for job in page.items]})
+
+
+def _is_admin(caller: Principal) -> bool:
+    return "admin" in caller.scopes
+
+
+def _shown(caller: Principal, job: IngestJobOut) -> IngestJobOut:
+    """The job as `caller` may see it: without server paths and worker ids unless admin."""
+    if _is_admin(caller):
+        return job
+    return job.model_copy(update={"path": None, "claimed_by": None})

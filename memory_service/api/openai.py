@@ -11,7 +11,7 @@ from fastapi import APIRouter, Header
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from memory_service.api.deps import ChatDep, EmbeddingsDep, ResourcesDep
+from memory_service.api.deps import Caller, CanChat, CanEmbed, ChatDep, EmbeddingsDep, ResourcesDep
 from memory_service.core.errors import MemoryServiceError
 from memory_service.gateway.schemas import ChatCompletionRequest, EmbeddingsRequest
 
@@ -41,12 +41,16 @@ class RelayResponse(StreamingResponse):
 
 @router.post("/chat/completions", response_model=None)
 async def chat_completions(
-    body: ChatCompletionRequest, gateway: ChatDep, x_memory_tier: TierHeader = None
+    body: ChatCompletionRequest, gateway: ChatDep, caller: CanChat, x_memory_tier: TierHeader = None
 ) -> JSONResponse | RelayResponse:
-    """OpenAI chat completions, routed to a local or cloud provider (SSE when `stream`)."""
+    """OpenAI chat completions, routed to a local or cloud provider (SSE when `stream`).
+    Memory context (`memory`) needs the `read` scope on its namespace too."""
+    if body.memory is not None:
+        caller.require("read")
+        caller.namespaces.check(body.memory.namespace)
     try:
         if body.stream:
-            stream = await gateway.stream(body, x_memory_tier)
+            stream = await gateway.stream(body, x_memory_tier, caller.allow_cloud)
             assert stream.events is not None and stream.close is not None
             return RelayResponse(
                 stream.events,
@@ -54,7 +58,7 @@ async def chat_completions(
                 media_type="text/event-stream",
                 headers=_headers(stream.provider, stream.reason, stream.memory_ids),
             )
-        answer = await gateway.complete(body, x_memory_tier)
+        answer = await gateway.complete(body, x_memory_tier, caller.allow_cloud)
     except MemoryServiceError as exc:
         # Errors say where they were decided too: the refusing provider, or none.
         provider = (exc.details or {}).get("provider") if isinstance(exc.details, dict) else None
@@ -66,15 +70,18 @@ async def chat_completions(
 
 
 @router.post("/embeddings")
-async def embeddings(body: EmbeddingsRequest, gateway: EmbeddingsDep) -> JSONResponse:
+async def embeddings(
+    body: EmbeddingsRequest, gateway: EmbeddingsDep, caller: CanEmbed
+) -> JSONResponse:
     """OpenAI embeddings (float or base64) in the service's embedding space."""
     answer = await gateway.embed(body)
     return JSONResponse(answer.body, headers={"X-Memory-Provider": answer.provider})
 
 
 @router.get("/models")
-async def models(resources: ResourcesDep) -> dict[str, Any]:
-    """The model names clients may use, each with the providers and served names behind it."""
+async def models(resources: ResourcesDep, caller: Caller) -> dict[str, Any]:
+    """The model names clients may use, each with the providers and served names behind it
+    (any valid key may list them)."""
     data: list[dict[str, Any]] = []
     chat = resources.chat
     if chat is not None:

@@ -6,7 +6,7 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel
 
-from memory_service.api.deps import ResourcesDep
+from memory_service.api.deps import CanObserve, ResourcesDep
 from memory_service.providers import scoring
 from memory_service.providers.registry import ProviderStatus
 
@@ -52,7 +52,7 @@ def _fields(row: ProviderStatus) -> dict[str, Any]:
 
 
 @router.get("", response_model=ProvidersOut)
-async def list_providers(resources: ResourcesDep) -> ProvidersOut:
+async def list_providers(resources: ResourcesDep, caller: CanObserve) -> ProvidersOut:
     """Provider states, scores and eligibility: embedders of the service's space, and chat."""
     providers = resources.providers
     space = asdict(resources.space)

@@ -4,7 +4,13 @@ from dataclasses import asdict
 
 from fastapi import APIRouter
 
-from memory_service.api.deps import IndexMaintainerDep, MemoryRecallDep, SearchServiceDep
+from memory_service.api.deps import (
+    CanObserve,
+    CanRead,
+    IndexMaintainerDep,
+    MemoryRecallDep,
+    SearchServiceDep,
+)
 from memory_service.embeddings.spaces import list_spaces
 from memory_service.memories.schemas import MemorySearch, MemorySearchOut
 from memory_service.search.schemas import (
@@ -19,8 +25,9 @@ router = APIRouter(prefix="/v1/search", tags=["search"])
 
 
 @router.post("", response_model=SearchResponse)
-async def search(body: SearchRequest, service: SearchServiceDep) -> SearchResponse:
+async def search(body: SearchRequest, service: SearchServiceDep, caller: CanRead) -> SearchResponse:
     """Search memories and document chunks by meaning, keywords (full text) or both (RRF)."""
+    caller.namespaces.check(body.namespace)
     return await service.search(body)
 
 
@@ -29,8 +36,11 @@ recall_router = APIRouter(prefix="/v1/memories", tags=["memories"])
 
 
 @recall_router.post("/search", response_model=MemorySearchOut)
-async def search_memories(body: MemorySearch, recall: MemoryRecallDep) -> MemorySearchOut:
+async def search_memories(
+    body: MemorySearch, recall: MemoryRecallDep, caller: CanRead
+) -> MemorySearchOut:
     """Recall embedded, unexpired memories by meaning (cosine similarity, higher is closer)."""
+    caller.namespaces.check(body.namespace)
     return await recall.search(body)
 
 
@@ -38,7 +48,7 @@ spaces_router = APIRouter(prefix="/v1/spaces", tags=["spaces"])
 
 
 @spaces_router.get("", response_model=SpacesOut)
-async def spaces(maintainer: IndexMaintainerDep) -> SpacesOut:
+async def spaces(maintainer: IndexMaintainerDep, caller: CanObserve) -> SpacesOut:
     """Every embedding space, and per vector table its ANN index state, rows and recall."""
     listed = []
     for space in await list_spaces(maintainer.engine):

@@ -30,7 +30,7 @@ async def ingest(
     stdin_format: str = "txt",
     out: TextIO = sys.stderr,
 ) -> int:
-    async with open_resources(settings, environ=environ) as resources:
+    async with open_resources(settings, environ=environ, serving=False) as resources:
         ingestor = resources.documents
         if ingestor is None:
             raise StartupError(f"cannot ingest: {resources.documents_unavailable}")

@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 
 async def work(settings: Settings, environ: Mapping[str, str], *, until_idle: bool) -> int:
-    async with open_resources(settings, environ=environ) as resources:
+    async with open_resources(settings, environ=environ, serving=False) as resources:
         if resources.documents is None:
             log.error("cannot run ingestion jobs: %s", resources.documents_unavailable)
             return 2

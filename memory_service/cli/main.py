@@ -131,6 +131,30 @@ def index(settings: Settings, action: str, table: str | None, as_json: bool) -> 
     return 1 if "failed" in outcomes.values() else 0
 
 
+def keys(settings: Settings, args: argparse.Namespace) -> int:
+    """`keys create | list | revoke`, straight on the database (no running service needed)."""
+    from memory_service.cli.keys import keys_command
+
+    fields: dict[str, Any] = {}
+    if args.action == "create":
+        fields = {
+            "name": args.name,
+            "namespaces": args.namespaces,
+            "scopes": args.scopes,
+            "expires_at": args.expires_at,
+            "allow_cloud": args.allow_cloud,
+        }
+    elif args.action == "revoke":
+        fields = {"id_or_name": args.id_or_name}
+    with database_url(settings) as url:
+        if settings.embedded:
+            migrations.upgrade(url)
+        resolved = settings.model_copy(update={"database_url": url})
+        status, lines = asyncio.run(keys_command(resolved, args.action, args.json, **fields))
+    print("\n".join(lines), file=sys.stdout if status == 0 else sys.stderr)
+    return status
+
+
 _REBUILD_OUTCOMES = {
     "built": "built",
     "rebuilt": "rebuilt",
@@ -175,12 +199,15 @@ def format_index(statuses: list[dict[str, Any]]) -> str:
 
 
 def providers(settings: Settings, url: str | None) -> int:
-    """Print the running service's /v1/providers as a table."""
+    """Print the running service's /v1/providers as a table. Where the service asks for a
+    key, MEMORY_API_KEY holds one with the `metrics` scope."""
     import httpx
 
     base = url or f"http://{settings.host}:{settings.port}"
+    key = os.environ.get("MEMORY_API_KEY")
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
     try:
-        response = httpx.get(f"{base}/v1/providers", timeout=10)
+        response = httpx.get(f"{base}/v1/providers", headers=headers, timeout=10)
         response.raise_for_status()
     except httpx.HTTPError as exc:
         print(f"cannot read {base}/v1/providers: {exc}", file=sys.stderr)
@@ -264,6 +291,35 @@ def build_parser() -> argparse.ArgumentParser:
         "rebuild", help="build a fresh index now (concurrently; searches go on meanwhile)"
     )
     rebuild_cmd.add_argument("--table", choices=["memory", "chunk"], help="default: every table")
+    keys_cmd = commands.add_parser("keys", help="API keys: create, list, revoke")
+    key_actions = keys_cmd.add_subparsers(dest="action", required=True)
+    create_cmd = key_actions.add_parser("create", help="make a key; prints it once, last")
+    create_cmd.add_argument("--name", required=True)
+    create_cmd.add_argument(
+        "--namespace",
+        action="append",
+        required=True,
+        dest="namespaces",
+        help="a namespace, or a prefix ending in * (repeat for more)",
+    )
+    create_cmd.add_argument(
+        "--scope",
+        action="append",
+        required=True,
+        dest="scopes",
+        choices=["read", "write", "chat", "embed", "admin", "metrics"],
+        help="repeat for more",
+    )
+    create_cmd.add_argument("--expires-at", help="ISO 8601 time with a zone; default: never")
+    create_cmd.add_argument(
+        "--allow-cloud", action="store_true", help="memory content may go to cloud chat"
+    )
+    create_cmd.add_argument("--json", action="store_true", help="print JSON (`key` holds it)")
+    list_cmd = key_actions.add_parser("list", help="every key (never the secret)")
+    list_cmd.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    revoke_cmd = key_actions.add_parser("revoke", help="refuse a key from now on")
+    revoke_cmd.add_argument("id_or_name", metavar="ID|NAME")
+    revoke_cmd.add_argument("--json", action="store_true", help="print JSON")
     providers_cmd = commands.add_parser("providers", help="print the providers' states as a table")
     providers_cmd.add_argument("--url", help="the service (default http://HOST:PORT from settings)")
     model_commands.add_commands(commands)
@@ -307,6 +363,8 @@ def main(argv: list[str] | None = None) -> int:
             return model_commands.run(settings, args, os.environ)
         if args.command == "worker":
             return worker(settings, args.until_idle)
+        if args.command == "keys":
+            return keys(settings, args)
         if args.command == "index":
             return index(
                 settings, args.action, getattr(args, "table", None), getattr(args, "json", False)

@@ -3,7 +3,7 @@
 import json
 from typing import Any
 
-from sqlalchemy import ClauseElement, Executable, Select, text
+from sqlalchemy import ClauseElement, Executable, Row, Select, text
 from sqlalchemy.exc import ProgrammingError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.ext.compiler import compiles
@@ -11,6 +11,9 @@ from sqlalchemy.sql.compiler import SQLCompiler
 
 from memory_service.core.errors import StartupError
 from memory_service.core.migrations import head_revision
+
+# A result row of any columns (SQLAlchemy's Row is generic over its column types).
+AnyRow = Row[*tuple[Any, ...]]
 
 
 def create_engine(
@@ -27,6 +30,9 @@ def create_engine(
     `plan_cache_mode=force_custom_plan` makes PostgreSQL plan every statement with its real
     parameter values: the per-space vector indexes are partial (`WHERE space_id = n`), and a
     generic plan of a prepared statement could not prove that predicate and would skip them.
+
+    `hide_parameters` keeps bound values (users' memories, documents' metadata) out of every
+    error message and log line SQLAlchemy writes.
 
     The timeouts (0: none) bound what a stuck database can cost a request: a statement or a
     lock wait past them fails, and a request that finds no free connection within
@@ -45,6 +51,7 @@ def create_engine(
         max_overflow=max_overflow,
         pool_timeout=pool_timeout_seconds,
         pool_pre_ping=True,
+        hide_parameters=True,
         connect_args={"options": options},
     )
 

@@ -2,6 +2,7 @@
 
     MemoryServiceError (500 internal_error)
     ├── InvalidRequest (400 invalid_request)
+    ├── Unauthorized (401 unauthorized)
     ├── Forbidden (403 forbidden)
     ├── NotFound (404 not_found)
     ├── Conflict (409 conflict)
@@ -39,8 +40,20 @@ class InvalidRequest(MemoryServiceError):
     error_type = "invalid_request"
 
 
+class Unauthorized(MemoryServiceError):
+    """No credentials, or credentials that are not (or no longer) valid."""
+
+    status_code = 401
+    error_type = "unauthorized"
+
+    def __init__(self, message: str, details: Any = None) -> None:
+        super().__init__(message, details)
+        self.headers["WWW-Authenticate"] = "Bearer"
+
+
 class Forbidden(MemoryServiceError):
-    """Understood, but this service is configured not to do it (e.g. a path not allow-listed)."""
+    """Understood, but not for this caller or this configuration (a namespace the key has no
+    access to, a scope it lacks, a path not allow-listed)."""
 
     status_code = 403
     error_type = "forbidden"

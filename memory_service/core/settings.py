@@ -48,6 +48,20 @@ class Settings(BaseSettings):
     port: int = Field(8080, ge=1, le=65_535)
     log_level: str = "info"
 
+    auth: Literal["required", "off", "auto"] = Field(
+        "auto",
+        description="API keys: required, off, or auto (off when `host` is loopback, else "
+        "required). See auth/mode.py.",
+    )
+    auth_allow_open: bool = Field(
+        False, description="Allow MEMORY_AUTH=off on a non-loopback host (warned at every start)."
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=lambda: ["localhost", "127.0.0.1", "[::1]"],
+        description="Host headers accepted while authentication is off (blocks DNS rebinding).",
+    )
+    api_docs: bool = Field(True, description="Serve /docs and /openapi.json.")
+
     embedding_space: str = Field(
         "default", min_length=1, max_length=64, description="Name of the space this service writes."
     )

@@ -32,6 +32,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
     func,
     literal_column,
     text,
@@ -170,6 +171,24 @@ cloud_usage = Table(
     Column("tokens", BigInteger, nullable=False, server_default=text("0")),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     CheckConstraint("requests >= 0 AND tokens >= 0", name="cloud_usage_non_negative"),
+)
+
+# API keys (migration 0010, `auth/`): the SHA-256 of each key, never the key itself.
+api_key = Table(
+    "api_key",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True, server_default=func.gen_random_uuid()),
+    Column("name", Text, nullable=False, unique=True),
+    Column("prefix", Text, nullable=False, unique=True),
+    Column("secret_sha256", LargeBinary, nullable=False),
+    Column("namespaces", ARRAY(Text), nullable=False),
+    Column("scopes", ARRAY(Text), nullable=False),
+    Column("allow_cloud", Boolean, nullable=False, server_default=false()),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("expires_at", DateTime(timezone=True)),
+    Column("revoked_at", DateTime(timezone=True)),
+    CheckConstraint("cardinality(namespaces) > 0", name="api_key_has_namespaces"),
+    CheckConstraint("cardinality(scopes) > 0", name="api_key_has_scopes"),
 )
 
 # Tables whose `embedding` column gets one vector index per embedding space.

@@ -10,7 +10,6 @@ from uuid import UUID
 from pgvector import Vector
 from sqlalchemy import (
     ColumnElement,
-    Row,
     case,
     delete,
     func,
@@ -26,11 +25,11 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from memory_service.core.access import EVERY_NAMESPACE, Namespaces
+from memory_service.core.db import AnyRow
 from memory_service.core.tables import memory
 from memory_service.memories.schemas import MemoryFilters
 from memory_service.providers.embedding import Vectors
-
-AnyRow = Row[*tuple[Any, ...]]
 
 # Every column a client sees; the vector itself is never sent back.
 PUBLIC_COLUMNS = (
@@ -176,8 +175,13 @@ _STORE_VECTORS = text(
 )
 
 
-async def get_memory(conn: AsyncConnection, memory_id: UUID) -> AnyRow | None:
-    statement = select(*PUBLIC_COLUMNS).where(memory.c.id == memory_id, live())
+async def get_memory(
+    conn: AsyncConnection, memory_id: UUID, namespaces: Namespaces = EVERY_NAMESPACE
+) -> AnyRow | None:
+    """The live memory `memory_id`, if it is in `namespaces`."""
+    statement = select(*PUBLIC_COLUMNS).where(
+        memory.c.id == memory_id, live(), namespaces.clause(memory.c.namespace)
+    )
     return (await conn.execute(statement)).first()
 
 
@@ -245,8 +249,14 @@ async def find_by_content(conn: AsyncConnection, namespace: str, content: str) -
     return found
 
 
-async def delete_memory(conn: AsyncConnection, memory_id: UUID) -> bool:
-    result = await conn.execute(delete(memory).where(memory.c.id == memory_id, live()))
+async def delete_memory(
+    conn: AsyncConnection, memory_id: UUID, namespaces: Namespaces = EVERY_NAMESPACE
+) -> bool:
+    result = await conn.execute(
+        delete(memory).where(
+            memory.c.id == memory_id, live(), namespaces.clause(memory.c.namespace)
+        )
+    )
     return result.rowcount > 0
 
 

@@ -23,6 +23,7 @@ from uuid import UUID
 import numpy as np
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from memory_service.core.access import EVERY_NAMESPACE, Namespaces
 from memory_service.core.cursor import check_page_size, decode_cursor, page_of
 from memory_service.core.errors import (
     Conflict,
@@ -102,9 +103,10 @@ class MemoryService:
             results.append(MemoryStored(**out.model_dump(), created=created))
         return results
 
-    async def get(self, memory_id: UUID) -> MemoryOut:
+    async def get(self, memory_id: UUID, namespaces: Namespaces = EVERY_NAMESPACE) -> MemoryOut:
+        """The memory, when it is in `namespaces`; NotFound otherwise, as for an unknown id."""
         async with self.engine.connect() as conn:
-            row = await repository.get_memory(conn, memory_id)
+            row = await repository.get_memory(conn, memory_id, namespaces)
         if row is None:
             raise NotFound(f"memory {memory_id} does not exist", {"id": str(memory_id)})
         return MemoryOut.model_validate(row._mapping)
@@ -119,13 +121,15 @@ class MemoryService:
         )
         return MemoryPage(items=items, next_cursor=next_cursor)
 
-    async def update(self, memory_id: UUID, patch: MemoryPatch) -> MemoryOut:
+    async def update(
+        self, memory_id: UUID, patch: MemoryPatch, namespaces: Namespaces = EVERY_NAMESPACE
+    ) -> MemoryOut:
         values: dict[str, Any] = patch.model_dump(include=patch.model_fields_set)
         self._check_item(
             values.get("content", ""), values.get("metadata", {}), values.get("tags", []), None
         )
         async with self.engine.begin() as conn:
-            current = await repository.get_memory(conn, memory_id)
+            current = await repository.get_memory(conn, memory_id, namespaces)
             if current is None:
                 raise NotFound(f"memory {memory_id} does not exist", {"id": str(memory_id)})
             if values.get("content") == current.content:
@@ -153,9 +157,9 @@ class MemoryService:
             out = (await self._embed(pending)).apply(out)
         return out
 
-    async def delete(self, memory_id: UUID) -> None:
+    async def delete(self, memory_id: UUID, namespaces: Namespaces = EVERY_NAMESPACE) -> None:
         async with self.engine.begin() as conn:
-            deleted = await repository.delete_memory(conn, memory_id)
+            deleted = await repository.delete_memory(conn, memory_id, namespaces)
         if not deleted:
             raise NotFound(f"memory {memory_id} does not exist", {"id": str(memory_id)})
 

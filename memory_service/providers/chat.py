@@ -30,7 +30,13 @@ import httpx
 from memory_service.providers import ollama_chat
 from memory_service.providers.config import ChatProviderConfig
 from memory_service.providers.errors import ProviderBadResponse, ProviderModelNotFound
-from memory_service.providers.http import raise_for_status, route_missing, send, transport_error
+from memory_service.providers.http import (
+    raise_for_status,
+    redact,
+    route_missing,
+    send,
+    transport_error,
+)
 
 JSONObject = dict[str, Any]
 
@@ -156,7 +162,7 @@ def _json(provider: str, response: httpx.Response) -> JSONObject:
     try:
         body = response.json()
     except ValueError as exc:
-        raise ProviderBadResponse(provider, f"not JSON: {response.text[:200]!r}") from exc
+        raise ProviderBadResponse(provider, f"not JSON: {redact(response.text)!r}") from exc
     if not isinstance(body, dict):
         raise ProviderBadResponse(provider, f"expected a JSON object, got {type(body).__name__}")
     return body

@@ -217,9 +217,14 @@ def load_providers(
     try:
         config = ProvidersConfig.model_validate(raw)
     except ValidationError as exc:
+        # Never the input values: an entry's api_key has been resolved from the environment.
+        problems = "\n".join(
+            f"  {'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
+            for error in exc.errors(include_input=False, include_url=False)
+        )
         raise StartupError(
-            f"invalid provider configuration ({path or 'built-in'}):\n{exc}"
-        ) from exc
+            f"invalid provider configuration ({path or 'built-in'}):\n{problems}"
+        ) from None
     if space not in config.spaces:
         raise StartupError(
             f"MEMORY_EMBEDDING_SPACE={space!r} is not a space of {path or 'the built-in default'}"

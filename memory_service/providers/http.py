@@ -7,6 +7,7 @@ host should cost the connect timeout, a slow model the read timeout.
 """
 
 import json
+import re
 from typing import Any, Literal
 
 import httpx
@@ -71,27 +72,49 @@ def transport_error(provider: str, url: str, exc: httpx.HTTPError) -> ProviderUn
     return ProviderUnavailable(provider, f"{url}: {exc!r}")
 
 
+# Upstream words reach clients (error bodies, X-Memory-Route-Reason, /v1/providers): anything
+# that looks like a credential is cut out, and the message is capped.
+MAX_UPSTREAM_MESSAGE = 300
+_CREDENTIALS = re.compile(
+    r"(?i:bearer)\s+\S+"  # an Authorization value
+    r"|\b(?:sk|gsk|msk|xai|pk|rk)[-_][A-Za-z0-9_\-*.]{6,}"  # common API key prefixes
+    r"|\bAIza[0-9A-Za-z_\-]{20,}"  # Google API keys
+    r"|[A-Za-z0-9_\-+/=]{32,}"  # any long token-like run
+)
+
+
+def redact(text: str) -> str:
+    """`text` without credential-like substrings, at most MAX_UPSTREAM_MESSAGE characters."""
+    cleaned = _CREDENTIALS.sub("[redacted]", text)
+    if len(cleaned) <= MAX_UPSTREAM_MESSAGE:
+        return cleaned
+    return cleaned[:MAX_UPSTREAM_MESSAGE] + " [cut]"
+
+
 def error_message(response: httpx.Response) -> str:
-    """The server's own words: OpenAI/vLLM `{"error": {"message"}}`, older vLLM
-    `{"object": "error", "message"}`, Ollama `{"error": "..."}`, Gemini's OpenAI-compatible
-    `[{"error": {"code", "message", "status"}}]`, or the raw text."""
+    """The server's own words, redacted (`redact`): OpenAI/vLLM `{"error": {"message"}}`,
+    older vLLM `{"object": "error", "message"}`, Ollama `{"error": "..."}`, Gemini's
+    OpenAI-compatible `[{"error": {"code", "message", "status"}}]`, or the raw text."""
+    return f"HTTP {response.status_code}: {redact(_server_words(response))}"
+
+
+def _server_words(response: httpx.Response) -> str:
     try:
         body = response.json()
     except (json.JSONDecodeError, UnicodeDecodeError):
-        return f"HTTP {response.status_code}: {response.text[:300]}"
+        return response.text
     if isinstance(body, list) and body and isinstance(body[0], dict):
         body = body[0]
     if isinstance(body, dict):
         error = body.get("error")
         if isinstance(error, dict) and isinstance(error.get("message"), str):
-            return f"HTTP {response.status_code}: {error['message']}"
+            return str(error["message"])
         if isinstance(error, str):
-            return f"HTTP {response.status_code}: {error}"
-        if isinstance(body.get("message"), str):
-            return f"HTTP {response.status_code}: {body['message']}"
-        if isinstance(body.get("detail"), str):
-            return f"HTTP {response.status_code}: {body['detail']}"
-    return f"HTTP {response.status_code}: {response.text[:300]}"
+            return error
+        for key in ("message", "detail"):
+            if isinstance(body.get(key), str):
+                return str(body[key])
+    return response.text
 
 
 def raise_for_status(provider: str, response: httpx.Response) -> None:

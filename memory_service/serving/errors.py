@@ -1,7 +1,6 @@
 """Errors of model management; each carries its HTTP status (see core/errors.py).
 
     MemoryServiceError
-    ├── Unauthorized (401 unauthorized): admin endpoint without the right bearer token
     └── AdminDisabled (403 admin_disabled): admin endpoints off (no MEMORY_ADMIN_TOKEN)
     ServiceUnavailable (503)
     ├── HubUnreachable (503 hub_unreachable): offline mode, or the hub does not answer
@@ -26,8 +25,3 @@ class AdminDisabled(MemoryServiceError):
 
     status_code = 403
     error_type = "admin_disabled"
-
-
-class Unauthorized(MemoryServiceError):
-    status_code = 401
-    error_type = "unauthorized"

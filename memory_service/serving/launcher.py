@@ -78,10 +78,31 @@ def server_command(python: Path, spec: LaunchSpec) -> list[str]:
     ]
 
 
+# What a vLLM server may see of this process's environment: what a Python process, torch and
+# vLLM read. Nothing else passes: not this service's settings (MEMORY_*, the database URL,
+# the admin token), not cloud API keys, not any variable whose name says it is a secret.
+CHILD_ENV_NAMES = frozenset(
+    {
+        "PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "PYTHONPATH",
+        "LD_LIBRARY_PATH", "VIRTUAL_ENV", "HF_HOME", "HF_HUB_CACHE", "XDG_CACHE_HOME",
+        "SSL_CERT_FILE", "SSL_CERT_DIR",
+    }
+)  # fmt: skip
+CHILD_ENV_PREFIXES = ("VLLM_", "LC_", "CUDA_", "NCCL_", "TORCH_", "OMP_", "KMP_", "MKL_")
+_SECRET_WORDS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "CREDENTIAL")
+
+
 def child_environment(environ: Mapping[str, str], threads_bind: str | None) -> dict[str, str]:
-    """The caller's environment, offline (nothing may download weights at run time) and with
-    vLLM's CPU threads bound (the setting, else the caller's variable, else every core)."""
-    env = dict(environ)
+    """An explicit, minimal environment: the caller's variables of `CHILD_ENV_NAMES` and
+    `CHILD_ENV_PREFIXES` that name no secret, offline (nothing may download weights at run
+    time) and with vLLM's CPU threads bound (the setting, else the caller's variable, else
+    every core)."""
+    env = {
+        name: value
+        for name, value in environ.items()
+        if (name in CHILD_ENV_NAMES or name.startswith(CHILD_ENV_PREFIXES))
+        and not any(word in name.upper() for word in _SECRET_WORDS)
+    }
     env["HF_HUB_OFFLINE"] = "1"
     bind = threads_bind or env.get("VLLM_CPU_OMP_THREADS_BIND")
     env["VLLM_CPU_OMP_THREADS_BIND"] = bind or f"0-{max((os.cpu_count() or 1) - 1, 0)}"

@@ -49,11 +49,11 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from memory_service.core import migrations
-from memory_service.core.db import create_engine, set_local
+from memory_service.core.db import AnyRow, create_engine, set_local
 from memory_service.core.tables import memory
 from memory_service.embeddings.spaces import register_space
 from memory_service.memories import repository
-from memory_service.memories.repository import AnyRow, PendingText, content_hash
+from memory_service.memories.repository import PendingText, content_hash
 from memory_service.memories.schemas import MemoryFilters
 from memory_service.providers.embedding import Vectors
 from memory_service.search.index_repository import count_tail

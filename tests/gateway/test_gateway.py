@@ -12,6 +12,7 @@ from starlette.requests import ClientDisconnect
 from memory_service.api.openai import RelayResponse
 from memory_service.bootstrap import Resources
 from memory_service.core.settings import Settings
+from memory_service.gateway.service import MEMORY_PREAMBLE
 from tests.apps import served_app
 from tests.gateway.conftest import LOCAL_MODEL, ChatServers, chat_body, completions
 from tests.memories.factories import assert_error
@@ -137,12 +138,13 @@ class TestMemoryAugmentedChat:
         assert isinstance(sent, dict) and "memory" not in sent
         messages = sent["messages"]
         assert isinstance(messages, list)
-        system, user = messages
-        assert system == {
-            "role": "system",
-            "content": "Relevant memories (most relevant first):\n"
-            f"- [{favourite}] Alice's favourite database is Postgres.",
-        }
+        context, user = messages
+        assert context == {
+            "role": "user",
+            "content": f"{MEMORY_PREAMBLE}\n<memories>\n"
+            f'{{"id": "{favourite}", "memory": "Alice\'s favourite database is Postgres."}}\n'
+            "</memories>",
+        }, "quoted data in a user message, never a system instruction"
         assert user == {"role": "user", "content": "Which database does Alice like?"}
 
     async def test_a_bad_memory_field_is_a_422_and_nothing_is_sent(

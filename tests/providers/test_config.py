@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import httpx
 import pytest
 
 from memory_service.core.errors import StartupError
@@ -11,6 +12,7 @@ from memory_service.providers.config import (
     OpenAIProviderConfig,
     load_providers,
 )
+from memory_service.providers.http import MAX_UPSTREAM_MESSAGE, error_message
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -113,3 +115,53 @@ class TestProvidersFile:
     def test_the_service_space_must_be_in_the_file(self) -> None:
         with pytest.raises(StartupError, match="not a space"):
             load_providers(ROOT / "providers.yaml", "nonexistent", {}, {})
+
+
+class TestSecrets:
+    SECRET = "gsk_live_0123456789abcdefABCDEF"
+
+    def test_a_typo_beside_a_key_never_prints_the_key(self, tmp_path: Path) -> None:
+        """The entry's api_key is resolved from the environment before validation: the
+        refusal names the field and the problem, never an input value."""
+        path = tmp_path / "providers.yaml"
+        path.write_text(
+            """
+spaces:
+  default: {model: m, dimension: 8}
+providers:
+  - {name: local, kind: local, space: default}
+chat:
+  - {name: groq, kind: groq, base_url: "https://api.groq.com/openai/v1", model: x,
+     api_key_env: GROQ_API_KEY, contxt_window: 8192}
+"""
+        )
+        with pytest.raises(StartupError) as refused:
+            load_providers(path, "default", {}, {"GROQ_API_KEY": self.SECRET})
+        message = str(refused.value)
+        assert "chat.0.contxt_window: Extra inputs are not permitted" in message
+        assert self.SECRET not in message and self.SECRET[-8:] not in message
+        assert refused.value.__cause__ is None and refused.value.__suppress_context__
+
+
+class TestUpstreamWords:
+    """What a provider says reaches clients (error bodies, route reasons, /v1/providers):
+    credentials it echoes are cut out, and its words are capped."""
+
+    @pytest.mark.parametrize(
+        ("echoed", "secret"),
+        [
+            ("Incorrect API key provided: sk-proj-abcdefghijklmnop1234", "abcdefghijklmnop1234"),
+            ("invalid key gsk_live_0123456789abcdefABCDEF", "0123456789abcdefABCDEF"),
+            ("API key AIzaSyA1234567890abcdefghijklmnopq not valid", "1234567890abcdefghij"),
+            ("header was Bearer abc.def.ghi", "abc.def.ghi"),
+            ("token 0123456789abcdef0123456789abcdef0123 rejected", "0123456789abcdef01234"),
+        ],
+    )
+    def test_a_credential_in_an_error_is_redacted(self, echoed: str, secret: str) -> None:
+        message = error_message(httpx.Response(401, json={"error": {"message": echoed}}))
+        assert message.startswith("HTTP 401: ") and "[redacted]" in message, message
+        assert secret not in message, message
+
+    def test_long_words_are_capped(self) -> None:
+        message = error_message(httpx.Response(500, text="oops " * 500))
+        assert len(message) < MAX_UPSTREAM_MESSAGE + 30 and message.endswith("[cut]")

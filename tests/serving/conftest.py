@@ -33,7 +33,7 @@ def child_environ(**extra: str) -> dict[str, str]:
     env = {
         key: value
         for key, value in os.environ.items()
-        if not key.startswith(("MEMORY_", "FAKE_VLLM_", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+        if not key.startswith(("MEMORY_", "VLLM_FAKE_", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
     }
     env["PYTHONPATH"] = os.pathsep.join([str(FAKE_VLLM), str(ROOT)])
     env.update(extra)

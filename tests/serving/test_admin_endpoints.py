@@ -86,7 +86,7 @@ class TestAdminActions:
     async def test_a_failed_start_is_503_with_the_log_tail(
         self, admin: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        monkeypatch.setenv("FAKE_VLLM_EXIT", "4")
+        monkeypatch.setenv("VLLM_FAKE_EXIT", "4")
         response = await admin.post("/v1/admin/vllm", json=serve_body(), headers=AUTH)
         assert response.status_code == 503
         error = response.json()["error"]

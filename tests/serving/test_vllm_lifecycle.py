@@ -53,7 +53,15 @@ class TestServeDiscoverStop:
         self, lifecycle_settings: Settings, discovering: Resources, tmp_path: Path
     ) -> None:
         record = tmp_path / "child.json"
-        manager = VllmManager(lifecycle_settings, child_environ(FAKE_VLLM_RECORD=str(record)))
+        secrets = {
+            "MEMORY_ADMIN_TOKEN": "admin-token-0123456789",
+            "MEMORY_DATABASE_URL": "postgresql://memory:memory@db/memory",
+            "GROQ_API_KEY": "gsk_test",
+            "VLLM_API_KEY": "vllm-server-key",
+            "AWS_SECRET_ACCESS_KEY": "aws",
+        }
+        environ = child_environ(VLLM_FAKE_RECORD=str(record), **secrets)
+        manager = VllmManager(lifecycle_settings, environ)
         registry = ModelRegistry(lifecycle_settings.model_registry_dir)
         registry.record(
             ModelEntry(
@@ -75,6 +83,8 @@ class TestServeDiscoverStop:
         assert child["argv"][4:8] == ["--runner", "pooling", "--convert", "embed"]
         assert child["argv"][-4:] == ["--dtype", "float32", "--max-model-len", "256"]
         assert child["env"] == {"HF_HUB_OFFLINE": "1", "VLLM_CPU_OMP_THREADS_BIND": "0"}
+        assert not set(secrets) & set(child["names"]), "an explicit, minimal environment"
+        assert {"PATH", "PYTHONPATH", "VLLM_FAKE_RECORD"} <= set(child["names"])
         assert read_registrations(lifecycle_settings.vllm_dir) == [registration]
         assert registration.space == "default"
         assert (registration.log_dir / "stderr.log").read_text().startswith("INFO fake vLLM")
@@ -133,7 +143,7 @@ class TestServeFailures:
     ) -> None:
         # The health bound is ten minutes: only the exit can end the wait in time for the test.
         settings = lifecycle_settings.model_copy(update={"vllm_health_timeout_seconds": 600.0})
-        manager = VllmManager(settings, child_environ(FAKE_VLLM_EXIT="3"))
+        manager = VllmManager(settings, child_environ(VLLM_FAKE_EXIT="3"))
         with pytest.raises(VllmStartFailed) as failed:
             await manager.serve(pooling_request(str(bundled_model_path())))
         assert "exited with status 3" in failed.value.message
@@ -145,7 +155,7 @@ class TestServeFailures:
     ) -> None:
         settings = lifecycle_settings.model_copy(update={"vllm_health_timeout_seconds": 1.5})
         record = tmp_path / "child.json"
-        environ = child_environ(FAKE_VLLM_NEVER_HEALTHY="1", FAKE_VLLM_RECORD=str(record))
+        environ = child_environ(VLLM_FAKE_NEVER_HEALTHY="1", VLLM_FAKE_RECORD=str(record))
         with pytest.raises(VllmStartFailed) as failed:
             await VllmManager(settings, environ).serve(pooling_request(str(bundled_model_path())))
         assert "did not answer" in failed.value.message
@@ -157,7 +167,7 @@ class TestServeFailures:
         self, lifecycle_settings: Settings, tmp_path: Path
     ) -> None:
         record = tmp_path / "child.json"
-        manager = VllmManager(lifecycle_settings, child_environ(FAKE_VLLM_RECORD=str(record)))
+        manager = VllmManager(lifecycle_settings, child_environ(VLLM_FAKE_RECORD=str(record)))
         with pytest.raises(InvalidRequest, match="models download org/unknown"):
             await manager.serve(pooling_request("org/unknown"))
         import socket

@@ -16,6 +16,7 @@ from uuid import UUID
 from sqlalchemy import ColumnElement, Row, and_, func, literal, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from memory_service.core.access import EVERY_NAMESPACE, Namespaces
 from memory_service.core.tables import ingest_job
 
 # Every column but the inline documents, which only the worker that runs the job reads.
@@ -71,8 +72,13 @@ async def insert_job(
     return (await conn.execute(statement)).one()
 
 
-async def get_job(conn: AsyncConnection, job_id: UUID) -> Row[Any] | None:
-    return (await conn.execute(select(*VIEW_COLUMNS).where(ingest_job.c.id == job_id))).first()
+async def get_job(
+    conn: AsyncConnection, job_id: UUID, namespaces: Namespaces = EVERY_NAMESPACE
+) -> Row[Any] | None:
+    statement = select(*VIEW_COLUMNS).where(
+        ingest_job.c.id == job_id, namespaces.clause(ingest_job.c.namespace)
+    )
+    return (await conn.execute(statement)).first()
 
 
 async def list_jobs(
@@ -81,9 +87,10 @@ async def list_jobs(
     state: str | None,
     limit: int,
     after: tuple[datetime, UUID] | None,
+    namespaces: Namespaces = EVERY_NAMESPACE,
 ) -> list[Row[Any]]:
-    """Newest first, keyset-paginated on (created_at, id)."""
-    statement = select(*VIEW_COLUMNS)
+    """Newest first, keyset-paginated on (created_at, id), of `namespaces` only."""
+    statement = select(*VIEW_COLUMNS).where(namespaces.clause(ingest_job.c.namespace))
     if namespace is not None:
         statement = statement.where(ingest_job.c.namespace == namespace)
     if state is not None:

@@ -17,6 +17,7 @@ from uuid import UUID
 from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from memory_service.core.access import EVERY_NAMESPACE, Namespaces
 from memory_service.core.cursor import check_page_size, decode_cursor, page_of
 from memory_service.core.errors import (
     InvalidRequest,
@@ -66,21 +67,28 @@ class IngestJobService:
                 row = await repository.insert_job(conn, body.namespace, documents=documents)
         return self.view(row)
 
-    async def get(self, job_id: UUID) -> IngestJobOut:
+    async def get(self, job_id: UUID, namespaces: Namespaces = EVERY_NAMESPACE) -> IngestJobOut:
+        """The job, when it is in `namespaces`; NotFound otherwise, as for an unknown id."""
         async with self.engine.connect() as conn:
-            row = await repository.get_job(conn, job_id)
+            row = await repository.get_job(conn, job_id, namespaces)
         if row is None:
             raise NotFound(f"ingestion job {job_id} does not exist", {"id": str(job_id)})
         return self.view(row)
 
     async def list_jobs(
-        self, namespace: str | None, state: JobState | None, limit: int, cursor: str | None
+        self,
+        namespace: str | None,
+        state: JobState | None,
+        limit: int,
+        cursor: str | None,
+        namespaces: Namespaces = EVERY_NAMESPACE,
     ) -> IngestJobPage:
-        """Newest first; `next_cursor` continues after the last job of the page."""
+        """Newest first, of `namespaces` only; `next_cursor` continues after the last job of
+        the page."""
         check_page_size(limit, self.limits.max_page_size)
         after = decode_cursor(cursor) if cursor else None
         async with self.engine.connect() as conn:
-            rows = await repository.list_jobs(conn, namespace, state, limit + 1, after)
+            rows = await repository.list_jobs(conn, namespace, state, limit + 1, after, namespaces)
         items, next_cursor = page_of([self.view(row) for row in rows], limit)
         return IngestJobPage(items=items, next_cursor=next_cursor)
 

@@ -247,8 +247,16 @@ class JobWorker:
         if isinstance(exc, ProviderError):
             error = f"embedder unavailable: {exc}"
         else:
-            log.exception("ingest job %s: attempt %d failed", run.job.id, run.job.attempts)
-            error = f"{type(exc).__name__}: {exc}"
+            # The job's row is readable by the API: it gets an id to find the details by in
+            # this worker's log, never the exception's text (SQL, a document's values).
+            error_id = uuid.uuid4().hex[:12]
+            log.exception(
+                "ingest job %s: attempt %d failed (error %s)",
+                run.job.id,
+                run.job.attempts,
+                error_id,
+            )
+            error = f"internal error {error_id} ({type(exc).__name__}); see the worker's log"
         delay = self.retry.delay(run.job.attempts)
         if await self._write(lambda conn: repository.retry_job(conn, run.job, error, delay)):
             if delay is None:

@@ -1,8 +1,10 @@
 """Workers on a real queue: exclusive claims, retries to dead-letter, leases."""
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from pathlib import Path
 from uuid import UUID
 
 import pytest
@@ -229,3 +231,31 @@ class TestStopDuringClaim:
         row = await job_row(resources.engine, job_id)
         assert (row["state"], row["claimed_by"], row["attempts"]) == ("queued", None, 0)
         assert await make_worker("w2").run_once() is not None, "runnable at once"
+
+
+class TestErrorHygiene:
+    async def test_an_unexpected_failure_leaves_an_error_id_not_the_sql_or_its_values(
+        self,
+        resources: Resources,
+        make_worker: MakeWorker,
+        allowed: Path,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        """A NUL byte cannot be stored in PostgreSQL text: the write fails with a database
+        error whose message would carry the statement and, without `hide_parameters`, the
+        document's text. The job row (readable over the API) gets an error id; the log gets
+        the details, without the values."""
+        secret = "patient ssn 123-45-6789"
+        (allowed / "nul.txt").write_text(f"{secret}\x00 and the rest of the note.")
+        async with resources.engine.begin() as conn:
+            row = await repository.insert_job(conn, "kb", path=str(allowed / "nul.txt"))
+        with caplog.at_level(logging.INFO):
+            assert await make_worker("w1").run_once() is not None
+        job = await job_row(resources.engine, row.id)
+        error = job["last_error"]
+        assert error.startswith("internal error ") and "see the worker's log" in error
+        error_id = error.split()[2]
+        assert f"(error {error_id})" in caplog.text
+        for leaked in (secret, "123-45-6789", "INSERT", "COPY", "SELECT"):
+            assert leaked not in error
+        assert "123-45-6789" not in caplog.text

@@ -9,9 +9,10 @@ serves the loopback chat server's vLLM flavour instead (`/v1/chat/completions`),
 window `--max-model-len`.
 
 The test sets one behaviour through the environment:
-- FAKE_VLLM_EXIT=<status>: print a vLLM-like error and exit at once with that status;
-- FAKE_VLLM_NEVER_HEALTHY=1: start, never listen (the health wait must time out);
-- FAKE_VLLM_RECORD=<file>: write the argv and the relevant environment there as JSON.
+- VLLM_FAKE_EXIT=<status>: print a vLLM-like error and exit at once with that status;
+- VLLM_FAKE_NEVER_HEALTHY=1: start, never listen (the health wait must time out);
+- VLLM_FAKE_RECORD=<file>: write the argv, the relevant environment and the names of every
+  variable it was given there as JSON.
 """
 
 import argparse
@@ -36,17 +37,21 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 def main() -> None:
     args = parse(sys.argv[1:])
-    record = os.environ.get("FAKE_VLLM_RECORD")
+    record = os.environ.get("VLLM_FAKE_RECORD")
     if record:
         watched = ("HF_HUB_OFFLINE", "VLLM_CPU_OMP_THREADS_BIND")
         with open(record, "w") as file:
             environment = {key: os.environ.get(key) for key in watched}
-            json.dump({"pid": os.getpid(), "argv": sys.argv[1:], "env": environment}, file)
+            names = sorted(os.environ)
+            json.dump(
+                {"pid": os.getpid(), "argv": sys.argv[1:], "env": environment, "names": names},
+                file,
+            )
     print(f"INFO fake vLLM: model {args.model} on {args.host}:{args.port}", file=sys.stderr)
-    if os.environ.get("FAKE_VLLM_EXIT"):
+    if os.environ.get("VLLM_FAKE_EXIT"):
         print(f"ValueError: cannot load model {args.model!r}", file=sys.stderr, flush=True)
-        sys.exit(int(os.environ["FAKE_VLLM_EXIT"]))
-    if os.environ.get("FAKE_VLLM_NEVER_HEALTHY"):
+        sys.exit(int(os.environ["VLLM_FAKE_EXIT"]))
+    if os.environ.get("VLLM_FAKE_NEVER_HEALTHY"):
         while True:
             time.sleep(60)
     serve(args)

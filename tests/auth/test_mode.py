@@ -1,0 +1,134 @@
+"""`MEMORY_AUTH` resolved for the listening address, the Host allow-list that guards a
+service without keys, and the OpenAI SDK with and without a key."""
+
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from memory_service.auth.mode import is_loopback, resolve
+from memory_service.bootstrap import Resources, open_resources
+from memory_service.core.errors import StartupError
+from memory_service.core.settings import Settings
+from memory_service.providers.local import LocalProvider
+from tests.apps import http_app, served_app
+from tests.fakes import FlakyProvider
+from tests.memories.factories import assert_error, memory_body
+from tests.test_cli import clean_env, run
+
+
+class TestResolve:
+    @pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "::1", "[::1]", "127.0.0.2"])
+    def test_auto_is_off_on_loopback(self, host: str) -> None:
+        assert is_loopback(host) and resolve("auto", host, allow_open=False) == "off"
+
+    @pytest.mark.parametrize("host", ["0.0.0.0", "::", "10.1.2.3", "memory.example"])
+    def test_auto_is_required_beyond_loopback(self, host: str) -> None:
+        assert resolve("auto", host, allow_open=False) == "required"
+
+    def test_required_stays_required_on_loopback(self) -> None:
+        assert resolve("required", "127.0.0.1", allow_open=False) == "required"
+
+    def test_off_beyond_loopback_is_refused_unless_allowed_and_then_warned(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        with pytest.raises(StartupError, match="MEMORY_AUTH_ALLOW_OPEN=1"):
+            resolve("off", "0.0.0.0", allow_open=False)
+        with caplog.at_level(logging.WARNING):
+            assert resolve("off", "0.0.0.0", allow_open=True) == "off"
+        assert "authentication is OFF on 0.0.0.0" in caplog.text
+
+    def test_serve_refuses_an_open_non_loopback_address_before_binding(
+        self, settings: Settings
+    ) -> None:
+        assert settings.database_url is not None
+        env = clean_env(MEMORY_DATABASE_URL=settings.database_url, MEMORY_AUTH="off")
+        served = run(["serve", "--host", "0.0.0.0", "--port", "9"], env)
+        assert served.returncode == 2
+        assert "MEMORY_AUTH=off on 0.0.0.0" in served.stderr
+
+
+class TestHostAllowList:
+    """With no key asked for, a foreign Host (a DNS-rebinding page) is refused."""
+
+    @pytest.mark.parametrize(
+        "host", ["evil.example", "evil.example:8080", "127.0.0.1.evil.example"]
+    )
+    async def test_a_foreign_host_is_refused_and_changes_nothing(
+        self, client: httpx.AsyncClient, resources: Resources, host: str
+    ) -> None:
+        body = memory_body("Planted through a rebinding page.")
+        response = await client.post("/v1/memories", json=body, headers={"Host": host})
+        assert response.status_code == 400
+        assert assert_error(response.json(), "invalid_host")["details"]["allowed"]
+        listed = await client.get("/v1/memories", params={"namespace": "agent-1"})
+        assert listed.json()["items"] == []
+
+    @pytest.mark.parametrize(
+        "host", ["localhost", "localhost:8080", "127.0.0.1:8080", "[::1]:8080"]
+    )
+    async def test_the_users_own_hosts_pass(self, client: httpx.AsyncClient, host: str) -> None:
+        response = await client.get("/v1/memories?namespace=a", headers={"Host": host})
+        assert response.status_code == 200, response.text
+
+    async def test_with_keys_required_the_host_is_not_what_guards(
+        self, settings: Settings, embedder: FlakyProvider
+    ) -> None:
+        required = settings.model_copy(update={"auth": "required"})
+        async with (
+            open_resources(required, embedder=embedder) as opened,
+            http_app(required, opened) as client,
+        ):
+            response = await client.get("/v1/models", headers={"Host": "memory.example"})
+        assert response.status_code == 401
+
+
+class TestDocs:
+    async def test_docs_follow_their_setting(
+        self, settings: Settings, resources: Resources
+    ) -> None:
+        async with http_app(settings, resources) as client:
+            assert (await client.get("/openapi.json")).status_code == 200
+        hidden = settings.model_copy(update={"api_docs": False})
+        async with http_app(hidden, resources) as client:
+            assert (await client.get("/openapi.json")).status_code == 404
+            assert (await client.get("/docs")).status_code == 404
+
+
+@pytest.fixture
+async def keyed(
+    settings: Settings, tmp_path: Path, local_provider: LocalProvider
+) -> AsyncIterator[tuple[str, str]]:
+    """A service on a real socket that requires keys, and a key that may embed."""
+    required = settings.model_copy(update={"auth": "required"})
+    async with open_resources(required, local=local_provider) as opened:
+        _, key = await opened.auth.keys.create(name="sdk", namespaces=["*"], scopes=["embed"])
+        async with served_app(required, opened) as url:
+            yield url, key
+
+
+class TestOpenAISDK:
+    async def test_the_sdk_passes_the_key_as_api_key(self, keyed: tuple[str, str]) -> None:
+        url, key = keyed
+        client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0)
+        try:
+            answer = await client.embeddings.create(model="all-MiniLM-L6-v2", input="tea")
+        finally:
+            await client.close()
+        assert len(answer.data[0].embedding) == 384
+
+    @pytest.mark.parametrize("api_key", ["not-a-key", "msk_aaaaaaaaaaaa_wrong"])
+    async def test_without_a_valid_key_the_sdk_fails_cleanly(
+        self, keyed: tuple[str, str], api_key: str
+    ) -> None:
+        url, _ = keyed
+        client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key=api_key, max_retries=0)
+        try:
+            with pytest.raises(openai.AuthenticationError) as raised:
+                await client.embeddings.create(model="all-MiniLM-L6-v2", input="tea")
+        finally:
+            await client.close()
+        assert raised.value.status_code == 401
