@@ -19,7 +19,7 @@ async def ingest_document(
     caller.namespaces.check(body.namespace)
     source_uri = body.source_uri or f"api:sha256:{hashlib.sha256(body.text.encode()).hexdigest()}"
     document = LoadedDocument(source_uri, body.title, body.text, dict(body.metadata))
-    stored = await ingestor.ingest_one(document, body.namespace)
+    stored = await ingestor.ingest_one(document, body.namespace, caller.actor)
     if stored.status == "unchanged":
         response.status_code = status.HTTP_200_OK
     return stored

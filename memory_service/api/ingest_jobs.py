@@ -30,7 +30,7 @@ async def submit_job(
     """Queue documents (inline, or a server-side path) for ingestion; poll the Location."""
     caller.namespaces.check(body.namespace)
     try:
-        job = await service.submit(body)
+        job = await service.submit(body, caller.actor)
     except Forbidden as exc:
         if not _is_admin(caller) and isinstance(exc.details, dict):
             exc.details = {key: value for key, value in exc.details.items() if key != "allowed"}

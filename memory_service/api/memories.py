@@ -29,7 +29,7 @@ async def store_memory(
 ) -> MemoryStored:
     """Store one memory; identical content in the namespace returns the existing one (200)."""
     caller.namespaces.check(body.namespace)
-    (stored,) = await service.store([body])
+    (stored,) = await service.store([body], caller.actor)
     if not stored.created:
         response.status_code = status.HTTP_200_OK
     return stored
@@ -43,7 +43,7 @@ async def store_memories(
     in a namespace the key may not write is refused whole."""
     for item in body.items:
         caller.namespaces.check(item.namespace)
-    stored = await service.store(body.items)
+    stored = await service.store(body.items, caller.actor)
     return MemoryBatchOut(
         items=[
             BatchItemOut(id=item.id, status=item.status, created=item.created) for item in stored
@@ -84,7 +84,7 @@ async def update_memory(
     memory_id: UUID, body: MemoryPatch, service: MemoryServiceDep, caller: CanWrite
 ) -> MemoryOut:
     """Change fields of a memory; a content change re-embeds it."""
-    return await service.update(memory_id, body, caller.namespaces)
+    return await service.update(memory_id, body, caller.namespaces, caller.actor)
 
 
 @router.delete("/{memory_id}", status_code=status.HTTP_204_NO_CONTENT)

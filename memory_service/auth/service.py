@@ -15,7 +15,7 @@ from uuid import UUID
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from memory_service.auth import keys, repository
-from memory_service.core.access import EVERY_NAMESPACE, Namespaces
+from memory_service.core.access import EVERY_NAMESPACE, Actor, Namespaces
 from memory_service.core.errors import Conflict, Forbidden, InvalidRequest, NotFound, Unauthorized
 
 Scope = Literal["read", "write", "chat", "embed", "admin", "metrics"]
@@ -35,6 +35,11 @@ class Principal:
     scopes: frozenset[str]
     namespaces: Namespaces
     allow_cloud: bool
+
+    @property
+    def actor(self) -> Actor:
+        """Who writes, for the audit columns: this key, or nobody with authentication off."""
+        return Actor(self.key_id, self.key_name)
 
     def require(self, scope: Scope) -> None:
         if scope not in self.scopes:

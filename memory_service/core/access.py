@@ -1,4 +1,7 @@
-"""Which namespaces a caller may touch, as a value the services and their SQL can use.
+"""Who acts and which namespaces they may touch, as values the services and their SQL use.
+
+`Actor` is the API key behind a write, recorded in the audit columns (migration 0011);
+`NOBODY` writes with authentication off.
 
 A pattern is an exact namespace (`alice`) or a prefix ending in `*` (`team-a:*`, which
 matches `team-a:` and everything after it). `EVERY_NAMESPACE` is the caller without
@@ -7,6 +10,8 @@ restriction: the service with authentication off, or a key made with `*`.
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
 
 from sqlalchemy import ColumnElement, false, func, or_, true
 
@@ -55,3 +60,20 @@ class Namespaces:
 
 
 EVERY_NAMESPACE = Namespaces(exact=frozenset(), prefixes=("",))
+
+
+@dataclass(frozen=True)
+class Actor:
+    key_id: UUID | None = None
+    key_name: str | None = None
+
+    def columns(self, *actions: str) -> dict[str, Any]:
+        """The audit columns of `actions` ("created", "updated") for this actor."""
+        values: dict[str, Any] = {}
+        for action in actions:
+            values[f"{action}_by_key_id"] = self.key_id
+            values[f"{action}_by_key_name"] = self.key_name
+        return values
+
+
+NOBODY = Actor()

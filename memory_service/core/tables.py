@@ -62,6 +62,19 @@ embedding_space = Table(
     CheckConstraint("dimension > 0", name="embedding_space_dimension_positive"),
 )
 
+
+def audit_columns(*actions: str) -> list[Column[Any]]:
+    """The API key (id and name) behind each of `actions` (migration 0011, `core/access.py`)."""
+    return [
+        column
+        for action in actions
+        for column in (
+            Column(f"{action}_by_key_id", UUID(as_uuid=True)),
+            Column(f"{action}_by_key_name", Text),
+        )
+    ]
+
+
 memory = Table(
     "memory",
     metadata,
@@ -88,6 +101,7 @@ memory = Table(
     Column("embedded_at", DateTime(timezone=True)),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    *audit_columns("created", "updated"),
     UniqueConstraint("namespace", "content_hash", name="memory_namespace_content_hash_key"),
     CheckConstraint("status IN ('pending', 'embedded', 'failed')", name="memory_status_valid"),
     CheckConstraint(
@@ -138,6 +152,7 @@ document = Table(
     Column("space_id", Integer, ForeignKey("embedding_space.id"), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    *audit_columns("created", "updated"),
     UniqueConstraint("namespace", "source_uri", name="document_namespace_source_uri_key"),
 )
 
@@ -248,6 +263,7 @@ ingest_job = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("started_at", DateTime(timezone=True)),
     Column("finished_at", DateTime(timezone=True)),
+    *audit_columns("created"),
     CheckConstraint(
         "state IN ('queued', 'running', 'succeeded', 'failed', 'dead')",
         name="ingest_job_state_valid",

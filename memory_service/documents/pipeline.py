@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from memory_service.core.access import NOBODY, Actor
 from memory_service.core.errors import EmbedderUnavailable, InputRejected, InvalidRequest
 from memory_service.core.limits import at_most, metadata_bytes
 from memory_service.core.settings import Limits
@@ -118,6 +119,7 @@ class Ingestor:
         progress: Progress | None = None,
         *,
         raise_unavailable: bool = False,
+        actor: Actor = NOBODY,
     ) -> IngestReport:
         """Ingest `items` batch by batch. A batch the embedder could not take is reported as
         failed documents and the run goes on, unless `raise_unavailable`: then the
@@ -128,7 +130,7 @@ class Ingestor:
         batch: dict[str, _Pending] = {}
 
         async def flush() -> None:
-            await self._write(list(batch.values()), namespace, report, raise_unavailable)
+            await self._write(list(batch.values()), namespace, report, raise_unavailable, actor)
 
         for group in _groups(items, self.batch_chunks, self.batch_chunks * self.chunk_tokens * 16):
             versions = await self._stored_versions(namespace, group)
@@ -188,7 +190,12 @@ class Ingestor:
         return work
 
     async def _write(
-        self, batch: list[_Pending], namespace: str, report: IngestReport, raise_unavailable: bool
+        self,
+        batch: list[_Pending],
+        namespace: str,
+        report: IngestReport,
+        raise_unavailable: bool,
+        actor: Actor,
     ) -> None:
         if not batch:
             return
@@ -211,11 +218,13 @@ class Ingestor:
             documents.append(_new_document(pending, own))
         async with self.engine.begin() as conn:
             report.chunks += await repository.replace_documents(
-                conn, namespace, self.space.id, self.chunking, documents
+                conn, namespace, self.space.id, self.chunking, documents, actor
             )
         report.ingested += len(documents)
 
-    async def ingest_one(self, document: LoadedDocument, namespace: str) -> DocumentOut:
+    async def ingest_one(
+        self, document: LoadedDocument, namespace: str, actor: Actor = NOBODY
+    ) -> DocumentOut:
         """Ingest one document now. Raises LimitExceeded for a text or metadata over the
         limits, EmbedderUnavailable or InputRejected when it could not be embedded (nothing
         is written then)."""
@@ -227,7 +236,7 @@ class Ingestor:
             "bytes as JSON",
         )
         try:
-            report = await self.ingest([document], namespace, raise_unavailable=True)
+            report = await self.ingest([document], namespace, raise_unavailable=True, actor=actor)
         except ProviderError as exc:
             raise EmbedderUnavailable(
                 f"not embedded: {exc}", {"source_uri": document.source_uri}
@@ -238,11 +247,14 @@ class Ingestor:
         async with self.engine.connect() as conn:
             stored = await repository.stored_document(conn, namespace, document.source_uri)
         assert stored is not None
-        return DocumentOut(
-            id=stored.id,
-            source_uri=document.source_uri,
-            status="ingested" if report.ingested else "unchanged",
-            chunks=stored.chunk_count,
+        return DocumentOut.model_validate(
+            {
+                "id": stored.id,
+                "source_uri": document.source_uri,
+                "status": "ingested" if report.ingested else "unchanged",
+                "chunks": stored.chunk_count,
+                **stored.audit,
+            }
         )
 
     async def prune(self, namespace: str, folder_uris: list[str], seen: set[str]) -> list[str]:

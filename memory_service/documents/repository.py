@@ -2,13 +2,15 @@
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 from uuid import UUID
 
 from pgvector.psycopg import register_vector_async
 from sqlalchemy import and_, delete, not_, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from memory_service.core.access import NOBODY, Actor
 from memory_service.core.tables import document
 from memory_service.providers.embedding import Vectors
 
@@ -19,6 +21,8 @@ class StoredDocument:
     content_hash: bytes
     chunking: str
     chunk_count: int
+    # The audit columns (migration 0011), as `memories.schemas.audit_fields` reads them.
+    audit: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -31,19 +35,32 @@ class NewDocument:
     vectors: Vectors
 
 
+AUDIT_COLUMNS = (
+    document.c.created_by_key_id,
+    document.c.created_by_key_name,
+    document.c.updated_by_key_id,
+    document.c.updated_by_key_name,
+)
+
+
 async def stored_document(
     conn: AsyncConnection, namespace: str, source_uri: str
 ) -> StoredDocument | None:
     row = (
         await conn.execute(
             select(
-                document.c.id, document.c.content_hash, document.c.chunking, document.c.chunk_count
+                document.c.id,
+                document.c.content_hash,
+                document.c.chunking,
+                document.c.chunk_count,
+                *AUDIT_COLUMNS,
             ).where(document.c.namespace == namespace, document.c.source_uri == source_uri)
         )
     ).first()
     if row is None:
         return None
-    return StoredDocument(row.id, row.content_hash, row.chunking, row.chunk_count)
+    audit = {column.name: getattr(row, column.name) for column in AUDIT_COLUMNS}
+    return StoredDocument(row.id, row.content_hash, row.chunking, row.chunk_count, audit)
 
 
 async def stored_versions(
@@ -72,9 +89,11 @@ async def replace_documents(
     space_id: int,
     chunking: str,
     documents: Sequence[NewDocument],
+    actor: Actor = NOBODY,
 ) -> int:
     """Write documents and their chunks, replacing any earlier version of each; returns the
-    chunks written. Within the caller's transaction, so a document's chunks change at once.
+    chunks written. `actor` is recorded as the creator of new rows and the last changer of
+    every row. Within the caller's transaction, so a document's chunks change at once.
 
     A constant number of round trips whatever the number of documents: one upsert of every
     document row (`INSERT ... SELECT FROM unnest(...) ON CONFLICT`), one delete of the
@@ -82,7 +101,7 @@ async def replace_documents(
     URIs (one statement cannot upsert a row twice)."""
     if not documents:
         return 0
-    ids = await _upsert_documents(conn, namespace, space_id, chunking, documents)
+    ids = await _upsert_documents(conn, namespace, space_id, chunking, documents, actor)
     await conn.execute(_DELETE_CHUNKS, {"ids": list(ids.values())})
     # Read after the delete, which holds this transaction's lock on `chunk`: a build that
     # closes the gate later waits for this transaction and indexes its chunks (migration
@@ -105,6 +124,7 @@ async def _upsert_documents(
     space_id: int,
     chunking: str,
     documents: Sequence[NewDocument],
+    actor: Actor,
 ) -> dict[str, UUID]:
     """Insert or replace the document rows; their ids by source URI. Rows are sent in
     source-URI order, one lock order for every writer, so concurrent batches that share
@@ -121,6 +141,8 @@ async def _upsert_documents(
             "hashes": [new.content_hash for new in ordered],
             "metadata": [json.dumps(new.metadata) for new in ordered],
             "chunk_counts": [len(new.chunks) for new in ordered],
+            "key_id": actor.key_id,
+            "key_name": actor.key_name,
         },
     )
     return {row.source_uri: row.id for row in result}
@@ -129,9 +151,12 @@ async def _upsert_documents(
 _UPSERT_DOCUMENTS = text(
     """
     INSERT INTO document (namespace, source_uri, title, content_hash, chunking, metadata,
-                          chunk_count, space_id)
+                          chunk_count, space_id, created_by_key_id, created_by_key_name,
+                          updated_by_key_id, updated_by_key_name)
     SELECT :namespace, v.source_uri, v.title, v.content_hash, :chunking,
-           CAST(v.metadata AS jsonb), v.chunk_count, :space_id
+           CAST(v.metadata AS jsonb), v.chunk_count, :space_id,
+           CAST(:key_id AS uuid), CAST(:key_name AS text),
+           CAST(:key_id AS uuid), CAST(:key_name AS text)
     FROM unnest(CAST(:source_uris AS text[]), CAST(:titles AS text[]),
                 CAST(:hashes AS bytea[]), CAST(:metadata AS text[]),
                 CAST(:chunk_counts AS int[]))
@@ -140,7 +165,9 @@ _UPSERT_DOCUMENTS = text(
     ON CONFLICT ON CONSTRAINT document_namespace_source_uri_key DO UPDATE
     SET title = excluded.title, content_hash = excluded.content_hash,
         chunking = excluded.chunking, metadata = excluded.metadata,
-        chunk_count = excluded.chunk_count, space_id = excluded.space_id, updated_at = now()
+        chunk_count = excluded.chunk_count, space_id = excluded.space_id, updated_at = now(),
+        updated_by_key_id = excluded.updated_by_key_id,
+        updated_by_key_name = excluded.updated_by_key_name
     RETURNING id, source_uri
     """
 )

@@ -3,9 +3,9 @@
 from typing import Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from memory_service.memories.schemas import Metadata, Namespace, Text
+from memory_service.memories.schemas import KeyRef, Metadata, Namespace, Text, audit_fields
 
 # One document's text over HTTP; larger inputs belong to `memory-service ingest` or to a
 # job's server-side path.
@@ -38,3 +38,7 @@ class DocumentOut(BaseModel):
     source_uri: str
     status: Literal["ingested", "unchanged"]
     chunks: int
+    created_by: KeyRef | None = Field(None, description="The key that ingested it first.")
+    updated_by: KeyRef | None = Field(None, description="The key that ingested it last.")
+
+    _audit = model_validator(mode="before")(audit_fields)

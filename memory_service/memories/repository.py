@@ -48,6 +48,10 @@ PUBLIC_COLUMNS = (
     memory.c.updated_at,
     memory.c.embedded_at,
     memory.c.last_error,
+    memory.c.created_by_key_id,
+    memory.c.created_by_key_name,
+    memory.c.updated_by_key_id,
+    memory.c.updated_by_key_name,
 )
 
 
@@ -114,6 +118,8 @@ async def upsert_memories(conn: AsyncConnection, rows: Sequence[dict[str, Any]])
             "metadata": memory.c.metadata.op("||")(values.excluded.metadata),
             "tags": _TAGS_UNION,
             "updated_at": func.now(),
+            "updated_by_key_id": values.excluded.updated_by_key_id,
+            "updated_by_key_name": values.excluded.updated_by_key_name,
             "in_index": accepting(memory.c.space_id),
         },
     ).returning(*PUBLIC_COLUMNS, literal_column("(xmax = 0)").label("created"))

@@ -1,7 +1,8 @@
 """Request and response bodies of the memories API."""
 
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from pydantic import (
@@ -129,6 +130,27 @@ class MemoryForget(StrictModel):
     filters: MemoryFilters = Field(default_factory=MemoryFilters)
 
 
+class KeyRef(BaseModel):
+    """The API key behind a write: its id and its name (as it was then)."""
+
+    id: UUID
+    name: str
+
+
+def audit_fields(data: Any) -> Any:
+    """A row's flat audit columns (`created_by_key_id`, ...) as `created_by`/`updated_by`;
+    None where no key wrote (authentication off, or rows from before keys)."""
+    if not isinstance(data, Mapping) or not any(str(k).endswith("_by_key_id") for k in data):
+        return data
+    fields = dict(data)
+    for action in ("created", "updated"):
+        key_id = fields.pop(f"{action}_by_key_id", None)
+        name = fields.pop(f"{action}_by_key_name", None)
+        if f"{action}_by" not in fields:
+            fields[f"{action}_by"] = None if key_id is None else {"id": key_id, "name": name}
+    return fields
+
+
 class MemoryOut(BaseModel):
     id: UUID
     namespace: str
@@ -147,6 +169,10 @@ class MemoryOut(BaseModel):
     last_error: str | None = Field(
         None, description="Why the last embedding attempt failed, when it did."
     )
+    created_by: KeyRef | None = Field(None, description="The key that stored it.")
+    updated_by: KeyRef | None = Field(None, description="The key that changed it last.")
+
+    _audit = model_validator(mode="before")(audit_fields)
 
 
 class MemoryStored(MemoryOut):

@@ -23,7 +23,7 @@ from uuid import UUID
 import numpy as np
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from memory_service.core.access import EVERY_NAMESPACE, Namespaces
+from memory_service.core.access import EVERY_NAMESPACE, NOBODY, Actor, Namespaces
 from memory_service.core.cursor import check_page_size, decode_cursor, page_of
 from memory_service.core.errors import (
     Conflict,
@@ -63,7 +63,7 @@ class MemoryService:
         """The space of every vector this service writes or searches: its embedder's."""
         return self.embedder.space
 
-    async def store(self, items: Sequence[MemoryIn]) -> list[MemoryStored]:
+    async def store(self, items: Sequence[MemoryIn], actor: Actor = NOBODY) -> list[MemoryStored]:
         """Store memories in one transaction; results in input order.
 
         Identical content in a namespace is one memory (see `repository.upsert_memories` for
@@ -83,7 +83,12 @@ class MemoryService:
                 _merge_repeat(rows[key], item)
                 continue
             first_of[key] = index
-            rows[key] = {**item.model_dump(), "content_hash": key[1], "space_id": self.space.id}
+            rows[key] = {
+                **item.model_dump(),
+                "content_hash": key[1],
+                "space_id": self.space.id,
+                **actor.columns("created", "updated"),
+            }
         async with self.engine.begin() as conn:
             stored = await repository.upsert_memories(conn, list(rows.values()))
         by_key = {(row.namespace, content_hash(row.content)): row for row in stored}
@@ -122,7 +127,11 @@ class MemoryService:
         return MemoryPage(items=items, next_cursor=next_cursor)
 
     async def update(
-        self, memory_id: UUID, patch: MemoryPatch, namespaces: Namespaces = EVERY_NAMESPACE
+        self,
+        memory_id: UUID,
+        patch: MemoryPatch,
+        namespaces: Namespaces = EVERY_NAMESPACE,
+        actor: Actor = NOBODY,
     ) -> MemoryOut:
         values: dict[str, Any] = patch.model_dump(include=patch.model_fields_set)
         self._check_item(
@@ -140,7 +149,9 @@ class MemoryService:
                     conn, current.namespace, values["content"]
                 )
             try:
-                row = await repository.update_memory(conn, memory_id, values)
+                row = await repository.update_memory(
+                    conn, memory_id, {**values, **actor.columns("updated")}
+                )
             except repository.DuplicateContent as exc:
                 existing = await repository.find_by_content(
                     conn, current.namespace, values["content"]

@@ -132,3 +132,12 @@ class TestOpenAISDK:
         finally:
             await client.close()
         assert raised.value.status_code == 401
+
+
+class TestAnonymousWrites:
+    async def test_with_authentication_off_no_key_is_recorded(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        stored = await client.post("/v1/memories", json=memory_body("Written with no key."))
+        assert stored.status_code == 201, stored.text
+        assert stored.json()["created_by"] is None and stored.json()["updated_by"] is None

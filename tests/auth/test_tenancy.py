@@ -25,6 +25,7 @@ from sqlalchemy import text
 from memory_service.app import create_app
 from memory_service.bootstrap import Resources, open_resources
 from memory_service.core.settings import Settings
+from memory_service.documents.jobs.worker import job_worker
 from memory_service.providers.local import LocalProvider
 from tests.apps import http_app
 from tests.memories.factories import assert_error
@@ -433,6 +434,56 @@ class TestEveryRoute:
         assert str(allowed) not in refused.text
         as_admin = await tenants.call(admin, ("POST", "/v1/ingest/jobs", outside))
         assert assert_error(as_admin.json(), "forbidden")["details"]["allowed"] == [str(allowed)]
+
+    async def test_every_memory_and_document_records_its_keys(
+        self, tenants: Tenants, required: Settings
+    ) -> None:
+        bob, writer = tenants.keys["bob"], tenants.keys["bob-write"]
+        ids = {info.name: str(info.id) for info in await tenants.resources.auth.keys.list()}
+
+        def ref(name: str) -> dict[str, str]:
+            return {"id": ids[name], "name": name}
+
+        audited = memory("bob", "Audited.")
+        stored = (await tenants.call(bob, ("POST", "/v1/memories", audited))).json()
+        assert stored["created_by"] == stored["updated_by"] == ref("bob")
+        url = f"/v1/memories/{stored['id']}"
+        patched = await tenants.call(writer, ("PATCH", url, {"tags": ["seen"]}))
+        assert patched.json()["created_by"] == ref("bob")
+        assert patched.json()["updated_by"] == ref("bob-write")
+        again = await tenants.call(writer, ("POST", "/v1/memories", audited))
+        assert again.status_code == 200 and again.json()["created_by"] == ref("bob")
+        read = (await tenants.call(bob, ("GET", url, None))).json()
+        assert (read["created_by"], read["updated_by"]) == (ref("bob"), ref("bob-write"))
+
+        first = {"namespace": "bob", "source_uri": "notes://audit", "text": "First version."}
+        made = await tenants.call(bob, ("POST", "/v1/documents", first))
+        assert made.json()["created_by"] == made.json()["updated_by"] == ref("bob")
+        second = {**first, "text": "Second version, by the writer."}
+        changed = await tenants.call(writer, ("POST", "/v1/documents", second))
+        assert (changed.json()["created_by"], changed.json()["updated_by"]) == (
+            ref("bob"),
+            ref("bob-write"),
+        )
+
+        by_job = {"namespace": "bob", "documents": [{"text": "Ingested by a worker."}]}
+        queued = await tenants.call(writer, ("POST", "/v1/ingest/jobs", by_job))
+        assert queued.status_code == 202, queued.text
+        assert tenants.resources.documents is not None
+        worker = job_worker(required, tenants.resources.engine, tenants.resources.documents)
+        while await worker.run_once() is not None:
+            pass
+        async with tenants.resources.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    text(
+                        "SELECT created_by_key_name, updated_by_key_name FROM document "
+                        "WHERE namespace = 'bob' AND source_uri NOT LIKE 'notes://%'"
+                    )
+                )
+            ).all()
+        # Two jobs ran: bob's, queued when the tenants were set up, and the writer's.
+        assert sorted(tuple(row) for row in rows) == [("bob", "bob"), ("bob-write", "bob-write")]
 
     @staticmethod
     async def alice_is_untouched(tenants: Tenants) -> None:

@@ -16,7 +16,7 @@ from uuid import UUID
 from sqlalchemy import ColumnElement, Row, and_, func, literal, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from memory_service.core.access import EVERY_NAMESPACE, Namespaces
+from memory_service.core.access import EVERY_NAMESPACE, NOBODY, Actor, Namespaces
 from memory_service.core.tables import ingest_job
 
 # Every column but the inline documents, which only the worker that runs the job reads.
@@ -30,6 +30,8 @@ class ClaimedJob:
     path: str | None
     attempts: int
     claimed_by: str
+    # The key that submitted the job: the documents it writes are that key's (audit).
+    submitted_by: Actor = NOBODY
 
 
 @dataclass
@@ -60,15 +62,20 @@ async def insert_job(
     *,
     path: str | None = None,
     documents: list[dict[str, Any]] | None = None,
+    actor: Actor = NOBODY,
 ) -> Row[Any]:
-    """Queue a job, runnable now; returns its view row."""
+    """Queue a job, runnable now, submitted by `actor`; returns its view row."""
     # A job has a path or documents; the other stays SQL NULL (JSONB would store `null`).
     source: dict[str, Any] = (
         {"path": path}
         if documents is None
         else {"documents": documents, "documents_total": len(documents)}
     )
-    statement = ingest_job.insert().values(namespace=namespace, **source).returning(*VIEW_COLUMNS)
+    statement = (
+        ingest_job.insert()
+        .values(namespace=namespace, **source, **actor.columns("created"))
+        .returning(*VIEW_COLUMNS)
+    )
     return (await conn.execute(statement)).one()
 
 
@@ -202,10 +209,21 @@ async def claim_job(
             ingest_job.c.path,
             ingest_job.c.attempts,
             ingest_job.c.claimed_by,
+            ingest_job.c.created_by_key_id,
+            ingest_job.c.created_by_key_name,
         )
     )
     row = (await conn.execute(statement)).first()
-    return None if row is None else ClaimedJob(*row)
+    if row is None:
+        return None
+    return ClaimedJob(
+        id=row.id,
+        namespace=row.namespace,
+        path=row.path,
+        attempts=row.attempts,
+        claimed_by=row.claimed_by,
+        submitted_by=Actor(row.created_by_key_id, row.created_by_key_name),
+    )
 
 
 async def job_documents(conn: AsyncConnection, job: ClaimedJob) -> list[dict[str, Any]]:

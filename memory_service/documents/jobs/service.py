@@ -17,7 +17,7 @@ from uuid import UUID
 from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from memory_service.core.access import EVERY_NAMESPACE, Namespaces
+from memory_service.core.access import EVERY_NAMESPACE, NOBODY, Actor, Namespaces
 from memory_service.core.cursor import check_page_size, decode_cursor, page_of
 from memory_service.core.errors import (
     InvalidRequest,
@@ -54,17 +54,19 @@ class IngestJobService:
     # Why this process cannot ingest (no tokenizer for the space), or None when it can.
     unavailable: str | None = None
 
-    async def submit(self, body: IngestJobIn) -> IngestJobOut:
+    async def submit(self, body: IngestJobIn, actor: Actor = NOBODY) -> IngestJobOut:
         if self.unavailable is not None:  # this process's configuration, not the input
             raise ServiceUnavailable(self.unavailable)
         if body.path is not None:
             path = allowed_path(body.path, self.allowed_paths)
             async with self.engine.begin() as conn:
-                row = await repository.insert_job(conn, body.namespace, path=str(path))
+                row = await repository.insert_job(conn, body.namespace, path=str(path), actor=actor)
         else:
             documents = self._checked_documents(body.documents or [])
             async with self.engine.begin() as conn:
-                row = await repository.insert_job(conn, body.namespace, documents=documents)
+                row = await repository.insert_job(
+                    conn, body.namespace, documents=documents, actor=actor
+                )
         return self.view(row)
 
     async def get(self, job_id: UUID, namespaces: Namespaces = EVERY_NAMESPACE) -> IngestJobOut:

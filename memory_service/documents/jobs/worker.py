@@ -220,7 +220,9 @@ class JobWorker:
             refuse = refuse_outside(self.allowed_paths)
             run.counts.total = await asyncio.to_thread(_count, path, refuse)
             items = loaders.iter_documents([path], refuse)
-        return await self.ingestor.ingest(items, job.namespace, run.update, raise_unavailable=True)
+        return await self.ingestor.ingest(
+            items, job.namespace, run.update, raise_unavailable=True, actor=job.submitted_by
+        )
 
     async def _heartbeat(self, run: _Run, ingest: "asyncio.Task[IngestReport]") -> None:
         """Write progress and renew the lease until cancelled; cancel `ingest` if the job
