@@ -21,6 +21,7 @@ from typing import TypeVar
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from memory_service.auth import mode as auth_mode
+from memory_service.auth.limits import RateLimits
 from memory_service.auth.service import KeyService
 from memory_service.core.db import create_engine, ensure_schema_at_head
 from memory_service.core.errors import InvalidRequest, StartupError
@@ -71,12 +72,13 @@ class Embedding:
 
 @dataclass(kw_only=True)
 class Auth:
-    """Whether requests need a key (`auth/mode.py`), the keys, and the Host headers accepted
-    while no key is asked for."""
+    """Whether requests need a key (`auth/mode.py`), the keys, the Host headers accepted
+    while no key is asked for, and the keys' rate limits (`auth/limits.py`)."""
 
     mode: auth_mode.Mode
     keys: KeyService
     allowed_hosts: frozenset[str]
+    limits: RateLimits
 
 
 @dataclass(kw_only=True)
@@ -182,6 +184,9 @@ async def open_resources(
                 mode=mode,
                 keys=KeyService(engine=engine),
                 allowed_hosts=frozenset(host.lower() for host in settings.allowed_hosts),
+                limits=RateLimits.per_minute(
+                    settings.rate_limit_requests_per_minute, settings.rate_limit_tokens_per_minute
+                ),
             ),
         )
 

@@ -13,11 +13,12 @@ namespace's id, exactly as for an unknown one.
 """
 
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
+from memory_service.auth.limits import estimated_tokens
 from memory_service.auth.service import ANONYMOUS, Principal, Scope
 from memory_service.bootstrap import Resources
 from memory_service.core.errors import ChatUnavailable, ServiceUnavailable, Unauthorized
@@ -50,10 +51,29 @@ async def caller(
     scheme, _, key = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
         raise Unauthorized("this service needs an API key: send Authorization: Bearer <key>")
-    return await opened.auth.keys.authenticate(key.strip())
+    principal = await opened.auth.keys.authenticate(key.strip())
+    assert principal.key_id is not None
+    opened.auth.limits.requests.take(principal.key_id, 1)
+    return principal
 
 
 Caller = Annotated[Principal, Depends(caller)]
+
+
+class TokenMeter:
+    """Charges the texts a request will embed to its key's tokens-per-minute limit, before
+    any work is done (429 `rate_limited` when the key is over it)."""
+
+    def __init__(self, opened: ResourcesDep, principal: Caller) -> None:
+        self._limits = opened.auth.limits
+        self._key = principal.key_id
+
+    def charge(self, texts: Sequence[str]) -> None:
+        if self._key is not None:
+            self._limits.tokens.take(self._key, estimated_tokens(texts))
+
+
+Meter = Annotated[TokenMeter, Depends()]
 
 
 def _scoped(scope: Scope) -> Callable[[Principal], Principal]:

@@ -10,7 +10,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Query, Request, Response, status
 
-from memory_service.api.deps import CanRead, CanWrite, IngestJobServiceDep
+from memory_service.api.deps import CanRead, CanWrite, IngestJobServiceDep, Meter
 from memory_service.auth.service import Principal
 from memory_service.core.errors import Forbidden
 from memory_service.documents.jobs.schemas import IngestJobIn, IngestJobOut, IngestJobPage, JobState
@@ -26,9 +26,13 @@ async def submit_job(
     request: Request,
     response: Response,
     caller: CanWrite,
+    meter: Meter,
 ) -> IngestJobOut:
-    """Queue documents (inline, or a server-side path) for ingestion; poll the Location."""
+    """Queue documents (inline, or a server-side path) for ingestion; poll the Location.
+    Inline documents count against the key's token limit when queued; a path's files are
+    not metered (their size is unknown until the worker reads them)."""
     caller.namespaces.check(body.namespace)
+    meter.charge([document.text for document in body.documents or []])
     try:
         job = await service.submit(body, caller.actor)
     except Forbidden as exc:

@@ -5,7 +5,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Query, Response, status
 
-from memory_service.api.deps import CanRead, CanWrite, MemoryServiceDep
+from memory_service.api.deps import CanRead, CanWrite, MemoryServiceDep, Meter
 from memory_service.memories.schemas import (
     BatchItemOut,
     ForgetOut,
@@ -25,10 +25,11 @@ router = APIRouter(prefix="/v1/memories", tags=["memories"])
 
 @router.post("", response_model=MemoryStored, status_code=status.HTTP_201_CREATED)
 async def store_memory(
-    body: MemoryIn, service: MemoryServiceDep, response: Response, caller: CanWrite
+    body: MemoryIn, service: MemoryServiceDep, response: Response, caller: CanWrite, meter: Meter
 ) -> MemoryStored:
     """Store one memory; identical content in the namespace returns the existing one (200)."""
     caller.namespaces.check(body.namespace)
+    meter.charge([body.content])
     (stored,) = await service.store([body], caller.actor)
     if not stored.created:
         response.status_code = status.HTTP_200_OK
@@ -37,12 +38,13 @@ async def store_memory(
 
 @router.post("/batch", response_model=MemoryBatchOut)
 async def store_memories(
-    body: MemoryBatchIn, service: MemoryServiceDep, caller: CanWrite
+    body: MemoryBatchIn, service: MemoryServiceDep, caller: CanWrite, meter: Meter
 ) -> MemoryBatchOut:
     """Store up to 1000 memories atomically; results in input order. A batch with any item
     in a namespace the key may not write is refused whole."""
     for item in body.items:
         caller.namespaces.check(item.namespace)
+    meter.charge([item.content for item in body.items])
     stored = await service.store(body.items, caller.actor)
     return MemoryBatchOut(
         items=[
@@ -81,9 +83,11 @@ async def get_memory(memory_id: UUID, service: MemoryServiceDep, caller: CanRead
 
 @router.patch("/{memory_id}", response_model=MemoryOut)
 async def update_memory(
-    memory_id: UUID, body: MemoryPatch, service: MemoryServiceDep, caller: CanWrite
+    memory_id: UUID, body: MemoryPatch, service: MemoryServiceDep, caller: CanWrite, meter: Meter
 ) -> MemoryOut:
     """Change fields of a memory; a content change re-embeds it."""
+    if body.content is not None:
+        meter.charge([body.content])
     return await service.update(memory_id, body, caller.namespaces, caller.actor)
 
 

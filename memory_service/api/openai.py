@@ -11,8 +11,17 @@ from fastapi import APIRouter, Header
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from memory_service.api.deps import Caller, CanChat, CanEmbed, ChatDep, EmbeddingsDep, ResourcesDep
+from memory_service.api.deps import (
+    Caller,
+    CanChat,
+    CanEmbed,
+    ChatDep,
+    EmbeddingsDep,
+    Meter,
+    ResourcesDep,
+)
 from memory_service.core.errors import MemoryServiceError
+from memory_service.gateway.policy import message_text
 from memory_service.gateway.schemas import ChatCompletionRequest, EmbeddingsRequest
 
 router = APIRouter(prefix="/v1", tags=["openai"])
@@ -41,13 +50,20 @@ class RelayResponse(StreamingResponse):
 
 @router.post("/chat/completions", response_model=None)
 async def chat_completions(
-    body: ChatCompletionRequest, gateway: ChatDep, caller: CanChat, x_memory_tier: TierHeader = None
+    body: ChatCompletionRequest,
+    gateway: ChatDep,
+    caller: CanChat,
+    meter: Meter,
+    x_memory_tier: TierHeader = None,
 ) -> JSONResponse | RelayResponse:
     """OpenAI chat completions, routed to a local or cloud provider (SSE when `stream`).
     Memory context (`memory`) needs the `read` scope on its namespace too."""
     if body.memory is not None:
         caller.require("read")
         caller.namespaces.check(body.memory.namespace)
+        users = [m for m in body.messages if m.role == "user"]
+        recalled_by = body.memory.query or (message_text(users[-1].content) if users else "")
+        meter.charge([recalled_by])
     try:
         if body.stream:
             stream = await gateway.stream(body, x_memory_tier, caller.allow_cloud)
@@ -71,9 +87,10 @@ async def chat_completions(
 
 @router.post("/embeddings")
 async def embeddings(
-    body: EmbeddingsRequest, gateway: EmbeddingsDep, caller: CanEmbed
+    body: EmbeddingsRequest, gateway: EmbeddingsDep, caller: CanEmbed, meter: Meter
 ) -> JSONResponse:
     """OpenAI embeddings (float or base64) in the service's embedding space."""
+    meter.charge([body.input] if isinstance(body.input, str) else body.input)
     answer = await gateway.embed(body)
     return JSONResponse(answer.body, headers={"X-Memory-Provider": answer.provider})
 

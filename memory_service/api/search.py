@@ -9,6 +9,7 @@ from memory_service.api.deps import (
     CanRead,
     IndexMaintainerDep,
     MemoryRecallDep,
+    Meter,
     SearchServiceDep,
 )
 from memory_service.embeddings.spaces import list_spaces
@@ -25,9 +26,13 @@ router = APIRouter(prefix="/v1/search", tags=["search"])
 
 
 @router.post("", response_model=SearchResponse)
-async def search(body: SearchRequest, service: SearchServiceDep, caller: CanRead) -> SearchResponse:
+async def search(
+    body: SearchRequest, service: SearchServiceDep, caller: CanRead, meter: Meter
+) -> SearchResponse:
     """Search memories and document chunks by meaning, keywords (full text) or both (RRF)."""
     caller.namespaces.check(body.namespace)
+    if body.mode != "keyword":
+        meter.charge([body.query])
     return await service.search(body)
 
 
@@ -37,10 +42,12 @@ recall_router = APIRouter(prefix="/v1/memories", tags=["memories"])
 
 @recall_router.post("/search", response_model=MemorySearchOut)
 async def search_memories(
-    body: MemorySearch, recall: MemoryRecallDep, caller: CanRead
+    body: MemorySearch, recall: MemoryRecallDep, caller: CanRead, meter: Meter
 ) -> MemorySearchOut:
     """Recall embedded, unexpired memories by meaning (cosine similarity, higher is closer)."""
     caller.namespaces.check(body.namespace)
+    if body.mode != "keyword":
+        meter.charge([body.query])
     return await recall.search(body)
 
 

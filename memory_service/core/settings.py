@@ -61,6 +61,12 @@ class Settings(BaseSettings):
         description="Host headers accepted while authentication is off (blocks DNS rebinding).",
     )
     api_docs: bool = Field(True, description="Serve /docs and /openapi.json.")
+    rate_limit_requests_per_minute: int = Field(
+        1_200, ge=0, description="Per API key and process; 0: no limit (auth/limits.py)."
+    )
+    rate_limit_tokens_per_minute: int = Field(
+        1_000_000, ge=0, description="Embedded tokens (estimated) per API key and process; 0: none."
+    )
 
     embedding_space: str = Field(
         "default", min_length=1, max_length=64, description="Name of the space this service writes."
