@@ -26,8 +26,8 @@ RUN pip install -e .
 
 # PostgreSQL (the embedded server) refuses to run as root, and the service needs no privileges.
 RUN useradd --system --uid 10001 --user-group --create-home --home-dir /home/memory memory \
-    && mkdir -p /var/lib/memory-service \
-    && chown memory:memory /var/lib/memory-service
+    && mkdir -p /var/lib/memory-service /keys \
+    && chown memory:memory /var/lib/memory-service /keys
 USER memory
 
 EXPOSE 8080

@@ -44,11 +44,19 @@ def data_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def server(data_dir: Path) -> Iterator[tuple[int, subprocess.Popen[str]]]:
+def server_env() -> dict[str, str]:
+    """What the served process's environment adds (a test may require keys)."""
+    return {}
+
+
+@pytest.fixture
+def server(
+    data_dir: Path, server_env: dict[str, str]
+) -> Iterator[tuple[int, subprocess.Popen[str]]]:
     port = free_port()
     process = subprocess.Popen(
         [COMMAND, "serve", "--port", str(port)],
-        env=clean_env(MEMORY_DATA_DIR=str(data_dir)),
+        env=clean_env(MEMORY_DATA_DIR=str(data_dir), **server_env),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -78,14 +86,14 @@ def wait_until_healthy(port: int, process: subprocess.Popen[str]) -> None:
     pytest.fail("serve did not answer /health in time")
 
 
-def readme_walkthrough() -> str:
+def readme_walkthrough(marker: str = "walkthrough") -> str:
     readme = (ROOT / "README.md").read_text()
     match = re.search(
-        r"<!-- walkthrough:start -->\s*```bash\n(.*?)```\s*<!-- walkthrough:end -->",
+        rf"<!-- {marker}:start -->\s*```bash\n(.*?)```\s*<!-- {marker}:end -->",
         readme,
         re.DOTALL,
     )
-    assert match, "README has no walkthrough block"
+    assert match, f"README has no {marker} block"
     return match.group(1)
 
 
@@ -168,3 +176,34 @@ class TestExternalDatabase:
         current = run(["db", "current"], env)
         assert current.returncode == 0
         assert "(at head)" in current.stdout
+
+
+class TestKeyedServe:
+    @pytest.fixture
+    def server_env(self) -> dict[str, str]:
+        return {"MEMORY_AUTH": "required"}
+
+    def test_readme_walkthrough_with_keys(
+        self, server: tuple[int, subprocess.Popen[str]], data_dir: Path
+    ) -> None:
+        """The README's second walkthrough, against a service that requires keys: the key
+        made on its database works at once, and only on its namespace."""
+        port, _ = server
+        script = readme_walkthrough("walkthrough-keys")
+        script = script.replace("localhost:8080", f"localhost:{port}")
+        script = script.replace(".venv/bin/memory-service", COMMAND)
+        assert f"localhost:{port}" in script and "8080" not in script
+        result = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", script],
+            env=clean_env(MEMORY_DATA_DIR=str(data_dir)),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+        stored, found, refused = [json.loads(line) for line in result.stdout.splitlines()]
+        assert stored["created"] and stored["created_by"]["name"] == "demo-agent"
+        assert found["results"][0]["content"] == "Black coffee."
+        assert refused["error"]["type"] == "forbidden"
+        anonymous = httpx.get(f"http://127.0.0.1:{port}/v1/memories?namespace=demo")
+        assert anonymous.status_code == 401

@@ -44,7 +44,7 @@ SCHEMA_FILE = Path(__file__).parent / "schemas" / "compose-spec.json"
 SCHEMA_SHA256 = "89f4bdc4ba651ff024118917a7cdb67d9d78c1af4bab9b12ec2fc85f5b7d90d3"
 
 SERVICE = "memory-service"
-CORE_SERVICES = {"db", "migrate", SERVICE}
+CORE_SERVICES = {"db", "migrate", "api-key", SERVICE}
 PGDATA = "/home/postgres/pgdata/data"
 
 Document = dict[str, Any]
@@ -250,11 +250,31 @@ class TestDockerCompose:
         self, services: dict[str, Document]
     ) -> None:
         assert dependencies(services["migrate"]) == {"db": "service_healthy"}
+        assert dependencies(services["api-key"]) == {"migrate": "service_completed_successfully"}
         assert dependencies(services[SERVICE]) == {
             "db": "service_healthy",
             "migrate": "service_completed_successfully",
+            "api-key": "service_completed_successfully",
         }
         assert services["migrate"].get("restart") == "no"
+        assert services["api-key"].get("restart") == "no"
+
+    def test_the_first_key_is_made_once_into_a_volume_the_service_reads(
+        self, compose: Document, services: dict[str, Document], instructions: list[Instruction]
+    ) -> None:
+        """`keys create --if-missing --output`: the stack's first key, made by a one-shot job
+        on the service's database, kept where the service (and its operator) can read it."""
+        job = services["api-key"]
+        args = build_parser().parse_args(job["command"])
+        assert (args.command, args.action, args.if_missing) == ("keys", "create", True)
+        assert str(args.output) == "/keys/compose.key"
+        db_url = environment(services[SERVICE])["MEMORY_DATABASE_URL"]
+        assert environment(job)["MEMORY_DATABASE_URL"] == db_url
+        assert job["volumes"] == ["keys:/keys"]
+        assert services[SERVICE]["volumes"] == ["keys:/keys:ro"]
+        assert "keys" in compose["volumes"]
+        runs = " ".join(i.arguments for i in instructions if i.keyword == "RUN")
+        assert "/keys" in runs and "chown memory:memory /var/lib/memory-service /keys" in runs
 
     def test_every_dependency_exists_and_can_satisfy_its_condition(
         self, services: dict[str, Document]
@@ -337,7 +357,7 @@ class TestDockerCompose:
     ) -> None:
         default = exec_form(last(instructions, "CMD"))
         built = {name: s for name, s in services.items() if "build" in s}
-        assert set(built) == {"migrate", SERVICE}
+        assert set(built) == {"migrate", "api-key", SERVICE}
         for service in built.values():
             build_parser().parse_args(service.get("command", default))
         assert build_parser().parse_args(services["migrate"]["command"]).action == "upgrade"

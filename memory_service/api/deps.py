@@ -90,6 +90,7 @@ CanChat = Annotated[Principal, Depends(_scoped("chat"))]
 CanEmbed = Annotated[Principal, Depends(_scoped("embed"))]
 # Operators' views across tenants (index state, provider health): `metrics`.
 CanObserve = Annotated[Principal, Depends(_scoped("metrics"))]
+CanAdmin = Annotated[Principal, Depends(_scoped("admin"))]
 
 
 def _memories(opened: ResourcesDep) -> MemoryService:

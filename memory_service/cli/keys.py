@@ -2,18 +2,22 @@
 
 No running service is needed, so the first admin key can be made before the service is
 exposed. `create` prints the key once, as the last line of its output (or the `key` field
-with `--json`); only its SHA-256 is stored.
+with `--json`), or writes it to `--output FILE` (mode 0600) instead; only its SHA-256 is
+stored. `--if-missing` makes nothing, successfully, when a key of that name exists: what a
+deployment's one-shot setup step needs (docker-compose.yml).
 """
 
 import json
 from dataclasses import asdict
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from memory_service.auth.service import KeyInfo, KeyService
 from memory_service.cli.output import table_lines
 from memory_service.core.db import create_engine, ensure_schema_at_head
-from memory_service.core.errors import InvalidRequest, MemoryServiceError
+from memory_service.core.errors import Conflict, InvalidRequest, MemoryServiceError
+from memory_service.core.files import write_atomically
 from memory_service.core.settings import Settings
 
 
@@ -33,7 +37,12 @@ async def _run(settings: Settings, action: str, **fields: Any) -> tuple[Any, str
 
 
 async def keys_command(
-    settings: Settings, action: str, as_json: bool, **fields: Any
+    settings: Settings,
+    action: str,
+    as_json: bool,
+    output: Path | None = None,
+    if_missing: bool = False,
+    **fields: Any,
 ) -> tuple[int, list[str]]:
     """The exit status and the lines to print."""
     if action == "create" and fields.get("expires_at") is not None:
@@ -43,6 +52,10 @@ async def keys_command(
             return 1, [f"--expires-at {fields['expires_at']!r}: not an ISO 8601 time"]
     try:
         result, key = await _run(settings, action, **fields)
+    except Conflict as exc:
+        if if_missing:
+            return 0, [f"{exc.message}: nothing made (--if-missing)"]
+        return 1, [exc.message]
     except (InvalidRequest, MemoryServiceError) as exc:
         return 1, [exc.message]
     if action == "list":
@@ -51,6 +64,11 @@ async def keys_command(
             return 0, [json.dumps([asdict(info) for info in infos], default=str, indent=2)]
         return 0, _table(infos)
     info: KeyInfo = result
+    if key is not None and output is not None:
+        write_atomically(output, key + "\n", mode=0o600)
+        if as_json:
+            return 0, [json.dumps(asdict(info) | {"key_file": str(output)}, default=str, indent=2)]
+        return 0, [*_table([info]), "", f"The key is in {output} (mode 0600)."]
     if as_json:
         body = asdict(info) | ({"key": key} if key is not None else {})
         return 0, [json.dumps(body, default=str, indent=2)]

@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -150,7 +151,16 @@ def keys(settings: Settings, args: argparse.Namespace) -> int:
         if settings.embedded:
             migrations.upgrade(url)
         resolved = settings.model_copy(update={"database_url": url})
-        status, lines = asyncio.run(keys_command(resolved, args.action, args.json, **fields))
+        status, lines = asyncio.run(
+            keys_command(
+                resolved,
+                args.action,
+                args.json,
+                getattr(args, "output", None),
+                getattr(args, "if_missing", False),
+                **fields,
+            )
+        )
     print("\n".join(lines), file=sys.stdout if status == 0 else sys.stderr)
     return status
 
@@ -315,6 +325,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--allow-cloud", action="store_true", help="memory content may go to cloud chat"
     )
     create_cmd.add_argument("--json", action="store_true", help="print JSON (`key` holds it)")
+    create_cmd.add_argument(
+        "--output", type=Path, help="write the key to this file (mode 0600) instead of printing"
+    )
+    create_cmd.add_argument(
+        "--if-missing", action="store_true", help="succeed, making nothing, if the name exists"
+    )
     list_cmd = key_actions.add_parser("list", help="every key (never the secret)")
     list_cmd.add_argument("--json", action="store_true", help="print JSON instead of a table")
     revoke_cmd = key_actions.add_parser("revoke", help="refuse a key from now on")

@@ -38,6 +38,12 @@ class Namespaces:
     def allows(self, namespace: str) -> bool:
         return namespace in self.exact or any(namespace.startswith(p) for p in self.prefixes)
 
+    def covers(self, pattern: str) -> bool:
+        """Whether every namespace `pattern` matches is one of these."""
+        if pattern.endswith("*"):
+            return any(pattern[:-1].startswith(prefix) for prefix in self.prefixes)
+        return self.allows(pattern)
+
     def check(self, namespace: str) -> None:
         """Raise Forbidden (403) unless the caller may use `namespace`: the caller named it,
         so saying it is not theirs leaks nothing."""

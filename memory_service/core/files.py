@@ -5,12 +5,13 @@ import tempfile
 from pathlib import Path
 
 
-def write_atomically(path: Path, text: str) -> None:
+def write_atomically(path: Path, text: str, mode: int = 0o644) -> None:
     """Replace `path` with `text`: written to a fresh sibling file, flushed to disk, then
     renamed over it, so a reader sees the old file or the whole new one, never half of it,
-    and two writers never share a temporary file (the last rename wins)."""
+    and two writers never share a temporary file (the last rename wins). `mode` is the
+    file's permissions (0o600 for a secret)."""
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.fchmod(handle, 0o644)  # as open() made it: mkstemp creates files only the owner reads
+    os.fchmod(handle, mode)
     try:
         with os.fdopen(handle, "w") as file:
             file.write(text)

@@ -3,7 +3,9 @@ expired, by every process sharing the database."""
 
 import hashlib
 import json
+import stat
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Text, column, select, text, values
@@ -193,3 +195,21 @@ class TestCommand:
         assert bad.returncode == 1 and "namespace pattern" in bad.stderr
         for output in (made.stderr, as_json.stderr, listed.stderr, revoked.stderr):
             assert key not in output and body["key"] not in output
+
+    def test_a_setup_step_makes_the_key_once_into_a_private_file(
+        self, settings: Settings, tmp_path: Path
+    ) -> None:
+        """What docker-compose.yml's one-shot `api-key` job runs, at every `up`."""
+        assert settings.database_url is not None
+        env = clean_env(MEMORY_DATABASE_URL=settings.database_url)
+        target = tmp_path / "compose.key"
+        argv = ["keys", "create", "--name", "compose", "--namespace", "*", "--scope", "read",
+                "--if-missing", "--output", str(target)]  # fmt: skip
+        first = run(argv, env)
+        assert first.returncode == 0, first.stderr
+        key = target.read_text().strip()
+        assert keys.prefix_of(key) is not None and key not in first.stdout + first.stderr
+        assert stat.S_IMODE(target.stat().st_mode) == 0o600
+        again = run(argv, env)
+        assert again.returncode == 0 and "nothing made" in again.stdout
+        assert target.read_text().strip() == key, "the key made first stays"

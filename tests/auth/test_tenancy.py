@@ -12,6 +12,7 @@ route's scope is refused (403); and bob's own call, with the scope, still works.
 """
 
 import logging
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -98,6 +99,25 @@ def by_bob_id(method: str, body: dict[str, Any] | None = None) -> Build:
 def by_alice_id(method: str, body: dict[str, Any] | None = None) -> Build:
     async def build(tenants: Tenants) -> Request:
         return method, f"/v1/memories/{tenants.alice_memory}", body
+
+    return build
+
+
+def new_key() -> Build:
+    async def build(tenants: Tenants) -> Request:
+        name = f"made-{uuid.uuid4().hex[:8]}"
+        body = {"name": name, "namespaces": ["bob"], "scopes": ["metrics"]}
+        return "POST", "/v1/admin/keys", body
+
+    return build
+
+
+def throwaway_key() -> Build:
+    async def build(tenants: Tenants) -> Request:
+        info, _ = await tenants.resources.auth.keys.create(
+            name=f"gone-{uuid.uuid4().hex[:8]}", namespaces=["bob"], scopes=["read"]
+        )
+        return "DELETE", f"/v1/admin/keys/{info.id}", None
 
     return build
 
@@ -233,6 +253,9 @@ CASES: dict[tuple[str, str], Case] = {
     ("POST", "/v1/admin/vllm"): Case(
         "admin", fixed(("POST", "/v1/admin/vllm", {})), own_key="ops", own_ok=passed_auth
     ),
+    ("POST", "/v1/admin/keys"): Case("admin", new_key(), own_key="ops"),
+    ("GET", "/v1/admin/keys"): Case("admin", fixed(("GET", "/v1/admin/keys", None)), own_key="ops"),
+    ("DELETE", "/v1/admin/keys/{id_or_name}"): Case("admin", throwaway_key(), own_key="ops"),
     ("DELETE", "/v1/admin/vllm/{name}"): Case(
         "admin",
         fixed(("DELETE", "/v1/admin/vllm/no-such-server", None)),
@@ -484,6 +507,36 @@ class TestEveryRoute:
             ).all()
         # Two jobs ran: bob's, queued when the tenants were set up, and the writer's.
         assert sorted(tuple(row) for row in rows) == [("bob", "bob"), ("bob-write", "bob-write")]
+
+    async def test_a_key_never_grants_more_than_it_holds(self, tenants: Tenants) -> None:
+        service = tenants.resources.auth.keys
+        _, team_admin = await service.create(
+            name="team-admin", namespaces=["team-a:*"], scopes=["read", "admin"]
+        )
+        url = "/v1/admin/keys"
+        cases: list[tuple[dict[str, Any], str]] = [
+            ({"namespaces": ["team-b:x"], "scopes": ["read"]}, "namespaces"),
+            ({"namespaces": ["team-*"], "scopes": ["read"]}, "namespaces"),
+            ({"namespaces": ["*"], "scopes": ["read"]}, "namespaces"),
+            ({"namespaces": ["team-a:x"], "scopes": ["write"]}, "scopes"),
+            ({"namespaces": ["team-a:x"], "scopes": ["read"], "allow_cloud": True}, "allow_cloud"),
+        ]
+        for fields, refused in cases:
+            response = await tenants.call(team_admin, ("POST", url, {"name": "x", **fields}))
+            assert response.status_code == 403, (fields, response.text)
+            assert refused in assert_error(response.json(), "forbidden")["details"]
+        body = {"name": "team-a-reader", "namespaces": ["team-a:docs*"], "scopes": ["read"]}
+        made = await tenants.call(team_admin, ("POST", url, body))
+        assert made.status_code == 201, made.text
+        key = made.json()["key"]
+        listed = await tenants.call(team_admin, ("GET", url, None))
+        assert "team-a-reader" in listed.text and key not in listed.text
+        assert (
+            await tenants.call(key, ("GET", "/v1/memories?namespace=team-a:docs1", None))
+        ).is_success
+        revoked = await tenants.call(team_admin, ("DELETE", f"{url}/team-a-reader", None))
+        assert revoked.json()["revoked_at"] is not None
+        assert (await tenants.call(key, ("GET", "/v1/models", None))).status_code == 401
 
     @staticmethod
     async def alice_is_untouched(tenants: Tenants) -> None:
