@@ -178,7 +178,8 @@ async def open_resources(
                 max_attempts=settings.ingest_max_attempts,
                 unavailable=None if documents else unavailable,
             ),
-            # Started vLLM servers inherit this process's environment.
+            # Started vLLM servers get a minimal environment picked from this process's
+            # (`serving/launcher.child_environment`); `environ` holds API keys only.
             vllm=VllmManager(settings, os.environ),
             auth=Auth(
                 mode=mode,

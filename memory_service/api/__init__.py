@@ -3,6 +3,7 @@
 Routes do HTTP only: they take their service through `deps` and call it.
 """
 
+import logging
 from typing import Any
 
 from fastapi import APIRouter
@@ -22,6 +23,8 @@ from memory_service.core.db import current_revision, ping
 from memory_service.core.handlers import error_response
 from memory_service.core.migrations import head_revision
 from memory_service.providers.errors import ProviderError
+
+log = logging.getLogger(__name__)
 
 router = APIRouter()
 router.include_router(memories_router)
@@ -58,7 +61,10 @@ async def ready(resources: ResourcesDep) -> dict[str, Any] | JSONResponse:
         await resources.embedder.embed(["readiness probe"])
         checks["embedder"] = "ok"
     except ProviderError as exc:
-        checks["embedder"] = f"unavailable: {exc}"
+        # Open to anyone: the providers' names and addresses stay in the log (and in
+        # /v1/providers, for `metrics` keys).
+        log.warning("not ready: embedder unavailable: %s", exc)
+        checks["embedder"] = "unavailable"
     failing = {name: state for name, state in checks.items() if state != "ok"}
     if failing:
         return error_response(

@@ -21,7 +21,12 @@ from fastapi import Depends, Header, Request
 from memory_service.auth.limits import estimated_tokens
 from memory_service.auth.service import ANONYMOUS, Principal, Scope
 from memory_service.bootstrap import Resources
-from memory_service.core.errors import ChatUnavailable, ServiceUnavailable, Unauthorized
+from memory_service.core.errors import (
+    ChatUnavailable,
+    Forbidden,
+    ServiceUnavailable,
+    Unauthorized,
+)
 from memory_service.documents.jobs.service import IngestJobService
 from memory_service.documents.pipeline import Ingestor
 from memory_service.gateway.embeddings import EmbeddingsGateway
@@ -69,8 +74,9 @@ class TokenMeter:
         self._key = principal.key_id
 
     def charge(self, texts: Sequence[str]) -> None:
-        if self._key is not None:
-            self._limits.tokens.take(self._key, estimated_tokens(texts))
+        tokens = estimated_tokens(texts)
+        if self._key is not None and tokens > 0:
+            self._limits.tokens.take(self._key, tokens)
 
 
 Meter = Annotated[TokenMeter, Depends()]
@@ -135,9 +141,10 @@ async def _vllm_admin(
 ) -> VllmManager:
     """The vLLM manager, for a caller allowed to start processes (see `api.admin`).
 
-    With authentication required: a key with the `admin` scope, or MEMORY_ADMIN_TOKEN (a
-    deprecated alias). With it off: MEMORY_ADMIN_TOKEN only, and the routes are disabled
-    without one, so process control never stands open on an unauthenticated service."""
+    With authentication required: a key with the `admin` scope on every namespace (`*`),
+    or MEMORY_ADMIN_TOKEN (a deprecated alias). With it off: MEMORY_ADMIN_TOKEN only, and
+    the routes are disabled without one, so process control never stands open on an
+    unauthenticated service."""
     manager = opened.vllm
     token = manager.admin_token
     scheme, _, given = (authorization or "").partition(" ")
@@ -148,7 +155,14 @@ async def _vllm_admin(
     )
     if opened.auth.mode == "required":
         if not has_token:
-            (await caller(opened, authorization)).require("admin")
+            principal = await caller(opened, authorization)
+            principal.require("admin")
+            if not principal.namespaces.everything:
+                # Starting processes on the host is not a tenant's to do.
+                raise Forbidden(
+                    "process control needs an admin key on every namespace ('*')",
+                    {"namespaces": "*"},
+                )
         return manager
     if token is None:
         raise AdminDisabled("the admin endpoints are disabled: set MEMORY_ADMIN_TOKEN to enable")

@@ -1,8 +1,9 @@
 """HTTP routes of the ingestion-job API. HTTP only: the service does the work.
 
-Server paths (a job's `path`, the allow-list in a refusal) and worker identities
-(`claimed_by`, host:pid) are shown to callers with the `admin` scope only; with
-authentication off the caller has every scope.
+A job from a server-side `path` needs the `admin` scope as well as `write`: the allowed
+folders are the operator's, shared by every tenant. Server paths (a job's `path`, the
+allow-list in a refusal) and worker identities (`claimed_by`, host:pid) are shown to callers
+with the `admin` scope only; with authentication off the caller has every scope.
 """
 
 from typing import Annotated
@@ -12,7 +13,6 @@ from fastapi import APIRouter, Query, Request, Response, status
 
 from memory_service.api.deps import CanRead, CanWrite, IngestJobServiceDep, Meter
 from memory_service.auth.service import Principal
-from memory_service.core.errors import Forbidden
 from memory_service.documents.jobs.schemas import IngestJobIn, IngestJobOut, IngestJobPage, JobState
 from memory_service.memories.schemas import Namespace
 
@@ -28,17 +28,14 @@ async def submit_job(
     caller: CanWrite,
     meter: Meter,
 ) -> IngestJobOut:
-    """Queue documents (inline, or a server-side path) for ingestion; poll the Location.
-    Inline documents count against the key's token limit when queued; a path's files are
-    not metered (their size is unknown until the worker reads them)."""
+    """Queue documents (inline, or a server-side path: `admin` only) for ingestion; poll the
+    Location. Inline documents count against the key's token limit when queued; a path's
+    files are not metered (their size is unknown until the worker reads them)."""
     caller.namespaces.check(body.namespace)
+    if body.path is not None:
+        caller.require("admin")
     meter.charge([document.text for document in body.documents or []])
-    try:
-        job = await service.submit(body, caller.actor)
-    except Forbidden as exc:
-        if not _is_admin(caller) and isinstance(exc.details, dict):
-            exc.details = {key: value for key, value in exc.details.items() if key != "allowed"}
-        raise
+    job = await service.submit(body, caller.actor)
     response.headers["Location"] = str(request.url_for("get_job", job_id=job.id).path)
     return _shown(caller, job)
 

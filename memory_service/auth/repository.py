@@ -65,15 +65,20 @@ async def list_keys(conn: AsyncConnection) -> Sequence[AnyRow]:
     return (await conn.execute(statement)).all()
 
 
-async def revoke(conn: AsyncConnection, id_or_name: str) -> AnyRow | None:
-    """Revoke the key with that id or name (a revoked key stays revoked, at its first time);
-    None when there is none."""
+async def find_by_id_or_name(conn: AsyncConnection, id_or_name: str) -> AnyRow | None:
+    """The key with that id (when it parses as one), else with that name; names are never
+    id-shaped (`service._check`), so one text finds at most one key."""
     which: ColumnElement[bool] = api_key.c.name == id_or_name
     with contextlib.suppress(ValueError):  # not an id: by name only
-        which = or_(which, api_key.c.id == UUID(id_or_name))
+        which = api_key.c.id == UUID(id_or_name)
+    return (await conn.execute(select(*PUBLIC_COLUMNS).where(which))).first()
+
+
+async def revoke(conn: AsyncConnection, key_id: UUID) -> AnyRow | None:
+    """Revoke the key (a revoked key stays revoked, at its first time)."""
     statement = (
         update(api_key)
-        .where(which)
+        .where(api_key.c.id == key_id)
         .values(revoked_at=func.coalesce(api_key.c.revoked_at, func.now()))
         .returning(*PUBLIC_COLUMNS)
     )

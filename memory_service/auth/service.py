@@ -73,9 +73,13 @@ class KeyService:
         scopes: Sequence[str],
         expires_at: datetime | None = None,
         allow_cloud: bool = False,
+        grantor: Principal = ANONYMOUS,
     ) -> tuple[KeyInfo, str]:
-        """The new key's description and the key itself, which is never shown again."""
+        """The new key's description and the key itself, which is never shown again.
+        `grantor`, the key making it over HTTP, must hold all it grants (Forbidden if not):
+        namespaces within its own, scopes among its own, `allow_cloud` only if it has it."""
         _check(name, namespaces, scopes, expires_at)
+        _within(grantor, namespaces, scopes, allow_cloud)
         made = keys.new_key()
         async with self.engine.begin() as conn:
             try:
@@ -93,13 +97,20 @@ class KeyService:
                 raise Conflict(f"a key named {name!r} exists already", {"name": name}) from exc
         return _info(row), made.key
 
-    async def list(self) -> list[KeyInfo]:
+    async def list(self, viewer: Principal = ANONYMOUS) -> list[KeyInfo]:
+        """Every key `viewer` may manage: those whose namespaces lie within its own."""
         async with self.engine.connect() as conn:
-            return [_info(row) for row in await repository.list_keys(conn)]
+            rows = await repository.list_keys(conn)
+        return [_info(row) for row in rows if _manages(viewer, row.namespaces)]
 
-    async def revoke(self, id_or_name: str) -> KeyInfo:
+    async def revoke(self, id_or_name: str, revoker: Principal = ANONYMOUS) -> KeyInfo:
+        """Revoke a key `revoker` may manage; NotFound otherwise, as for an unknown key."""
         async with self.engine.begin() as conn:
-            row = await repository.revoke(conn, id_or_name)
+            row = await repository.find_by_id_or_name(conn, id_or_name)
+            if row is not None and _manages(revoker, row.namespaces):
+                row = await repository.revoke(conn, row.id)
+            else:
+                row = None
         if row is None:
             raise NotFound(f"no key has the id or name {id_or_name!r}", {"key": id_or_name})
         return _info(row)
@@ -123,13 +134,32 @@ class KeyService:
         )
 
 
+def _manages(principal: Principal, namespaces: Sequence[str]) -> bool:
+    return all(principal.namespaces.covers(pattern) for pattern in namespaces)
+
+
+def _within(
+    grantor: Principal, namespaces: Sequence[str], scopes: Sequence[str], allow_cloud: bool
+) -> None:
+    outside = [p for p in namespaces if not grantor.namespaces.covers(p)]
+    if outside:
+        raise Forbidden(
+            f"a key cannot grant namespaces beyond its own: {outside}", {"namespaces": outside}
+        )
+    extra = sorted(set(scopes) - grantor.scopes)
+    if extra:
+        raise Forbidden(f"a key cannot grant scopes it lacks: {extra}", {"scopes": extra})
+    if allow_cloud and not grantor.allow_cloud:
+        raise Forbidden("a key cannot grant allow_cloud without having it", {"allow_cloud": True})
+
+
 def _check(
     name: str, namespaces: Sequence[str], scopes: Sequence[str], expires_at: datetime | None
 ) -> None:
-    if not KEY_NAME.match(name):
+    if not KEY_NAME.match(name) or _is_uuid(name):
         raise InvalidRequest(
             f"key name {name!r}: letters, digits, '.', '_' and '-', at most 64, "
-            "starting with a letter or digit"
+            "starting with a letter or digit, and not an id"
         )
     if not namespaces:
         raise InvalidRequest("a key needs at least one namespace pattern")
@@ -150,6 +180,14 @@ def _check(
             raise InvalidRequest("expires_at needs a time zone (e.g. 2027-01-01T00:00:00Z)")
         if expires_at <= datetime.now(UTC):
             raise InvalidRequest("expires_at is in the past")
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        UUID(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _info(row: Any) -> KeyInfo:

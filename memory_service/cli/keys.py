@@ -9,14 +9,14 @@ deployment's one-shot setup step needs (docker-compose.yml).
 
 import json
 from dataclasses import asdict
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from memory_service.auth.service import KeyInfo, KeyService
 from memory_service.cli.output import table_lines
 from memory_service.core.db import create_engine, ensure_schema_at_head
-from memory_service.core.errors import Conflict, InvalidRequest, MemoryServiceError
+from memory_service.core.errors import Conflict, MemoryServiceError
 from memory_service.core.files import write_atomically
 from memory_service.core.settings import Settings
 
@@ -56,7 +56,7 @@ async def keys_command(
         if if_missing:
             return 0, [f"{exc.message}: nothing made (--if-missing)"]
         return 1, [exc.message]
-    except (InvalidRequest, MemoryServiceError) as exc:
+    except MemoryServiceError as exc:
         return 1, [exc.message]
     if action == "list":
         infos: list[KeyInfo] = result
@@ -84,6 +84,8 @@ def _table(infos: list[KeyInfo]) -> list[str]:
     rows = [("id", "name", "scopes", "cloud", "expires", "state", "namespaces")]
     for info in infos:
         state = "revoked" if info.revoked_at else "active"
+        if not info.revoked_at and info.expires_at and info.expires_at <= datetime.now(UTC):
+            state = "expired"
         rows.append(
             (
                 str(info.id),

@@ -14,6 +14,7 @@ from typing import Any
 
 import uvicorn
 
+from memory_service.auth.service import SCOPES
 from memory_service.cli import models as model_commands
 from memory_service.cli.output import table_lines
 from memory_service.core import migrations
@@ -214,7 +215,7 @@ def providers(settings: Settings, url: str | None) -> int:
     import httpx
 
     base = url or f"http://{settings.host}:{settings.port}"
-    key = os.environ.get("MEMORY_API_KEY")
+    key = settings.api_key.get_secret_value() if settings.api_key else ""
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     try:
         response = httpx.get(f"{base}/v1/providers", headers=headers, timeout=10)
@@ -317,7 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         required=True,
         dest="scopes",
-        choices=["read", "write", "chat", "embed", "admin", "metrics"],
+        choices=SCOPES,
         help="repeat for more",
     )
     create_cmd.add_argument("--expires-at", help="ISO 8601 time with a zone; default: never")

@@ -61,6 +61,9 @@ class Settings(BaseSettings):
         description="Host headers accepted while authentication is off (blocks DNS rebinding).",
     )
     api_docs: bool = Field(True, description="Serve /docs and /openapi.json.")
+    api_key: SecretStr | None = Field(
+        None, description="The key commands send to a running service (`providers`)."
+    )
     rate_limit_requests_per_minute: int = Field(
         1_200, ge=0, description="Per API key and process; 0: no limit (auth/limits.py)."
     )

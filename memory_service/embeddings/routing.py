@@ -64,7 +64,7 @@ class RoutedEmbedder:
             for p in self.registry.providers
         ]
         raise ProviderUnavailable(
-            "discovery",
+            "registry",
             f"no provider can embed space {self.space.name!r} now ({'; '.join(reasons)})",
         )
 

@@ -2,7 +2,7 @@
 
 A request is planned by `policy.plan_route`, then tried on its candidates in order. A
 provider that cannot serve (ProviderUnavailable: 5xx, timeout, refused or dropped connection,
-429, bad key) is recorded with discovery and the next candidate is tried; a provider's 4xx for
+429, bad key) is recorded with the registry and the next candidate is tried; a provider's 4xx for
 the request itself is relayed to the client (UpstreamRejected) and never retried elsewhere.
 Cloud attempts reserve budget first (gateway.budget) and give it back when they fail.
 
@@ -186,7 +186,8 @@ class ChatGateway:
 
     async def _recall(self, memory: MemoryContext, payload: JSONObject) -> list[str]:
         """Prepend the memories recalled for `memory.query` (default: the last user message)
-        as one system message; the recalled ids."""
+        as one user message of quoted data before the last user message (`memory_block`);
+        the recalled ids."""
         query = memory.query
         if query is None:
             users = [m for m in payload["messages"] if m.get("role") == "user"]

@@ -204,7 +204,10 @@ async def list_memories(
 
 
 async def update_memory(
-    conn: AsyncConnection, memory_id: UUID, values: dict[str, Any]
+    conn: AsyncConnection,
+    memory_id: UUID,
+    values: dict[str, Any],
+    namespaces: Namespaces = EVERY_NAMESPACE,
 ) -> AnyRow | None:
     """Apply `values`; a new content resets the row to pending. None when absent or expired.
 
@@ -222,7 +225,7 @@ async def update_memory(
         }
     statement = (
         update(memory)
-        .where(memory.c.id == memory_id, live())
+        .where(memory.c.id == memory_id, live(), namespaces.clause(memory.c.namespace))
         .values(**values, updated_at=func.now(), in_index=accepting(memory.c.space_id))
         .returning(*PUBLIC_COLUMNS)
     )

@@ -150,7 +150,7 @@ class MemoryService:
                 )
             try:
                 row = await repository.update_memory(
-                    conn, memory_id, {**values, **actor.columns("updated")}
+                    conn, memory_id, {**values, **actor.columns("updated")}, namespaces
                 )
             except repository.DuplicateContent as exc:
                 existing = await repository.find_by_content(

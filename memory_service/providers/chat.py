@@ -11,9 +11,9 @@ Probes are real requests that prove the configured model can be served:
   user's request does). Gemini lists ids as `models/<name>`, so both spellings match.
 
 An Ollama too old for `/v1/chat/completions` (gin's plain `404 page not found`) is spoken to
-through its native `/api/chat` instead, translated both ways (discovery.ollama_chat).
+through its native `/api/chat` instead, translated both ways (providers.ollama_chat).
 
-Failures map onto the provider error tree (embeddings.provider): 5xx, timeouts, refused and
+Failures map onto the provider error tree (providers.errors): 5xx, timeouts, refused and
 dropped connections, 401/403/429 and an unknown model are ProviderUnavailable (fail over); any
 other 4xx is the request's fault, ProviderInputError carrying the upstream status (relayed to
 the client, never retried elsewhere). A stream that breaks after its first byte raises

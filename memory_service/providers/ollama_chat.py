@@ -2,7 +2,7 @@
 
 Used only where needed: an Ollama older than its OpenAI-compatible routes (added in 0.1.24)
 answers `/v1/chat/completions` with gin's plain-text `404 page not found`; the client then
-uses `/api/chat` for that server, for good (discovery.chat_clients).
+uses `/api/chat` for that server, for good (providers.chat).
 
 Translation (ollama/docs/api.md, "Generate a chat completion"):
 - request: `messages` as they are (list content joined to text), `stream` always explicit

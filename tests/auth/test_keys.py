@@ -117,6 +117,7 @@ class TestKeyService:
         ("fields", "message"),
         [
             ({"name": "has space"}, "key name"),
+            ({"name": "0b7c7f7e-55b0-4e4b-9a40-3f3c3f6a1d2e"}, "not an id"),
             ({"namespaces": []}, "at least one namespace"),
             ({"namespaces": ["a*b"]}, "namespace pattern"),
             ({"namespaces": ["bad namespace"]}, "namespace pattern"),

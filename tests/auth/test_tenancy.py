@@ -434,27 +434,30 @@ class TestEveryRoute:
         assert with_memory.status_code == 403
         assert assert_error(with_memory.json(), "forbidden")["details"] == {"scope": "read"}
 
-    async def test_server_paths_and_workers_are_shown_to_admin_keys_only(
+    async def test_server_paths_are_for_admin_keys_only(
         self, tenants: Tenants, tmp_path: Path
     ) -> None:
+        """The allowed folders are the operator's, shared by every tenant: only an admin key
+        may queue a job from them, and only admin keys see a job's path and worker."""
         (allowed,) = tenants.resources.ingest_jobs.allowed_paths
         _, admin = await tenants.resources.auth.keys.create(
             name="bob-admin", namespaces=["bob"], scopes=["read", "write", "admin"]
         )
         path_job = {"namespace": "bob", "path": str(allowed / "notes.txt")}
-        submitted = await tenants.call(tenants.keys["bob"], ("POST", "/v1/ingest/jobs", path_job))
+        refused = await tenants.call(tenants.keys["bob"], ("POST", "/v1/ingest/jobs", path_job))
+        assert refused.status_code == 403
+        assert assert_error(refused.json(), "forbidden")["details"] == {"scope": "admin"}
+        assert str(allowed) not in refused.text
+        submitted = await tenants.call(admin, ("POST", "/v1/ingest/jobs", path_job))
         assert submitted.status_code == 202, submitted.text
-        assert submitted.json()["source"] == "path" and submitted.json()["path"] is None
+        assert submitted.json()["path"] == str(allowed / "notes.txt")
         url = f"/v1/ingest/jobs/{submitted.json()['id']}"
-        seen = await tenants.call(admin, ("GET", url, None))
-        assert seen.json()["path"] == str(allowed / "notes.txt")
+        seen = await tenants.call(tenants.keys["bob"], ("GET", url, None))
+        assert seen.json()["source"] == "path"
+        assert (seen.json()["path"], seen.json()["claimed_by"]) == (None, None)
         listed = await tenants.call(tenants.keys["bob"], ("GET", "/v1/ingest/jobs", None))
         assert all(item["path"] is None for item in listed.json()["items"])
         outside = {"namespace": "bob", "path": str(tmp_path)}
-        refused = await tenants.call(tenants.keys["bob"], ("POST", "/v1/ingest/jobs", outside))
-        assert refused.status_code == 403
-        assert "allowed" not in assert_error(refused.json(), "forbidden")["details"]
-        assert str(allowed) not in refused.text
         as_admin = await tenants.call(admin, ("POST", "/v1/ingest/jobs", outside))
         assert assert_error(as_admin.json(), "forbidden")["details"]["allowed"] == [str(allowed)]
 
@@ -537,6 +540,17 @@ class TestEveryRoute:
         revoked = await tenants.call(team_admin, ("DELETE", f"{url}/team-a-reader", None))
         assert revoked.json()["revoked_at"] is not None
         assert (await tenants.call(key, ("GET", "/v1/models", None))).status_code == 401
+        # Another tenant's keys are not this admin's to see or revoke: 404, as unknown ones.
+        assert "alice" not in listed.text and "ops" not in listed.text
+        for other in ("alice", "ops", str(tenants.alice_memory)):
+            gone = await tenants.call(team_admin, ("DELETE", f"{url}/{other}", None))
+            assert gone.status_code == 404, gone.text
+        alice_still = await tenants.call(tenants.keys["alice"], ("GET", "/v1/models", None))
+        assert alice_still.status_code == 200
+        # Starting processes on the host needs an admin key on every namespace.
+        vllm = await tenants.call(team_admin, ("GET", "/v1/admin/vllm", None))
+        assert vllm.status_code == 403
+        assert assert_error(vllm.json(), "forbidden")["details"] == {"namespaces": "*"}
 
     @staticmethod
     async def alice_is_untouched(tenants: Tenants) -> None:
