@@ -1,10 +1,12 @@
 """The async engine (SQLAlchemy 2 on psycopg 3) and the schema-version check."""
 
 import json
+import traceback
 from typing import Any
 
+import psycopg
 from sqlalchemy import ClauseElement, Executable, Row, Select, text
-from sqlalchemy.exc import ProgrammingError
+from sqlalchemy.exc import ProgrammingError, StatementError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -54,6 +56,30 @@ def create_engine(
         hide_parameters=True,
         connect_args={"options": options},
     )
+
+
+def failure_text(exc: BaseException) -> str:
+    """What failed and where, for a log line, without the data it failed on.
+
+    A database error's text carries what was written: SQLAlchemy adds the statement, and
+    PostgreSQL's own message (its DETAIL and CONTEXT) quotes the offending values, as in
+    `JSON data, line 1: {"ssn": ...`. Such errors are named by class and SQLSTATE only;
+    other exceptions keep their message. The stack follows, as a traceback would show it.
+    """
+    causes: list[str] = []
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        name = f"{type(current).__module__}.{type(current).__qualname__}"
+        sqlstate = getattr(current, "sqlstate", None)
+        if isinstance(current, StatementError | psycopg.Error):
+            causes.append(name + (f" (SQLSTATE {sqlstate})" if sqlstate else ""))
+        else:
+            causes.append(f"{name}: {current}")
+        current = current.__cause__ or current.__context__
+    stack = "".join(traceback.format_tb(exc.__traceback__))
+    return "; from ".join(causes) + "\n" + stack.rstrip()
 
 
 async def set_local(conn: AsyncConnection, name: str, value: str) -> None:

@@ -13,6 +13,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from memory_service.core.db import failure_text
 from memory_service.core.errors import MemoryServiceError
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        log.error(
+            "unhandled error on %s %s: %s", request.method, request.url.path, failure_text(exc)
+        )
         return error_response(500, "internal_error", "internal server error")
 
 

@@ -141,3 +141,20 @@ class TestAnonymousWrites:
         stored = await client.post("/v1/memories", json=memory_body("Written with no key."))
         assert stored.status_code == 201, stored.text
         assert stored.json()["created_by"] is None and stored.json()["updated_by"] is None
+
+
+class TestLogHygiene:
+    async def test_a_failed_statement_is_logged_without_its_sql_or_values(
+        self, client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """PostgreSQL refuses a NUL character in jsonb, so this write fails inside its
+        statement. The client gets the generic error body; the log says what failed and
+        where, without the statement or the values written."""
+        body = memory_body("Note with a bad metadata value.", metadata={"ssn": "123-45\u00006789"})
+        with caplog.at_level(logging.INFO):
+            response = await client.post("/v1/memories", json=body)
+        assert response.status_code >= 400
+        assert "123-45" not in response.text and "INSERT" not in response.text
+        assert "unhandled error on POST /v1/memories" in caplog.text
+        for leaked in ("123-45", "INSERT INTO", "[SQL:", "Note with a bad metadata"):
+            assert leaked not in caplog.text, leaked

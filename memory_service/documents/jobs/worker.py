@@ -41,6 +41,7 @@ from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from memory_service.core.db import failure_text
 from memory_service.core.settings import Settings
 from memory_service.documents import loaders
 from memory_service.documents.jobs import repository
@@ -252,11 +253,12 @@ class JobWorker:
             # The job's row is readable by the API: it gets an id to find the details by in
             # this worker's log, never the exception's text (SQL, a document's values).
             error_id = uuid.uuid4().hex[:12]
-            log.exception(
-                "ingest job %s: attempt %d failed (error %s)",
+            log.error(
+                "ingest job %s: attempt %d failed (error %s): %s",
                 run.job.id,
                 run.job.attempts,
                 error_id,
+                failure_text(exc),
             )
             error = f"internal error {error_id} ({type(exc).__name__}); see the worker's log"
         delay = self.retry.delay(run.job.attempts)
