@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from memory_service.core.db import failure_text
 from memory_service.embeddings.port import Embedder, embed_each
 from memory_service.memories import repository
 from memory_service.providers.errors import ProviderInputError, ProviderUnavailable
@@ -93,8 +94,12 @@ class Reconciler:
         while True:
             try:
                 report = await self.run_once()
-            except Exception:
-                log.exception("reconciler pass failed; retrying in %.1fs", interval_seconds)
+            except Exception as exc:
+                log.error(
+                    "reconciler pass failed; retrying in %.1fs: %s",
+                    interval_seconds,
+                    failure_text(exc),
+                )
             else:
                 totals.embedded += report.embedded
                 totals.failed_attempts += report.failed_attempts

@@ -28,6 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
+from memory_service.core.db import failure_text
 from memory_service.providers.breaker import CircuitBreaker
 from memory_service.providers.chat import ChatClient
 from memory_service.providers.config import ChatProviderConfig, EmbedderConfig, SpaceConfig
@@ -285,5 +286,5 @@ class Providers:
             await asyncio.sleep(interval_seconds)
             try:
                 await self.probe_all()
-            except Exception:
-                log.exception("provider probe round failed")
+            except Exception as exc:
+                log.error("provider probe round failed: %s", failure_text(exc))

@@ -48,6 +48,7 @@ from typing import Any, Literal
 from sqlalchemy import Table, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from memory_service.core.db import failure_text
 from memory_service.core.settings import Settings
 from memory_service.core.tables import VECTOR_TABLES
 from memory_service.search import index_repository as repo
@@ -190,10 +191,11 @@ class IndexMaintainer:
                 try:
                     await self._build(conn, row)
                 except Exception as exc:
-                    log.exception(
-                        "index: building the %s index of space %d failed",
+                    log.error(
+                        "index: building the %s index of space %d failed: %s",
                         table_name,
                         self.space_id,
+                        failure_text(exc),
                     )
                     async with self.engine.begin() as bookkeeping:
                         await repo.record_error(bookkeeping, row.id, f"{type(exc).__name__}: {exc}")
@@ -202,10 +204,13 @@ class IndexMaintainer:
                     outcome = "rebuilt" if row.index_name else "built"
         try:
             await self.drain(table_name)
-        except Exception:
+        except Exception as exc:
             # The build's outcome stands; the next pass drains what is left.
-            log.exception(
-                "index: draining the %s tail of space %d failed", table_name, self.space_id
+            log.error(
+                "index: draining the %s tail of space %d failed: %s",
+                table_name,
+                self.space_id,
+                failure_text(exc),
             )
         return outcome
 
@@ -295,8 +300,10 @@ class IndexMaintainer:
         while True:
             try:
                 outcomes = await self.maintain()
-            except Exception:
-                log.exception("index pass failed; retrying in %.0fs", interval_seconds)
+            except Exception as exc:
+                log.error(
+                    "index pass failed; retrying in %.0fs: %s", interval_seconds, failure_text(exc)
+                )
             else:
                 for table_name, outcome in outcomes.items():
                     if outcome in ("built", "rebuilt"):

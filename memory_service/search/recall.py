@@ -38,6 +38,7 @@ from typing import Any
 from sqlalchemy import Select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from memory_service.core.db import failure_text
 from memory_service.providers.embedding import Vectors
 from memory_service.search import index_repository, repository
 from memory_service.search.repository import Scope, VectorTable
@@ -112,8 +113,8 @@ class RecallSampler:
             started = time.monotonic()
             try:
                 await self.measure(sample)
-            except Exception:
-                log.exception("recall sample of %s failed", sample.table)
+            except Exception as exc:
+                log.error("recall sample of %s failed: %s", sample.table, failure_text(exc))
             await asyncio.sleep(max(0.0, interval - (time.monotonic() - started)))
 
     async def measure(self, sample: Sample) -> float | None:

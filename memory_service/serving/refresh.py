@@ -22,6 +22,7 @@ import logging
 
 import httpx
 
+from memory_service.core.db import failure_text
 from memory_service.core.settings import Settings
 from memory_service.embeddings.spaces import EmbeddingSpace
 from memory_service.providers.config import (
@@ -136,8 +137,8 @@ class RegistrationWatcher:
         while True:
             try:
                 await self.sync()
-            except Exception:
-                log.exception("vLLM registration sync failed")
+            except Exception as exc:
+                log.error("vLLM registration sync failed: %s", failure_text(exc))
             await asyncio.sleep(interval_seconds)
 
     def _usable(self, registration: VllmRegistration) -> bool:

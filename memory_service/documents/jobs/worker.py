@@ -123,8 +123,8 @@ class JobWorker:
         while not stop.is_set():
             try:
                 job = await self._unless_stopped(stop)
-            except Exception:
-                log.exception("ingest worker %s: pass failed", self.worker_id)
+            except Exception as exc:
+                log.error("ingest worker %s: pass failed: %s", self.worker_id, failure_text(exc))
                 job, clean = None, False
             if time.monotonic() - last_log >= LOG_EVERY_SECONDS:
                 log.info("ingest worker %s: jobs ended so far %s", self.worker_id, self.finished)
@@ -236,8 +236,8 @@ class JobWorker:
                 held = await self._write(
                     lambda conn: repository.record_progress(conn, run.job, run.counts, self.lease)
                 )
-            except Exception:
-                log.exception("ingest job %s: progress not written", run.job.id)
+            except Exception as exc:
+                log.error("ingest job %s: progress not written: %s", run.job.id, failure_text(exc))
                 continue
             if not held:
                 ingest.cancel()
