@@ -3,8 +3,9 @@
 `create_app` installs the error handlers and the routers, keeps the resources as the app's
 only state, and runs the background tasks the settings ask for in the lifespan: the
 reconciler, the index maintainer, the recall sampler, the provider probes, the vLLM
-registrations watcher and the ingestion-job worker. While authentication is off, it also
-refuses requests whose `Host` is not allowed (`AllowedHosts`).
+registrations watcher and the ingestion-job worker. Every request body meets the input
+contract first (`InputContract`: a size limit while reading, and `core/input.py`); while
+authentication is off, requests whose `Host` is not allowed are refused (`AllowedHosts`).
 """
 
 import asyncio
@@ -14,11 +15,12 @@ from typing import Any
 
 from fastapi import FastAPI
 from starlette.datastructures import Headers
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from memory_service.api import router
 from memory_service.bootstrap import Resources
 from memory_service.core.handlers import error_response, install_error_handlers
+from memory_service.core.input import InvalidValue, check_json
 from memory_service.core.settings import Settings
 from memory_service.documents.jobs.worker import job_worker
 from memory_service.serving.refresh import watch_registrations
@@ -47,7 +49,8 @@ def create_app(settings: Settings, resources: Resources) -> FastAPI:
     )
     app.state.resources = resources
     install_error_handlers(app)
-    if resources.auth.mode == "off":
+    app.add_middleware(InputContract, max_bytes=settings.limits.max_body_bytes)
+    if resources.auth.mode == "off":  # added last: it runs first
         app.add_middleware(AllowedHosts, hosts=resources.auth.allowed_hosts)
     app.include_router(router)
     return app
@@ -78,6 +81,81 @@ class AllowedHosts:
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+
+class InputContract:
+    """Read a request's body whole, refusing it (413 `payload_too_large`) as soon as it
+    passes `max_bytes`, then refuse a JSON body that breaks the input contract (422
+    `invalid_value`, `core/input.py`), before any route parses it. Large bodies are checked
+    off the event loop."""
+
+    METHODS = frozenset({"POST", "PUT", "PATCH"})
+    OFF_LOOP_BYTES = 1024 * 1024
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in self.METHODS:
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            await self._too_large(scope, receive, send)
+            return
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client left: nothing to answer
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await self._too_large(scope, receive, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        if headers.get("content-type", "").split(";")[0].strip().endswith("json"):
+            try:
+                if len(body) > self.OFF_LOOP_BYTES:
+                    await asyncio.to_thread(check_json, body)
+                else:
+                    check_json(body)
+            except InvalidValue as exc:
+                response = error_response(
+                    422, "invalid_value", str(exc), {"field": exc.field, "reason": exc.reason}
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, _replay(body, receive), send)
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = error_response(
+            413,
+            "payload_too_large",
+            f"the request body is over {self.max_bytes} bytes (MEMORY_LIMITS__MAX_BODY_BYTES)",
+            {"limit": self.max_bytes},
+        )
+        await response(scope, receive, send)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """`receive` that gives the app the body read already, then the client's own messages
+    (a disconnect, for a streamed answer to notice)."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
 
 
 def _host_of(header: str) -> str:

@@ -11,10 +11,11 @@ from datetime import datetime
 from uuid import UUID
 
 from fastapi import APIRouter, status
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from memory_service.api.deps import CanAdmin, ResourcesDep
 from memory_service.auth.service import KeyInfo
+from memory_service.memories.schemas import Timestamp
 
 router = APIRouter(prefix="/v1/admin/keys", tags=["admin"])
 
@@ -25,7 +26,7 @@ class KeyCreate(BaseModel):
     name: str = Field(min_length=1, max_length=64)
     namespaces: list[str] = Field(min_length=1, max_length=64)
     scopes: list[str] = Field(min_length=1, max_length=6)
-    expires_at: AwareDatetime | None = None
+    expires_at: Timestamp | None = None
     allow_cloud: bool = False
 
 

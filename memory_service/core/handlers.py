@@ -62,9 +62,27 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(DBAPIError)
     async def _database(request: Request, exc: Exception) -> JSONResponse:
         reason = database_unavailable(exc)
+        orig = getattr(exc, "orig", None)
+        if reason is None and isinstance(orig, psycopg_errors.DataError):
+            # A value the input contract let through and PostgreSQL refused: the request's
+            # fault, and nothing was written (its transaction rolled back). No value is
+            # repeated, here or in the log.
+            sqlstate = orig.sqlstate
+            log.warning(
+                "a value was refused by the database on %s %s (SQLSTATE %s)",
+                request.method,
+                _route(request),
+                sqlstate,
+            )
+            return error_response(
+                422,
+                "invalid_value",
+                "the database refused a value of this request",
+                {"sqlstate": sqlstate},
+            )
         if reason is None:
             return await _unexpected(request, exc)
-        log.warning("database unavailable on %s %s: %s", request.method, request.url.path, reason)
+        log.warning("database unavailable on %s %s: %s", request.method, _route(request), reason)
         return error_response(
             503,
             "database_unavailable",
@@ -76,7 +94,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.error(
-            "unhandled error on %s %s: %s", request.method, request.url.path, failure_text(exc)
+            "unhandled error on %s %s: %s", request.method, _route(request), failure_text(exc)
         )
         return error_response(500, "internal_error", "internal server error")
 
@@ -105,3 +123,10 @@ def _summary(errors: list[dict[str, Any]]) -> str:
     where = ".".join(str(part) for part in first["loc"])
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
     return f"{where}: {first['msg']}{more}" if where else f"{first['msg']}{more}"
+
+
+def _route(request: Request) -> str:
+    """The route's template (`/v1/memories/{memory_id}`) for a log line: the request's own
+    path may carry values."""
+    route = request.scope.get("route")
+    return str(getattr(route, "path", "an unknown route"))

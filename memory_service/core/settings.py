@@ -11,6 +11,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class Limits(BaseModel):
     """Request limits. Breaking one is a 422 `limit_exceeded`, never truncation."""
 
+    max_body_bytes: int = Field(
+        32 * 1024 * 1024,
+        ge=1_024,
+        description="A request body's size, refused with 413 while it is read, before parsing.",
+    )
     max_content_chars: int = Field(16_384, ge=1)
     max_query_chars: int = Field(4_096, ge=1)
     max_batch_items: int = Field(1_000, ge=1, le=1_000)

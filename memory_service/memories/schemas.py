@@ -1,11 +1,12 @@
 """Request and response bodies of the memories API."""
 
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -18,6 +19,19 @@ from pydantic import (
 Namespace = Annotated[
     str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")
 ]
+
+
+def _storable(value: datetime) -> datetime:
+    """A time that is a time in UTC too: PostgreSQL stores `timestamptz` in UTC, and a
+    time whose UTC falls outside years 1-9999 cannot be written or compared."""
+    try:
+        value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("outside years 1-9999 once in UTC") from None
+    return value
+
+
+Timestamp = Annotated[AwareDatetime, AfterValidator(_storable)]
 # Content must carry at least one non-space character: a blank text has no meaning to embed.
 Text = Annotated[str, StringConstraints(min_length=1, pattern=r"\S")]
 ScopeId = Annotated[str, StringConstraints(min_length=1, max_length=256)]
@@ -41,7 +55,7 @@ class MemoryIn(StrictModel):
     user_id: ScopeId | None = None
     session_id: ScopeId | None = None
     importance: float = Field(0.5, ge=0, le=1)
-    expires_at: AwareDatetime | None = None
+    expires_at: Timestamp | None = None
 
 
 class MemoryBatchIn(StrictModel):
@@ -59,7 +73,7 @@ class MemoryPatch(StrictModel):
     user_id: ScopeId | None = None
     session_id: ScopeId | None = None
     importance: float | None = Field(None, ge=0, le=1)
-    expires_at: AwareDatetime | None = None
+    expires_at: Timestamp | None = None
 
     @model_validator(mode="after")
     def _not_null(self) -> "MemoryPatch":
@@ -84,8 +98,8 @@ class MemoryFilters(StrictModel):
     tags_any: list[Tag] | None = None
     tags_all: list[Tag] | None = None
     metadata: Metadata | None = None
-    created_after: AwareDatetime | None = None
-    created_before: AwareDatetime | None = None
+    created_after: Timestamp | None = None
+    created_before: Timestamp | None = None
 
 
 class MemorySearch(StrictModel):

@@ -143,18 +143,86 @@ class TestAnonymousWrites:
         assert stored.json()["created_by"] is None and stored.json()["updated_by"] is None
 
 
-class TestLogHygiene:
-    async def test_a_failed_statement_is_logged_without_its_sql_or_values(
+class TestInputContract:
+    """What PostgreSQL cannot store is refused whole before any route runs, naming the
+    field; what slips past that and is refused by the database is a 422 too, and neither
+    the value nor the statement reaches the answer or the log."""
+
+    @pytest.mark.parametrize(
+        ("body", "field"),
+        [
+            (b'{"namespace": "a", "content": "x\\u0000y"}', "content"),
+            (b'{"namespace": "a", "content": "x", "metadata": {"ssn": "123-45\\u00006789"}}',
+             "metadata.ssn"),
+            (b'{"namespace": "a", "content": "x", "metadata": {"k\\u0000": 1}}',
+             "metadata.k\\u0000"),
+            (b'{"namespace": "a", "content": "\\ud800 alone"}', "content"),
+            (b'{"namespace": "a", "content": "x", "metadata": {"n": NaN}}', "metadata.n"),
+            (b'{"namespace": "a", "content": "x", "metadata": {"n": 1e400}}', "metadata.n"),
+        ],
+    )  # fmt: skip
+    async def test_unstorable_values_are_422_naming_the_field(
+        self,
+        client: httpx.AsyncClient,
+        body: bytes,
+        field: str,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        headers = {"content-type": "application/json"}
+        with caplog.at_level(logging.INFO):
+            response = await client.post("/v1/memories", content=body, headers=headers)
+        assert response.status_code == 422, response.text
+        assert assert_error(response.json(), "invalid_value")["details"]["field"] == field
+        assert "123-45" not in response.text + caplog.text
+        listed = await client.get("/v1/memories", params={"namespace": "a"})
+        assert listed.json()["items"] == []
+
+    async def test_a_time_outside_utc_years_is_422(self, client: httpx.AsyncClient) -> None:
+        body = memory_body("Expires never.", expires_at="9999-12-31T23:00:00-05:00")
+        response = await client.post("/v1/memories", json=body)
+        assert response.status_code == 422
+        assert "outside years 1-9999" in response.text
+
+    async def test_an_oversized_body_is_413_before_it_is_parsed(
+        self, settings: Settings, resources: Resources
+    ) -> None:
+        small = settings.model_copy(
+            update={"limits": settings.limits.model_copy(update={"max_body_bytes": 2048})}
+        )
+        async with http_app(small, resources) as client:
+            big = memory_body("x" * 4096)
+            response = await client.post("/v1/memories", json=big)
+            fits = await client.post("/v1/memories", json=memory_body("fits"))
+        assert response.status_code == 413
+        assert assert_error(response.json(), "payload_too_large")["details"] == {"limit": 2048}
+        assert fits.status_code == 201
+
+    async def test_a_value_the_database_refuses_is_422_without_the_value(
         self, client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
     ) -> None:
-        """PostgreSQL refuses a NUL character in jsonb, so this write fails inside its
-        statement. The client gets the generic error body; the log says what failed and
-        where, without the statement or the values written."""
+        """A NUL in a path segment passes the JSON contract; PostgreSQL text cannot hold it."""
+        with caplog.at_level(logging.INFO, logger="memory_service"):
+            response = await client.delete("/v1/admin/keys/secret%00name")
+        assert response.status_code == 422, response.text
+        assert assert_error(response.json(), "invalid_value")["message"] == (
+            "the database refused a value of this request"
+        )
+        service_log = [r.getMessage() for r in caplog.records if r.name.startswith("memory_")]
+        assert any("/v1/admin/keys/{id_or_name}" in line for line in service_log)
+        assert "secret" not in response.text and not any("secret" in line for line in service_log)
+
+
+class TestLogHygiene:
+    async def test_an_unstorable_value_is_refused_without_a_trace_of_it(
+        self, client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A NUL character in jsonb: refused by the input contract before any statement
+        (the worker's error-id test covers a failure inside a statement); neither the
+        answer nor the log holds the value."""
         body = memory_body("Note with a bad metadata value.", metadata={"ssn": "123-45\u00006789"})
         with caplog.at_level(logging.INFO):
             response = await client.post("/v1/memories", json=body)
-        assert response.status_code >= 400
+        assert response.status_code == 422
         assert "123-45" not in response.text and "INSERT" not in response.text
-        assert "unhandled error on POST /v1/memories" in caplog.text
         for leaked in ("123-45", "INSERT INTO", "[SQL:", "Note with a bad metadata"):
             assert leaked not in caplog.text, leaked
