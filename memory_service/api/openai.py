@@ -21,7 +21,7 @@ from memory_service.api.deps import (
     ResourcesDep,
 )
 from memory_service.core.errors import MemoryServiceError
-from memory_service.gateway.policy import message_text
+from memory_service.gateway.policy import recall_query
 from memory_service.gateway.schemas import ChatCompletionRequest, EmbeddingsRequest
 
 router = APIRouter(prefix="/v1", tags=["openai"])
@@ -61,9 +61,7 @@ async def chat_completions(
     if body.memory is not None:
         caller.require("read")
         caller.namespaces.check(body.memory.namespace)
-        users = [m for m in body.messages if m.role == "user"]
-        recalled_by = body.memory.query or (message_text(users[-1].content) if users else "")
-        meter.charge([recalled_by])
+        meter.charge([recall_query(body)])
     try:
         if body.stream:
             stream = await gateway.stream(body, x_memory_tier, caller.allow_cloud)

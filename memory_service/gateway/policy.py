@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from memory_service.core.errors import ChatUnavailable, InvalidRequest, NotFound
+from memory_service.gateway.schemas import ChatCompletionRequest
 from memory_service.providers.config import ChatProviderConfig
 from memory_service.providers.registry import ChatProvider, Registry
 
@@ -128,6 +129,14 @@ def _checked(value: str, source: str) -> str:
             f"{source} must be one of {', '.join(TIERS)}, not {value!r}", {"allowed": list(TIERS)}
         )
     return value
+
+
+def recall_query(request: ChatCompletionRequest) -> str:
+    """What memory recall searches with: `memory.query`, else the last user message."""
+    if request.memory is not None and request.memory.query is not None:
+        return request.memory.query
+    users = [message for message in request.messages if message.role == "user"]
+    return message_text(users[-1].content) if users else ""
 
 
 def message_text(content: Any) -> str:

@@ -166,7 +166,8 @@ class ChatGateway:
         if metadata:
             payload["metadata"] = metadata
         if request.memory is not None:
-            routed.memory_ids = await self._recall(request.memory, payload)
+            query = policy.recall_query(request)
+            routed.memory_ids = await self._recall(request.memory, query, payload)
         completion = request.max_completion_tokens or request.max_tokens
         needed = policy.estimate_prompt_tokens(payload["messages"]) + (
             completion or self.default_max_tokens
@@ -184,14 +185,10 @@ class ChatGateway:
             plan = policy.RoutePlan(plan.candidates, f"{plan.reason} (from {source})")
         return plan, payload, needed
 
-    async def _recall(self, memory: MemoryContext, payload: JSONObject) -> list[str]:
-        """Prepend the memories recalled for `memory.query` (default: the last user message)
-        as one user message of quoted data before the last user message (`memory_block`);
-        the recalled ids."""
-        query = memory.query
-        if query is None:
-            users = [m for m in payload["messages"] if m.get("role") == "user"]
-            query = policy.message_text(users[-1].get("content")) if users else ""
+    async def _recall(self, memory: MemoryContext, query: str, payload: JSONObject) -> list[str]:
+        """Insert the memories recalled for `query` (`policy.recall_query`) as one user
+        message of quoted data before the last user message (`memory_block`); the recalled
+        ids."""
         if not query.strip():
             return []
         search = MemorySearch(
