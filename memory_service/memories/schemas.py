@@ -16,6 +16,9 @@ from pydantic import (
     model_validator,
 )
 
+from memory_service.core.limits import at_most, metadata_bytes
+from memory_service.core.settings import Limits
+
 Namespace = Annotated[
     str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")
 ]
@@ -100,6 +103,18 @@ class MemoryFilters(StrictModel):
     metadata: Metadata | None = None
     created_after: Timestamp | None = None
     created_before: Timestamp | None = None
+
+    def check(self, limits: Limits) -> None:
+        """Raise LimitExceeded when a filter is larger than what a stored memory may hold:
+        a filter no memory can match is refused, not scanned for."""
+        for name in ("tags_any", "tags_all"):
+            tags = getattr(self, name) or []
+            at_most(f"filters.{name}", len(tags), limits.max_tags, "tags")
+            for index, tag in enumerate(tags):
+                at_most(f"filters.{name}", len(tag), limits.max_tag_chars, index=index)
+        if self.metadata is not None:
+            size = metadata_bytes(self.metadata)
+            at_most("filters.metadata", size, limits.max_metadata_bytes, "bytes as JSON")
 
 
 class MemorySearch(StrictModel):

@@ -175,6 +175,7 @@ class MemoryService:
             raise NotFound(f"memory {memory_id} does not exist", {"id": str(memory_id)})
 
     async def forget(self, namespace: str, filters: MemoryFilters) -> int:
+        filters.check(self.limits)
         async with self.engine.begin() as conn:
             return await repository.forget(conn, namespace, filters)
 

@@ -29,7 +29,7 @@ class MemoryRecall(Searcher):
     """Recall for one embedding space: `POST /v1/memories/search` and chat's memory context."""
 
     async def search(self, request: MemorySearch) -> MemorySearchOut:
-        check_query(self.limits, request.k, request.query)
+        check_query(self.limits, request.k, request.query, request.filters)
         query_vector = await self.query_vector(request.mode, request.query)
         scope = Scope(request.namespace, request.filters, self.space)
         async with self.engine.begin() as conn:

@@ -20,7 +20,7 @@ from memory_service.core.limits import at_most, within_window
 from memory_service.core.settings import Limits
 from memory_service.embeddings.port import Embedder
 from memory_service.embeddings.spaces import EmbeddingSpace
-from memory_service.memories.schemas import SearchMode
+from memory_service.memories.schemas import MemoryFilters, SearchMode
 from memory_service.providers.embedding import Vectors
 from memory_service.providers.errors import ProviderError, ProviderInputError
 from memory_service.search import repository
@@ -28,10 +28,12 @@ from memory_service.search.recall import RecallSampler
 from memory_service.search.repository import IndexMethod, Scope, VectorTable
 
 
-def check_query(limits: Limits, k: int, query: str) -> None:
-    """Raise LimitExceeded when `k` or the query's length is over the configured limits."""
+def check_query(limits: Limits, k: int, query: str, filters: MemoryFilters) -> None:
+    """Raise LimitExceeded when `k`, the query's length or a filter is over the configured
+    limits."""
     at_most("k", k, limits.max_k, "results")
     at_most("query", len(query), limits.max_query_chars)
+    filters.check(limits)
 
 
 async def embed_query(embedder: Embedder, query: str) -> Vectors:

@@ -24,7 +24,7 @@ _SOURCE_OF: dict[Source, str] = {"memories": "memory", "documents": "document"}
 
 class SearchService(Searcher):
     async def search(self, request: SearchRequest) -> SearchResponse:
-        check_query(self.limits, request.k, request.query)
+        check_query(self.limits, request.k, request.query, request.filters)
         depth = fusion.depth(request.mode, request.k)
         query_vector = await self.query_vector(request.mode, request.query)
         scope = Scope(request.namespace, request.filters, self.space)

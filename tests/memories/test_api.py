@@ -143,6 +143,40 @@ class TestLimits:
         assert error["details"]["actual"] > error["details"]["limit"]
         assert await count(client) == 0
 
+    @pytest.mark.parametrize(
+        ("filters", "field"),
+        [
+            ({"tags_any": [f"t{i}" for i in range(65)]}, "filters.tags_any"),
+            ({"tags_all": ["t" * 129]}, "filters.tags_all"),
+            ({"metadata": {"blob": "y" * 16_400}}, "filters.metadata"),
+        ],
+    )
+    @pytest.mark.parametrize(
+        ("method", "path", "extra"),
+        [
+            ("POST", "/v1/memories/search", {"query": "anything"}),
+            ("POST", "/v1/search", {"query": "anything"}),
+            ("POST", "/v1/memories/forget", {}),
+        ],
+    )
+    async def test_a_filter_larger_than_a_memory_can_hold_is_422_and_changes_nothing(
+        self,
+        client: httpx.AsyncClient,
+        filters: dict[str, Any],
+        field: str,
+        method: str,
+        path: str,
+        extra: dict[str, Any],
+    ) -> None:
+        await client.post("/v1/memories", json=memory_body("Kept.", tags=["t1"]))
+        body = {"namespace": "agent-1", "filters": filters, **extra}
+        response = await client.request(method, path, json=body)
+        assert response.status_code == 422
+        error = assert_error(response.json(), "limit_exceeded")
+        assert error["details"]["field"] == field
+        assert error["details"]["actual"] > error["details"]["limit"]
+        assert await count(client) == 1
+
 
 class TestStoreBatch:
     async def test_results_follow_input_order(self, client: httpx.AsyncClient) -> None:
