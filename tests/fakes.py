@@ -1,6 +1,7 @@
 """Stand-ins for external parts. Only dependencies are faked here, never code under test."""
 
 import asyncio
+from collections import Counter
 from collections.abc import Sequence
 
 from memory_service.providers.embedding import EmbeddingClient, Tokenizer, Vectors
@@ -24,6 +25,8 @@ class FlakyProvider(EmbeddingClient):
         self.max_batch = inner.max_batch
         self.down = False
         self.calls = 0
+        # How many times each text was embedded (by a call that returned vectors).
+        self.embedded: Counter[str] = Counter()
         # A test that sets `hold` makes calls wait for it (`waiting` says one does): a slow
         # embedder, so the test can act while a call is in flight.
         self.hold: asyncio.Event | None = None
@@ -36,7 +39,9 @@ class FlakyProvider(EmbeddingClient):
             await self.hold.wait()
         if self.down:
             raise ProviderUnavailable(self.name, "connection refused (switched off by the test)")
-        return await self.inner._embed_batch(texts)
+        vectors = await self.inner._embed_batch(texts)
+        self.embedded.update(texts)
+        return vectors
 
     async def count_tokens(self, texts: Sequence[str]) -> list[int] | None:
         return await self.inner.count_tokens(texts)

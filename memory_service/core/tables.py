@@ -97,6 +97,10 @@ memory = Table(
     # (migration 0009, `search/indexes.py`). Such rows are the tail searches read exactly.
     Column("in_index", Boolean, nullable=False, server_default=text("true")),
     Column("embed_attempts", Integer, nullable=False, server_default=text("0")),
+    # Who may write the vector of a pending row, and until when (migration 0012,
+    # `memories/repository.Claim`).
+    Column("embed_claim", UUID(as_uuid=True)),
+    Column("embed_claim_until", DateTime(timezone=True)),
     Column("last_error", Text),
     Column("embedded_at", DateTime(timezone=True)),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),

@@ -1,12 +1,15 @@
 """The background reconciler: embeds `pending` memories and purges expired ones.
 
-It runs in `serve` (one task) and is safe to run in several processes against one database
-(`repository.claim_pending` uses FOR UPDATE SKIP LOCKED). One batch is one transaction:
-rows are locked, embedded, updated and committed together, or, when the embedder is
-unavailable, released untouched for the next pass. A text the embedder refuses is found by
-halving the batch (`embed_each`), so the other rows are embedded all the same; the refusal
-counts as an attempt on that row, and after `max_attempts` the row is `failed` with its last
-error. A pass that met a refusal ends there: the next attempt waits for the next pass.
+It runs in `serve` (one task) and is safe to run in several processes against one database.
+A batch is claimed in one short transaction (`repository.claim_pending`, migration 0012),
+embedded with no transaction open, and written in a second one under the claim: no row lock
+or connection is held while the embedder works, and rows a store is embedding inline are
+never taken. When the embedder is unavailable, or the pass is cancelled (shutdown), the
+batch is given back untouched for the next pass; a worker that dies leaves a claim that
+lapses after `claim_seconds`. A text the embedder refuses is found by halving the batch
+(`embed_each`), so the other rows are embedded all the same; the refusal counts as an
+attempt on that row, and after `max_attempts` the row is `failed` with its last error. A
+pass that met a refusal ends there: the next attempt waits for the next pass.
 """
 
 import asyncio
@@ -42,6 +45,9 @@ class Reconciler:
     space_id: int
     batch_size: int
     max_attempts: int
+    # How long a claimed batch is this reconciler's: longer than any embedding call of one
+    # batch takes, or another worker embeds the batch again (only one writes it).
+    claim_seconds: float = 600.0
 
     async def run_once(self) -> ReconcileReport:
         """Embed every pending row it can claim, then purge expired rows."""
@@ -56,36 +62,49 @@ class Reconciler:
 
     async def _embed_one_batch(self, report: ReconcileReport) -> tuple[int, int]:
         """(rows claimed, rows refused) for one batch."""
+        claim = repository.Claim(self.claim_seconds)
         async with self.engine.begin() as conn:
-            batch = await repository.claim_pending(conn, self.space_id, self.batch_size)
-            if not batch:
-                return 0, 0
-            try:
-                results = await embed_each(self.embedder, [item.content for item in batch])
-            except ProviderUnavailable as exc:
-                log.info("reconciler: embedder unavailable, %d rows wait: %s", len(batch), exc)
-                report.embedder_down = True
-                return len(batch), 0
-            done = [
-                (item, result)
-                for item, result in zip(batch, results, strict=True)
-                if not isinstance(result, ProviderInputError)
-            ]
+            batch = await repository.claim_pending(conn, self.space_id, claim, self.batch_size)
+        if not batch:
+            return 0, 0
+        try:
+            results = await embed_each(self.embedder, [item.content for item in batch])
+        except ProviderUnavailable as exc:
+            log.info("reconciler: embedder unavailable, %d rows wait: %s", len(batch), exc)
+            report.embedder_down = True
+            await self._release(batch, claim)
+            return len(batch), 0
+        except BaseException:
+            await asyncio.shield(self._release(batch, claim))
+            raise
+        done = [
+            (item, result)
+            for item, result in zip(batch, results, strict=True)
+            if not isinstance(result, ProviderInputError)
+        ]
+        refused = 0
+        async with self.engine.begin() as conn:
             if done:
                 stored = await repository.store_vectors(
                     conn,
                     self.space_id,
                     [item for item, _ in done],
                     np.stack([vector for _, vector in done]),
+                    claim,
                 )
                 report.embedded += len(stored)
-            refused = 0
             for item, result in zip(batch, results, strict=True):
                 if isinstance(result, ProviderInputError):
-                    await repository.record_failure(conn, item.id, str(result), self.max_attempts)
+                    await repository.record_failure(
+                        conn, item.id, str(result), self.max_attempts, claim
+                    )
                     refused += 1
-            report.failed_attempts += refused
-            return len(batch), refused
+        report.failed_attempts += refused
+        return len(batch), refused
+
+    async def _release(self, batch: list[repository.PendingText], claim: repository.Claim) -> None:
+        async with self.engine.begin() as conn:
+            await repository.release(conn, [item.id for item in batch], claim)
 
     async def run_forever(self, interval_seconds: float) -> None:
         """Pass every `interval_seconds`; logs what it did at most once a minute."""

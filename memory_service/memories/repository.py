@@ -1,15 +1,17 @@
 """All SQL of the memories domain. Functions take a connection; callers own the transaction."""
 
 import hashlib
+import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
 from pgvector import Vector
 from sqlalchemy import (
     ColumnElement,
+    and_,
     case,
     delete,
     func,
@@ -66,6 +68,38 @@ class PendingText:
     content_hash: bytes
 
 
+@dataclass(frozen=True)
+class Claim:
+    """The right to write the vectors of some pending rows (migration 0012).
+
+    A row's vector is written only under the claim that holds it, and writing it (or a
+    refusal, or `release`) gives the claim up. A store claims the rows it embeds inline, the
+    reconciler the rows it takes; neither takes a row the other holds, so a text is embedded
+    once. A claim lapses after `seconds`, so the rows of a worker that died are taken again.
+    """
+
+    seconds: float
+    token: UUID = field(default_factory=uuid.uuid4)
+
+    def columns(self) -> dict[str, Any]:
+        """The claim columns of a row this claim takes."""
+        return {
+            "embed_claim": self.token,
+            "embed_claim_until": func.now() + timedelta(seconds=self.seconds),
+        }
+
+    def holds(self) -> ColumnElement[bool]:
+        return memory.c.embed_claim == literal(self.token)
+
+
+# A pending row nobody holds: never claimed, given back, or its claim lapsed.
+_UNCLAIMED = and_(
+    memory.c.status == "pending",
+    or_(memory.c.embed_claim_until.is_(None), memory.c.embed_claim_until < func.now()),
+)
+_RELEASED = {"embed_claim": None, "embed_claim_until": None}
+
+
 def content_hash(content: str) -> bytes:
     return hashlib.sha256(content.encode()).digest()
 
@@ -94,13 +128,17 @@ def filter_clauses(namespace: str, filters: MemoryFilters) -> list[ColumnElement
     return clauses
 
 
-async def upsert_memories(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> list[AnyRow]:
+async def upsert_memories(
+    conn: AsyncConnection, rows: Sequence[dict[str, Any]], claim: Claim
+) -> list[AnyRow]:
     """Insert rows; a row whose content already exists in its namespace merges into it.
 
     Merge rule: metadata is shallow-merged (incoming keys win), tags are unioned in first-seen
     order, every other stored field is kept. An expired duplicate is deleted first, so the
     write starts a fresh memory. Rows must have distinct (namespace, content_hash). Returns
-    one row per input with the public columns plus `created`, in no particular order.
+    one row per input with the public columns plus `created` and `claimed` (whether `claim`
+    holds it: every new row, and an existing pending row no one else holds), in no
+    particular order.
     """
     # One lock order for every writer: two batches sharing contents cannot deadlock.
     rows = sorted(rows, key=lambda row: (row["namespace"], row["content_hash"]))
@@ -111,7 +149,7 @@ async def upsert_memories(conn: AsyncConnection, rows: Sequence[dict[str, Any]])
             memory.c.expires_at <= func.now(),
         )
     )
-    values = pg_insert(memory).values(list(rows))
+    values = pg_insert(memory).values([{**row, **claim.columns()} for row in rows])
     statement = values.on_conflict_do_update(
         constraint="memory_namespace_content_hash_key",
         set_={
@@ -121,8 +159,18 @@ async def upsert_memories(conn: AsyncConnection, rows: Sequence[dict[str, Any]])
             "updated_by_key_id": values.excluded.updated_by_key_id,
             "updated_by_key_name": values.excluded.updated_by_key_name,
             "in_index": accepting(memory.c.space_id),
+            "embed_claim": case(
+                (_UNCLAIMED, values.excluded.embed_claim), else_=memory.c.embed_claim
+            ),
+            "embed_claim_until": case(
+                (_UNCLAIMED, values.excluded.embed_claim_until), else_=memory.c.embed_claim_until
+            ),
         },
-    ).returning(*PUBLIC_COLUMNS, literal_column("(xmax = 0)").label("created"))
+    ).returning(
+        *PUBLIC_COLUMNS,
+        literal_column("(xmax = 0)").label("created"),
+        claim.holds().label("claimed"),
+    )
     return list((await conn.execute(statement)).all())
 
 
@@ -144,20 +192,26 @@ _TAGS_UNION: ColumnElement[list[str]] = literal_column(
 
 
 async def store_vectors(
-    conn: AsyncConnection, space_id: int, items: Sequence[PendingText], vectors: Vectors
+    conn: AsyncConnection,
+    space_id: int,
+    items: Sequence[PendingText],
+    vectors: Vectors,
+    claim: Claim,
 ) -> dict[UUID, datetime]:
-    """Attach vectors of space `space_id` to its pending rows whose content is still the one
-    that was embedded.
+    """Attach vectors of space `space_id` to its pending rows that `claim` still holds and
+    whose content is still the one that was embedded; that releases the claim.
 
     One statement for the whole batch. The content-hash guard drops a vector computed for
-    text that a concurrent PATCH has since replaced; that row stays pending for the new
-    text. While an index of the space is being built the rows wait in its tail (`in_index`
-    false, `accepting`). Returns embedded_at by id for the rows it embedded.
+    text that a concurrent PATCH has since replaced (the PATCH claimed the row for the new
+    text); the claim guard drops one computed after the claim lapsed and another worker
+    took the row. While an index of the space is being built the rows wait in its tail
+    (`in_index` false, `accepting`). Returns embedded_at by id for the rows it embedded.
     """
     result = await conn.execute(
         _STORE_VECTORS,
         {
             "space_id": space_id,
+            "claim": claim.token,
             "ids": [item.id for item in items],
             "hashes": [item.content_hash for item in items],
             "embeddings": [Vector(vector).to_text() for vector in vectors],
@@ -170,12 +224,13 @@ _STORE_VECTORS = text(
     """
     UPDATE memory
     SET embedding = CAST(v.embedding AS vector), status = 'embedded',
-        embedded_at = now(), last_error = NULL,
+        embedded_at = now(), last_error = NULL, embed_claim = NULL, embed_claim_until = NULL,
         in_index = (SELECT vector_index_accepting('memory', :space_id))
     FROM unnest(CAST(:ids AS uuid[]), CAST(:hashes AS bytea[]), CAST(:embeddings AS text[]))
         AS v(id, content_hash, embedding)
     WHERE memory.id = v.id AND memory.content_hash = v.content_hash
         AND memory.status = 'pending' AND memory.space_id = :space_id
+        AND memory.embed_claim = :claim
     RETURNING memory.id, memory.embedded_at
     """
 )
@@ -207,15 +262,18 @@ async def update_memory(
     conn: AsyncConnection,
     memory_id: UUID,
     values: dict[str, Any],
+    claim: Claim,
     namespaces: Namespaces = EVERY_NAMESPACE,
 ) -> AnyRow | None:
-    """Apply `values`; a new content resets the row to pending. None when absent or expired.
+    """Apply `values`; a new content resets the row to pending, held by `claim` (a worker
+    embedding the old content can no longer write its vector). None when absent or expired.
 
     Raises DuplicateContent when the new content already exists in the namespace.
     """
     if "content" in values:
         values = {
             **values,
+            **claim.columns(),
             "content_hash": content_hash(values["content"]),
             "status": "pending",
             "embedding": None,
@@ -274,49 +332,73 @@ async def forget(conn: AsyncConnection, namespace: str, filters: MemoryFilters) 
     return result.rowcount
 
 
-async def claim_pending(conn: AsyncConnection, space_id: int, limit: int) -> list[PendingText]:
-    """Lock up to `limit` pending rows of the space, oldest first.
+async def claim_pending(
+    conn: AsyncConnection, space_id: int, claim: Claim, limit: int
+) -> list[PendingText]:
+    """Claim up to `limit` pending rows of the space that no one holds, oldest first.
 
-    `FOR UPDATE SKIP LOCKED` lets several reconcilers (processes sharing the database) work
-    side by side: each takes rows no other transaction holds, and a crashed one releases its
-    rows when its transaction ends, so nothing is embedded twice or lost.
+    One short statement: the caller commits it before embedding, so no lock or connection
+    is held while the embedder works. `SKIP LOCKED` lets several reconcilers (processes
+    sharing the database) claim side by side without waiting on each other.
     """
-    statement = (
-        select(memory.c.id, memory.c.content, memory.c.content_hash)
-        .where(memory.c.space_id == space_id, memory.c.status == "pending")
+    chosen = (
+        select(memory.c.id)
+        .where(memory.c.space_id == space_id, _UNCLAIMED)
         .order_by(memory.c.created_at)
         .limit(limit)
         .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    statement = (
+        update(memory)
+        .where(memory.c.id.in_(chosen))
+        .values(**claim.columns())
+        .returning(memory.c.id, memory.c.content, memory.c.content_hash)
     )
     return [PendingText(*row) for row in await conn.execute(statement)]
 
 
+async def release(conn: AsyncConnection, ids: Sequence[UUID], claim: Claim) -> None:
+    """Give back the rows of `ids` that `claim` still holds, for another worker to take now."""
+    await conn.execute(
+        update(memory).where(memory.c.id.in_(ids), claim.holds()).values(**_RELEASED)
+    )
+
+
 async def record_failure(
-    conn: AsyncConnection, memory_id: UUID, error: str, max_attempts: int
+    conn: AsyncConnection, memory_id: UUID, error: str, max_attempts: int, claim: Claim
 ) -> None:
-    """Count a failed attempt; at `max_attempts` the row becomes `failed`."""
+    """Count a failed attempt and give the row back; at `max_attempts` it becomes `failed`."""
     attempts = memory.c.embed_attempts + 1
     await conn.execute(
         update(memory)
-        .where(memory.c.id == memory_id)
+        .where(memory.c.id == memory_id, claim.holds())
         .values(
             embed_attempts=attempts,
             last_error=error,
             status=case((attempts >= max_attempts, "failed"), else_=memory.c.status),
+            **_RELEASED,
         )
     )
 
 
-async def mark_refused(conn: AsyncConnection, item: PendingText, error: str) -> None:
-    """The embedder refused this text: `failed`, with its words, unless the content changed."""
+async def mark_refused(conn: AsyncConnection, item: PendingText, error: str, claim: Claim) -> None:
+    """The embedder refused this text: `failed`, with its words, unless the content changed
+    or the claim was lost."""
     await conn.execute(
         update(memory)
         .where(
             memory.c.id == item.id,
             memory.c.content_hash == item.content_hash,
             memory.c.status == "pending",
+            claim.holds(),
         )
-        .values(status="failed", last_error=error, embed_attempts=memory.c.embed_attempts + 1)
+        .values(
+            status="failed",
+            last_error=error,
+            embed_attempts=memory.c.embed_attempts + 1,
+            **_RELEASED,
+        )
     )
 
 

@@ -48,6 +48,9 @@ from memory_service.providers.errors import ProviderError, ProviderInputError
 
 log = logging.getLogger(__name__)
 
+# How long an inline write's claim outlives its bound (`MemoryService._claim`).
+CLAIM_MARGIN_SECONDS = 30.0
+
 
 @dataclass(kw_only=True)
 class MemoryService:
@@ -89,16 +92,17 @@ class MemoryService:
                 "space_id": self.space.id,
                 **actor.columns("created", "updated"),
             }
+        claim = self._claim()
         async with self.engine.begin() as conn:
-            stored = await repository.upsert_memories(conn, list(rows.values()))
+            stored = await repository.upsert_memories(conn, list(rows.values()), claim)
         by_key = {(row.namespace, content_hash(row.content)): row for row in stored}
 
         pending = [
             PendingText(row.id, row.content, content_hash(row.content))
             for row in stored
-            if row.status == "pending"
+            if row.status == "pending" and row.claimed
         ]
-        outcome = await self._embed(pending)
+        outcome = await self._embed(pending, claim)
         results = []
         for index, item in enumerate(items):
             key = (item.namespace, content_hash(item.content))
@@ -137,6 +141,10 @@ class MemoryService:
         self._check_item(
             values.get("content", ""), values.get("metadata", {}), values.get("tags", []), None
         )
+        if "content" in values:
+            # Counted before the transaction opens: no row lock waits on the tokenizer.
+            await self._check_tokens([values["content"]], "content", False)
+        claim = self._claim()
         async with self.engine.begin() as conn:
             current = await repository.get_memory(conn, memory_id, namespaces)
             if current is None:
@@ -144,13 +152,12 @@ class MemoryService:
             if values.get("content") == current.content:
                 del values["content"]
             if "content" in values:
-                await self._check_tokens([values["content"]], "content", False)
                 await repository.delete_expired_duplicate(
                     conn, current.namespace, values["content"]
                 )
             try:
                 row = await repository.update_memory(
-                    conn, memory_id, {**values, **actor.columns("updated")}, namespaces
+                    conn, memory_id, {**values, **actor.columns("updated")}, claim, namespaces
                 )
             except repository.DuplicateContent as exc:
                 existing = await repository.find_by_content(
@@ -165,7 +172,7 @@ class MemoryService:
         out = MemoryOut.model_validate(row._mapping)
         if "content" in values:
             pending = [PendingText(out.id, out.content, content_hash(out.content))]
-            out = (await self._embed(pending)).apply(out)
+            out = (await self._embed(pending, claim)).apply(out)
         return out
 
     async def delete(self, memory_id: UUID, namespaces: Namespaces = EVERY_NAMESPACE) -> None:
@@ -179,24 +186,28 @@ class MemoryService:
         async with self.engine.begin() as conn:
             return await repository.forget(conn, namespace, filters)
 
-    async def _embed(self, pending: Sequence[PendingText]) -> "EmbedOutcome":
-        """Embed committed pending rows now. When no embedder is available they stay pending.
-        A text the embedder refuses (only a remote server knows some limits) marks its own
-        memory `failed` with the provider's message; the others are embedded regardless."""
+    def _claim(self) -> repository.Claim:
+        """A claim on the rows a write embeds inline: it outlives the inline bound by a
+        margin, so the reconciler takes them only once this write has given up or died."""
+        return repository.Claim(self.inline_embed_seconds + CLAIM_MARGIN_SECONDS)
+
+    async def _embed(
+        self, pending: Sequence[PendingText], claim: repository.Claim
+    ) -> "EmbedOutcome":
+        """Embed committed pending rows that `claim` holds, now. When no embedder answers in
+        time they are given back, still pending, for the reconciler. A text the embedder
+        refuses (only a remote server knows some limits) marks its own memory `failed` with
+        the provider's message; the others are embedded regardless."""
         if not pending:
             return EmbedOutcome({}, {})
         try:
             async with asyncio.timeout(self.inline_embed_seconds):
                 results = await embed_each(self.embedder, [item.content for item in pending])
-        except ProviderError as exc:
-            log.warning("embedding deferred for %d memories: %s", len(pending), exc)
-            return EmbedOutcome({}, {})
-        except TimeoutError:
-            log.warning(
-                "embedding deferred for %d memories: no vectors within %.1fs",
-                len(pending),
-                self.inline_embed_seconds,
-            )
+        except (ProviderError, TimeoutError) as exc:
+            reason = str(exc) or f"no vectors within {self.inline_embed_seconds:.1f}s"
+            log.warning("embedding deferred for %d memories: %s", len(pending), reason)
+            async with self.engine.begin() as conn:
+                await repository.release(conn, [item.id for item in pending], claim)
             return EmbedOutcome({}, {})
         done = [(item, r) for item, r in zip(pending, results, strict=True) if _is_vector(r)]
         refused = {
@@ -207,14 +218,18 @@ class MemoryService:
         async with self.engine.begin() as conn:
             embedded_at = (
                 await repository.store_vectors(
-                    conn, self.space.id, [item for item, _ in done], np.stack([v for _, v in done])
+                    conn,
+                    self.space.id,
+                    [item for item, _ in done],
+                    np.stack([v for _, v in done]),
+                    claim,
                 )
                 if done
                 else {}
             )
             for item in pending:
                 if item.id in refused:
-                    await repository.mark_refused(conn, item, refused[item.id])
+                    await repository.mark_refused(conn, item, refused[item.id], claim)
         return EmbedOutcome(embedded_at, refused)
 
     def _check_item(

@@ -584,6 +584,7 @@ async def store_one(table: Table, content: str, vector: Vectors) -> float:
     """One store as the service does it: the row committed pending, then its vector."""
     started = time.perf_counter()
     digest = memories.content_hash(content)
+    claim = memories.Claim(60)
     async with table.engine.begin() as conn:
         stored = await memories.upsert_memories(
             conn,
@@ -595,10 +596,11 @@ async def store_one(table: Table, content: str, vector: Vectors) -> float:
                     "space_id": table.space.id,
                 }
             ],
+            claim,
         )
     async with table.engine.begin() as conn:
         pending = memories.PendingText(stored[0].id, content, digest)
-        await memories.store_vectors(conn, table.space.id, [pending], vector[None, :])
+        await memories.store_vectors(conn, table.space.id, [pending], vector[None, :], claim)
     return (time.perf_counter() - started) * 1000
 
 

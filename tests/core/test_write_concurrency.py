@@ -2,9 +2,10 @@
 
 Sixteen writers run the service's real write statements (the functions of
 `memories/repository.py`) over one small set of memories, so they keep landing on the same
-rows: upserts merging duplicate contents, the reconciler's claim and embedding UPDATE, the
-inline embedding UPDATE of rows other writers are patching (some with stale content),
-content and non-content PATCHes, deletes and forgets. pg_textsearch 1.0.0's `bm25` index
+rows: upserts merging duplicate contents, the reconciler's claim and embedding UPDATE,
+claims that lapse at once (so several writers embed the same rows, and only the holder
+writes), the inline embedding UPDATE of rows other writers are patching (some with stale
+content), content and non-content PATCHes, deletes and forgets. pg_textsearch 1.0.0's `bm25` index
 wedged exactly such UPDATEs forever, in an LWLock that ignores `statement_timeout`
 (timescale/pg_textsearch #370): an index that does that fails this test. The space's
 diskann index (pgvectorscale), built on the first load's rows, is there for every write of
@@ -76,7 +77,7 @@ WORDS = ("harbor", "violet", "engine", "orchard", "signal", "granite")
 MIX: tuple[str, ...] = (
     ("store",) * 6
     + ("reconcile",) * 3
-    + ("embed_shared_rows",) * 3
+    + ("reconcile_lapsed",) * 3
     + ("patch",) * 5
     + ("delete",) * 2
     + ("forget",)
@@ -245,34 +246,34 @@ class Writer:
         rows = [self._row(namespace, c) for c in self.rng.sample(CONTENTS, self.rng.randint(1, 6))]
         started_at = self.ledger.tick()
         self.doing = f"upsert_memories of {len(rows)} rows"
+        claim = repository.Claim(60)
         async with self.engine.begin() as conn:
-            stored = await repository.upsert_memories(conn, rows)
+            stored = await repository.upsert_memories(conn, rows, claim)
         self.ledger.stored(stored, started_at)
         self.ledger.ran["store"] += 1
         self.ledger.ran["merge"] += sum(not row.created for row in stored)
         pending = [
             PendingText(row.id, row.content, content_hash(row.content))
             for row in stored
-            if row.status == "pending"
+            if row.status == "pending" and row.claimed
         ]
-        await self._store_vectors(pending, "inline store_vectors after a store")
+        await self._store_vectors(pending, claim, "inline store_vectors after a store")
 
     async def reconcile(self) -> None:
-        self.doing = "claim_pending + store_vectors (the reconciler's transaction)"
-        async with self.engine.begin() as conn:
-            batch = await repository.claim_pending(conn, self.space_id, 8)
-            if batch:
-                await repository.store_vectors(conn, self.space_id, batch, vectors_of(batch))
-        self.ledger.ran["reconcile"] += 1
+        await self._reconcile(repository.Claim(60), "reconcile")
 
-    async def embed_shared_rows(self) -> None:
-        """The embedding UPDATE of rows others update too; a stale content must be refused."""
-        items = []
-        for memory_id in self.ledger.pick(self.rng, 20):
-            content = self.ledger.content_of[memory_id]
-            items.append(PendingText(memory_id, content, content_hash(content)))
-        await self._store_vectors(items, "store_vectors of shared rows")
-        self.ledger.ran["embed_shared_rows"] += bool(items)
+    async def reconcile_lapsed(self) -> None:
+        """A claim that lapses at once: other writers take the same rows meanwhile, and a
+        vector is written only by the claim that holds the row then."""
+        await self._reconcile(repository.Claim(0), "reconcile_lapsed")
+
+    async def _reconcile(self, claim: repository.Claim, kind: str) -> None:
+        self.doing = f"claim_pending ({kind})"
+        async with self.engine.begin() as conn:
+            batch = await repository.claim_pending(conn, self.space_id, claim, 8)
+        await asyncio.sleep(0)  # other writers patch and claim between the two transactions
+        await self._store_vectors(batch, claim, f"store_vectors ({kind})")
+        self.ledger.ran[kind] += 1
 
     async def patch(self) -> None:
         values: dict[str, Any] = {"content": self.rng.choice(CONTENTS)}
@@ -286,13 +287,17 @@ class Writer:
             }
         for memory_id in self.ledger.pick(self.rng, 1):
             self.doing = f"update_memory of {memory_id} ({', '.join(values)})"
+            claim = repository.Claim(60)
             async with self.engine.begin() as conn:
                 try:
-                    row = await repository.update_memory(conn, memory_id, values)
+                    row = await repository.update_memory(conn, memory_id, values, claim)
                 except repository.DuplicateContent:
                     row = None
             if row is not None:
                 self.ledger.content_of[row.id] = row.content
+                if "content" in values:
+                    pending = [PendingText(row.id, row.content, content_hash(row.content))]
+                    await self._store_vectors(pending, claim, "inline store_vectors after a patch")
             self.ledger.ran["patch"] += 1
 
     async def delete(self) -> None:
@@ -313,12 +318,14 @@ class Writer:
         finally:
             self.ledger.forgotten_at[(namespace, agent)] = self.ledger.tick()
 
-    async def _store_vectors(self, items: Sequence[PendingText], what: str) -> None:
+    async def _store_vectors(
+        self, items: Sequence[PendingText], claim: repository.Claim, what: str
+    ) -> None:
         if not items:
             return
         self.doing = f"{what} ({len(items)} rows)"
         async with self.engine.begin() as conn:
-            await repository.store_vectors(conn, self.space_id, items, vectors_of(items))
+            await repository.store_vectors(conn, self.space_id, items, vectors_of(items), claim)
 
     def _row(self, namespace: str, content: str) -> dict[str, Any]:
         return {

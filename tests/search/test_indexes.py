@@ -18,7 +18,7 @@ from memory_service.bootstrap import Resources
 from memory_service.core.errors import StartupError
 from memory_service.core.tables import memory
 from memory_service.memories.reconciler import Reconciler
-from memory_service.memories.repository import PendingText, store_vectors
+from memory_service.memories.repository import Claim, PendingText, store_vectors
 from memory_service.memories.schemas import MemoryFilters
 from memory_service.search import index_repository
 from memory_service.search import repository as search_repository
@@ -393,18 +393,19 @@ async def store(client: httpx.AsyncClient, content: str) -> str:
 async def store_vector_in(conn: AsyncConnection, resources: Resources, memory_id: str) -> None:
     """The memory's vector written again by the service's vector write, in `conn`'s open
     transaction: the row made pending (as a PATCH of its content does), then embedded."""
+    claim = Claim(60)
     row = (
         await conn.execute(
             text(
-                "UPDATE memory SET status = 'pending', embedding = NULL WHERE id = :id "
-                "RETURNING id, content, content_hash"
+                "UPDATE memory SET status = 'pending', embedding = NULL, "
+                "embed_claim = :claim WHERE id = :id RETURNING id, content, content_hash"
             ),
-            {"id": memory_id},
+            {"id": memory_id, "claim": claim.token},
         )
     ).one()
     embedding = await resources.embedder.embed([row.content])
     item = PendingText(row.id, row.content, row.content_hash)
-    assert await store_vectors(conn, resources.space.id, [item], embedding.vectors)
+    assert await store_vectors(conn, resources.space.id, [item], embedding.vectors, claim)
 
 
 async def tail(resources: Resources) -> set[str]:
