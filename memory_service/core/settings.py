@@ -124,6 +124,11 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Folders a job's server-side `path` may name (JSON list); empty: none.",
     )
+    ingest_max_file_bytes: int = Field(
+        16 * 1024 * 1024,
+        ge=1,
+        description="Largest file a path job reads; a larger one fails alone, unread.",
+    )
     ingest_poll_seconds: float = Field(1.0, gt=0, description="Idle worker's queue poll.")
     ingest_lease_seconds: float = Field(
         60.0, ge=1, description="A claimed job is another worker's after this much silence."

@@ -23,10 +23,16 @@ Contracts:
   directory and each file once (loops are safe), skip hidden entries (names starting with
   "."), and ignore files with other suffixes. A file named explicitly must have a supported
   suffix.
+- Only regular files are read. A FIFO, device or socket with a supported name is an error
+  for that entry, never opened (a FIFO would block the reader forever); the file is opened
+  non-blocking and checked again, so one swapped in after the walk is refused too. With
+  `max_file_bytes`, a larger file is an error for that file, and no more than that is read.
 """
 
 import json
+import os
 import re
+import stat
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from html.parser import HTMLParser
@@ -72,18 +78,21 @@ def load_stream(stream: TextIO, fmt: str, name: str = "stdin") -> Iterator[Loade
 
 
 def iter_documents(
-    paths: Iterable[Path], refuse: Callable[[Path], str | None] | None = None
+    paths: Iterable[Path],
+    refuse: Callable[[Path], str | None] | None = None,
+    max_file_bytes: int | None = None,
 ) -> Iterator[LoadResult]:
     """Documents and per-source errors of files and folders, in order; never raises a
     `LoaderError`. A file reached twice (named twice, or through a symlink) is read once.
-    `refuse(resolved file)` may name a reason not to read a file (it becomes an error)."""
+    `refuse(resolved file)` may name a reason not to read a file (it becomes an error), and
+    a file over `max_file_bytes` is one too."""
     for item in _unique_files(paths):
         if isinstance(item, LoaderError):
             yield item
         elif refuse is not None and (reason := refuse(item[0])) is not None:
             yield LoaderError(item[0].as_uri(), reason)
         else:
-            yield from _load_file(*item)
+            yield from _load_file(*item, max_file_bytes)
 
 
 def iter_files(path: Path) -> Iterator[Path]:
@@ -178,12 +187,12 @@ def _walk(
             yield entry, fmt
 
 
-def _load_file(path: Path, fmt: str) -> Iterator[LoadResult]:
+def _load_file(path: Path, fmt: str, max_file_bytes: int | None) -> Iterator[LoadResult]:
     uri = path.as_uri()
     try:
-        data = path.read_bytes()
-    except OSError as exc:
-        yield LoaderError(uri, f"cannot read: {exc.strerror}")
+        data = read_regular_file(path, max_file_bytes)
+    except LoaderError as exc:
+        yield exc
         return
     if fmt == "jsonl":
         yield from _jsonl_items(_byte_lines(data, uri), uri)
@@ -194,6 +203,47 @@ def _load_file(path: Path, fmt: str) -> Iterator[LoadResult]:
         yield LoaderError(uri, f"not valid UTF-8: {exc.reason} at byte {exc.start}")
         return
     yield _document(uri, fmt, _normalize(text), fallback_title=path.stem)
+
+
+def read_regular_file(path: Path, max_bytes: int | None = None) -> bytes:
+    """The bytes of `path`, a regular file of at most `max_bytes`; LoaderError otherwise.
+    Opened with O_NONBLOCK, so opening a FIFO returns at once rather than wait for a writer,
+    and the open file is what is checked (no race with a swap after the walk)."""
+    uri = path.as_uri()
+    try:
+        kind = _special_kind(path.stat().st_mode)
+        if kind is not None:
+            raise LoaderError(uri, f"not a regular file (a {kind}); skipped")
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        raise LoaderError(uri, f"cannot read: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as file:
+        status = os.fstat(fd)
+        kind = _special_kind(status.st_mode)
+        if kind is not None:
+            raise LoaderError(uri, f"not a regular file (a {kind}); skipped")
+        if max_bytes is not None and status.st_size > max_bytes:
+            raise LoaderError(uri, f"{status.st_size} bytes, at most {max_bytes}; skipped")
+        try:
+            data = file.read() if max_bytes is None else file.read(max_bytes + 1)
+        except OSError as exc:
+            raise LoaderError(uri, f"cannot read: {exc.strerror}") from None
+    if max_bytes is not None and len(data) > max_bytes:  # it grew while being read
+        raise LoaderError(uri, f"over {max_bytes} bytes; skipped")
+    return data
+
+
+def _special_kind(mode: int) -> str | None:
+    """What a file that is not a regular file is, or None for a regular file."""
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISFIFO(mode):
+        return "FIFO"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "device"
+    return "special file"
 
 
 def _document(uri: str, fmt: str, text: str, fallback_title: str | None) -> LoadedDocument:

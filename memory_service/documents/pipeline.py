@@ -16,10 +16,11 @@ Unlike a memory, a document is not committed before it is embedded: the source s
 disk, so a batch whose embedding fails is reported and ingested again by the next run.
 """
 
+import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -132,7 +133,8 @@ class Ingestor:
         async def flush() -> None:
             await self._write(list(batch.values()), namespace, report, raise_unavailable, actor)
 
-        for group in _groups(items, self.batch_chunks, self.batch_chunks * self.chunk_tokens * 16):
+        groups = _groups(items, self.batch_chunks, self.batch_chunks * self.chunk_tokens * 16)
+        async for group in groups:
             versions = await self._stored_versions(namespace, group)
             # What this run queued since: the lookup above could not see it yet.
             versions.update({uri: pending.content_hash for uri, pending in batch.items()})
@@ -262,17 +264,21 @@ class Ingestor:
             return await repository.prune(conn, namespace, folder_uris, seen)
 
 
-def _groups(
+async def _groups(
     items: Iterable[LoadedDocument | LoaderError], size: int, max_chars: int
-) -> Iterator[list[LoadedDocument | LoaderError]]:
+) -> AsyncIterator[list[LoadedDocument | LoaderError]]:
     """`items` in groups that one lookup covers: up to `size` items, or fewer holding
     `max_chars` characters of text. A batch of `size` chunks holds at most `size` documents
     that have chunks, and `max_chars` (16 characters per token of a batch) is text for
     several batches, so a group serves at least one batch in practice, while the text read
-    ahead stays bounded."""
+    ahead stays bounded.
+
+    Each item is drawn in a worker thread: a loader reads and parses files (HTML can take
+    seconds), and that must never run on the event loop that serves requests."""
+    iterator = iter(items)
     group: list[LoadedDocument | LoaderError] = []
     chars = 0
-    for item in items:
+    while (item := await asyncio.to_thread(next, iterator, None)) is not None:
         group.append(item)
         chars += len(item.text) if isinstance(item, LoadedDocument) else 0
         if len(group) >= size or chars >= max_chars:

@@ -286,7 +286,8 @@ async def retry_job(
 
 
 async def release_job(conn: AsyncConnection, job: ClaimedJob) -> bool:
-    """Give a job back, runnable now, when its worker stops: the attempt does not count."""
+    """Give a job back, runnable now, when its worker stops: the attempt does not count
+    (never below zero), so the attempts a job has are the runs that failed or died."""
     return await _update_held(
         conn,
         job,
@@ -294,7 +295,7 @@ async def release_job(conn: AsyncConnection, job: ClaimedJob) -> bool:
             "state": "queued",
             "claimed_by": None,
             "lease_expires_at": None,
-            "attempts": ingest_job.c.attempts - 1,
+            "attempts": func.greatest(ingest_job.c.attempts - 1, 0),
             "run_after": func.now(),
         },
     )

@@ -8,10 +8,13 @@ the documents an earlier attempt committed unchanged and goes on from there.
 
 Failures, and which are retried:
 
-- Per document, never retried: a file that cannot be read or decoded, a jsonl line without
-  text, a file a symlink leads to outside the allow-list, a text the embedder refuses (its
-  4xx). Each is recorded (`document_errors`, the first 100; `documents_failed` counts all)
-  and the job goes on; it ends `failed` rather than `succeeded` if there was any.
+- Per document, never retried: a file that cannot be read or decoded, one that is not a
+  regular file (a FIFO, device or socket: never opened) or is over
+  `MEMORY_INGEST_MAX_FILE_BYTES`, a jsonl line without text, a file a symlink leads to
+  outside the allow-list, a text the embedder refuses (its 4xx). Each is recorded
+  (`document_errors`, the first 100; `documents_failed` counts all) and the job goes on. A
+  document that fails fails alone: the job ends `succeeded` with the failures listed, and
+  `failed` only when every document failed.
 - Per job, retried with exponential backoff: everything that stops a run as a whole: the
   embedder unavailable (no provider, connection refused, 5xx, timeouts), the database
   failing mid-run, an unexpected error. The job is queued again with `run_after = now() +
@@ -100,6 +103,7 @@ class JobWorker:
     engine: AsyncEngine
     ingestor: Ingestor
     allowed_paths: Sequence[Path]
+    max_file_bytes: int | None
     retry: RetryPolicy
     lease_seconds: float
     poll_seconds: float
@@ -203,8 +207,9 @@ class JobWorker:
             beat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await beat
-        failed = run.counts.failed
-        await self._end(run, "failed" if failed else "succeeded", _summary(failed))
+        counts = run.counts
+        every_one = counts.failed > 0 and counts.ingested + counts.unchanged == 0
+        await self._end(run, "failed" if every_one else "succeeded", _summary(counts.failed))
 
     async def _ingest(self, run: _Run) -> IngestReport:
         job = run.job
@@ -219,8 +224,8 @@ class JobWorker:
             if outside(path, self.allowed_paths):
                 raise JobRefused(f"{path} is no longer inside MEMORY_INGEST_ALLOWED_PATHS")
             refuse = refuse_outside(self.allowed_paths)
-            run.counts.total = await asyncio.to_thread(_count, path, refuse)
-            items = loaders.iter_documents([path], refuse)
+            run.counts.total = await asyncio.to_thread(_count, path, refuse, self.max_file_bytes)
+            items = loaders.iter_documents([path], refuse, self.max_file_bytes)
         return await self.ingestor.ingest(
             items, job.namespace, run.update, raise_unavailable=True, actor=job.submitted_by
         )
@@ -296,6 +301,7 @@ def job_worker(settings: Settings, engine: AsyncEngine, ingestor: Ingestor) -> J
         engine=engine,
         ingestor=ingestor,
         allowed_paths=settings.ingest_allowed_paths,
+        max_file_bytes=settings.ingest_max_file_bytes,
         retry=RetryPolicy(
             settings.ingest_max_attempts,
             settings.ingest_retry_base_seconds,
@@ -306,10 +312,10 @@ def job_worker(settings: Settings, engine: AsyncEngine, ingestor: Ingestor) -> J
     )
 
 
-def _count(path: Path, refuse: Callable[[Path], str | None]) -> int:
+def _count(path: Path, refuse: Callable[[Path], str | None], max_file_bytes: int | None) -> int:
     """The documents (and failures) a walk of `path` yields: the job's total, known before
     the run starts. It reads the files once more, cheap beside chunking and embedding."""
-    return sum(1 for _ in loaders.iter_documents([path], refuse))
+    return sum(1 for _ in loaders.iter_documents([path], refuse, max_file_bytes))
 
 
 def _summary(failed: int) -> str | None:

@@ -38,6 +38,7 @@ def settings(settings: Settings, allowed: Path) -> Settings:
             "chunk_max_tokens": 64,
             "chunk_overlap_tokens": 8,
             "ingest_batch_chunks": 4,
+            "ingest_max_file_bytes": 64 * 1024,
             "limits": Limits(max_batch_items=5, max_job_chars=20_000, max_metadata_bytes=256),
         }
     )

@@ -1,6 +1,7 @@
 """The ingestion-job API: 202 and Location, progress to the end, 4xx that change nothing."""
 
 import asyncio
+import os
 import uuid
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,8 @@ from tests.fakes import FlakyProvider
 from tests.memories.factories import assert_error
 
 DATA = Path(__file__).parents[1] / "data"
+# Bounds a wait that only a wedge would exhaust; nothing asserts on durations.
+WEDGED_SECONDS = 120.0
 
 
 async def submit(client: httpx.AsyncClient, body: dict[str, Any]) -> dict[str, Any]:
@@ -126,7 +129,7 @@ class TestSubmitPath:
         await make_worker("w1").run(until_idle=True)
 
         done = (await client.get(f"/v1/ingest/jobs/{job['id']}")).json()
-        assert done["state"] == "failed" and done["attempts"] == 1, "not retried"
+        assert done["state"] == "succeeded" and done["attempts"] == 1, "not retried"
         progress = done["progress"]
         assert progress["documents_total"] == progress["documents_done"] == 3
         assert progress["documents_ingested"] == 2 and progress["documents_failed"] == 1
@@ -134,6 +137,36 @@ class TestSubmitPath:
         assert error["source_uri"] == (allowed / "broken.txt").resolve().as_uri()
         assert "UTF-8" in error["error"]
         assert "1 documents failed" in done["errors"]["last_error"]
+
+    async def test_only_regular_files_within_the_size_cap_are_read(
+        self, client: httpx.AsyncClient, make_worker: MakeWorker, allowed: Path, settings: Settings
+    ) -> None:
+        (allowed / "notes.txt").write_text((DATA / "notes.txt").read_text())
+        os.mkfifo(allowed / "pipe.txt")  # opened for reading, it would wait for a writer forever
+        big = allowed / "big.html"
+        big.write_text("<p>" + "word " * (settings.ingest_max_file_bytes // 5) + "</p>")
+        job = await submit(client, {"namespace": "kb", "path": str(allowed)})
+
+        await asyncio.wait_for(make_worker("w1").run(until_idle=True), WEDGED_SECONDS)
+
+        done = (await client.get(f"/v1/ingest/jobs/{job['id']}")).json()
+        assert done["state"] == "succeeded" and done["attempts"] == 1
+        assert done["progress"]["documents_ingested"] == 1
+        errors = {e["source_uri"]: e["error"] for e in done["errors"]["documents"]}
+        assert errors.keys() == {(allowed / n).resolve().as_uri() for n in ("pipe.txt", "big.html")}
+        assert "not a regular file (a FIFO)" in errors[(allowed / "pipe.txt").resolve().as_uri()]
+        assert f"at most {settings.ingest_max_file_bytes}" in errors[big.resolve().as_uri()]
+
+    async def test_a_job_whose_every_document_failed_is_failed(
+        self, client: httpx.AsyncClient, make_worker: MakeWorker, allowed: Path
+    ) -> None:
+        (allowed / "broken.txt").write_bytes(b"not \xff utf-8")
+        (allowed / "also.md").write_bytes(b"\xfe\xfe")
+        job = await submit(client, {"namespace": "kb", "path": str(allowed)})
+        await make_worker("w1").run(until_idle=True)
+        done = (await client.get(f"/v1/ingest/jobs/{job['id']}")).json()
+        assert (done["state"], done["attempts"]) == ("failed", 1)
+        assert done["progress"]["documents_failed"] == 2
 
     async def test_a_symlink_out_of_the_allowed_folder_is_not_read(
         self,
