@@ -222,7 +222,10 @@ async def _open_providers(
         # The embedded default: the local model alone, its space described by the model.
         if local is None or settings.local_model_path or settings.local_model_id:
             local = await LocalProvider.load(
-                settings.local_model_path, settings.local_model_id, settings.embed_batch_size
+                settings.local_model_path,
+                settings.local_model_id,
+                settings.embed_batch_size,
+                settings.model_threads,
             )
             stack.push_async_callback(local.aclose)
         default = bundled_default(

@@ -117,6 +117,12 @@ class Settings(BaseSettings):
 
     chunk_max_tokens: int = Field(256, ge=8, description="Chunk size, special tokens included.")
     chunk_overlap_tokens: int = Field(32, ge=0)
+    model_threads: int | None = Field(
+        1,
+        ge=1,
+        description="torch threads of an in-process model; unset: torch's own choice "
+        "(scripts/bench/model_threads.py measured the default).",
+    )
     ingest_batch_chunks: int = Field(512, ge=1, description="Chunks per embed call and commit.")
 
     ingest_worker: bool = Field(True, description="Run an ingestion-job worker in `serve`.")

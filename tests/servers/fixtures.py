@@ -2,7 +2,7 @@
 each kind per module.
 
 The model callables reuse the session's `local_provider` (tests/conftest.py) and run on its
-single worker thread, so the weights load once and the tokenizer never runs on two threads.
+model thread, so the weights load once and its tokenizer never runs on two threads.
 Each test gets the module's server healed (`faults.ok()`) and with an empty request log.
 """
 
@@ -22,7 +22,7 @@ from tests.servers import (
 
 @pytest.fixture(scope="session")
 def model_fns(local_provider: LocalProvider) -> ModelFns:
-    return embedder_from_model(local_provider._model, run_on=local_provider._executor)
+    return embedder_from_model(local_provider._model, run_on=local_provider._worker)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,94 @@
+"""Lanes: interactive work (a query, a single store) goes before bulk work (ingestion, the
+reconciler) wherever this process itself runs a model.
+
+A caller marks bulk work with `bulk_lane()`; the lane travels in a context variable, so it
+reaches the provider through any composition of embedders without a parameter. The
+in-process model runs on `PriorityWorker`s, one thread each, that always take the most
+urgent queued call next. A call that has started is never interrupted, so bulk work is
+submitted in small slices (`BULK_SLICE` texts): an interactive call waits for at most one
+slice. Remote providers are not affected: their server schedules its own queue.
+
+A call whose caller has gone (cancelled while queued) is dropped, never run.
+"""
+
+import asyncio
+import contextlib
+import enum
+import itertools
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from contextvars import ContextVar
+from typing import TypeVar
+
+T = TypeVar("T")
+
+# Texts per bulk call of an in-process model: what an interactive call may wait behind. On
+# CPU, batching barely changes the rate (scripts/bench/model_threads.py; docs/benchmarks.md).
+BULK_SLICE = 2
+
+
+class Lane(enum.IntEnum):
+    """Lower runs first."""
+
+    INTERACTIVE = 0
+    BULK = 1
+
+
+_LANE: ContextVar[Lane] = ContextVar("embedding_lane", default=Lane.INTERACTIVE)
+_STOP = 2  # after every lane: what was queued before `shutdown` still runs
+
+
+def current_lane() -> Lane:
+    return _LANE.get()
+
+
+@contextlib.contextmanager
+def bulk_lane() -> Iterator[None]:
+    """Mark the model calls made inside (in this task and tasks it starts) as bulk work."""
+    token = _LANE.set(Lane.BULK)
+    try:
+        yield
+    finally:
+        _LANE.reset(token)
+
+
+class PriorityWorker:
+    """One thread running submitted calls, most urgent lane first, in order within a lane."""
+
+    def __init__(self, name: str) -> None:
+        self._queue: queue.PriorityQueue[
+            tuple[int, int, Callable[[], object] | None, Future[object] | None]
+        ] = queue.PriorityQueue()
+        self._order = itertools.count()
+        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        self._thread.start()
+
+    async def run(self, call: Callable[[], T], lane: Lane | None = None) -> T:
+        """`call()` on this worker's thread, in `lane` (default: the caller's)."""
+        return await asyncio.wrap_future(self.submit(call, lane))
+
+    def submit(self, call: Callable[[], T], lane: Lane | None = None) -> "Future[T]":
+        """Queue `call()` in `lane` (default: the caller's); its future."""
+        future: Future[T] = Future()
+        priority = current_lane() if lane is None else lane
+        self._queue.put((priority, next(self._order), call, future))  # type: ignore[arg-type]
+        return future
+
+    def shutdown(self) -> None:
+        """Stop after the calls queued so far; waits for the thread."""
+        self._queue.put((_STOP, next(self._order), None, None))
+        self._thread.join()
+
+    def _serve(self) -> None:
+        while True:
+            _, _, call, future = self._queue.get()
+            if call is None or future is None:
+                return
+            if not future.set_running_or_notify_cancel():
+                continue  # its caller went away while it was queued
+            try:
+                future.set_result(call())
+            except BaseException as exc:
+                future.set_exception(exc)

@@ -1,0 +1,86 @@
+"""Interactive calls go before bulk ones on the in-process model (`providers/lanes.py`)."""
+
+import asyncio
+import threading
+
+import numpy as np
+
+from memory_service.providers.lanes import Lane, PriorityWorker, bulk_lane, current_lane
+from memory_service.providers.local import LocalProvider
+
+WEDGED_SECONDS = 60.0
+
+
+class TestPriorityWorker:
+    async def test_queued_interactive_calls_run_before_queued_bulk_ones(self) -> None:
+        worker = PriorityWorker("test-lanes")
+        gate = threading.Event()
+        ran: list[str] = []
+        try:
+            blocker = worker.run(gate.wait, Lane.BULK)
+            calls = [
+                worker.run(lambda name=name: ran.append(name), lane)  # type: ignore[misc]
+                for name, lane in [
+                    ("bulk 1", Lane.BULK),
+                    ("bulk 2", Lane.BULK),
+                    ("query", Lane.INTERACTIVE),
+                    ("store", Lane.INTERACTIVE),
+                ]
+            ]
+            tasks = [asyncio.ensure_future(c) for c in [blocker, *calls]]
+            await asyncio.sleep(0)
+            gate.set()
+            await asyncio.wait_for(asyncio.gather(*tasks), WEDGED_SECONDS)
+        finally:
+            gate.set()
+            worker.shutdown()
+        assert ran == ["query", "store", "bulk 1", "bulk 2"]
+
+    async def test_a_call_whose_caller_left_is_never_run(self) -> None:
+        worker = PriorityWorker("test-lanes")
+        gate = threading.Event()
+        ran: list[str] = []
+        try:
+            blocker = asyncio.ensure_future(worker.run(gate.wait))
+            gone = asyncio.ensure_future(worker.run(lambda: ran.append("gone")))
+            kept = asyncio.ensure_future(worker.run(lambda: ran.append("kept")))
+            await asyncio.sleep(0)
+            gone.cancel()
+            await asyncio.wait([gone])  # its queued call was cancelled on the way
+            gate.set()
+            await asyncio.wait_for(asyncio.gather(blocker, kept), WEDGED_SECONDS)
+        finally:
+            gate.set()
+            worker.shutdown()
+        assert ran == ["kept"]
+
+    async def test_the_lane_is_the_callers_and_ends_with_the_block(self) -> None:
+        assert current_lane() is Lane.INTERACTIVE
+        with bulk_lane():
+            assert current_lane() is Lane.BULK
+            assert await asyncio.create_task(_lane_of_a_new_task()) is Lane.BULK
+        assert current_lane() is Lane.INTERACTIVE
+
+
+async def _lane_of_a_new_task() -> Lane:
+    return current_lane()
+
+
+class TestLocalModel:
+    async def test_a_query_passes_a_bulk_embedding_in_progress(
+        self, local_provider: LocalProvider
+    ) -> None:
+        texts = [f"Bulk chunk number {i} about harbors and granite." for i in range(64)]
+
+        async def bulk() -> np.ndarray:
+            with bulk_lane():
+                return (await local_provider.embed(texts)).copy()
+
+        bulk_task = asyncio.create_task(bulk())
+        await asyncio.sleep(0)  # the bulk embedding has queued its first slice
+        query = await asyncio.wait_for(local_provider.embed(["where is the key"]), WEDGED_SECONDS)
+        assert not bulk_task.done(), "the query waited for the whole bulk embedding"
+        sliced = await asyncio.wait_for(bulk_task, WEDGED_SECONDS)
+        assert query.shape == (1, local_provider.dimension)
+        whole = await local_provider.embed(texts)
+        assert np.allclose(sliced, whole, atol=1e-5), "slices came back out of order"
