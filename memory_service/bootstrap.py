@@ -262,6 +262,7 @@ async def _open_providers(
         settings.coalesce_window_ms / 1000,
         settings.coalesce_max_batch,
         settings.coalesce_max_in_flight,
+        settings.coalesce_max_waiting,
     )
     return Embedding(space=space, embedder=coalesced, batch_embedder=routed, providers=providers)
 

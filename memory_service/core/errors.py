@@ -13,6 +13,7 @@
     ├── BudgetExhausted (429 budget_exhausted)
     └── ServiceUnavailable (503 service_unavailable)
         ├── EmbedderUnavailable (503 embedder_unavailable)
+        ├── Overloaded (503 overloaded, Retry-After)
         └── ChatUnavailable (503 chat_unavailable)
 
     StartupError: refused start (schema behind, embedding space changed); not an HTTP error.
@@ -113,6 +114,16 @@ class ServiceUnavailable(MemoryServiceError):
 
 class EmbedderUnavailable(ServiceUnavailable):
     error_type = "embedder_unavailable"
+
+
+class Overloaded(ServiceUnavailable):
+    """This process has more work queued for its embedder than it accepts; retry shortly."""
+
+    error_type = "overloaded"
+
+    def __init__(self, message: str, details: Any = None, retry_after_seconds: int = 1) -> None:
+        super().__init__(message, details)
+        self.headers["Retry-After"] = str(retry_after_seconds)
 
 
 class ChatUnavailable(ServiceUnavailable):

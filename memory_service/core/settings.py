@@ -106,6 +106,11 @@ class Settings(BaseSettings):
     coalesce_window_ms: float = Field(5.0, ge=0, le=1_000)
     coalesce_max_batch: int = Field(256, ge=1, le=4_096)
     coalesce_max_in_flight: int = Field(1, ge=1, le=64)
+    coalesce_max_waiting: int = Field(
+        1_024,
+        ge=1,
+        description="Texts that may wait for the embedder; past it, 503 overloaded or pending.",
+    )
 
     inline_embed_seconds: float = Field(
         10.0, gt=0, description="How long a write waits for its vector before answering pending."

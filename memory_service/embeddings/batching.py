@@ -7,6 +7,12 @@ the next flush as soon as one returns, so under load batches grow by themselves 
 commit does), while an idle service pays at most the window. Identical texts in a flush are
 embedded once. Each caller gets its own vectors back, in its own order, or the flush's
 error. A single call of `max_batch` texts or more is passed through on its own.
+
+Bounded: a flush never holds more than `max_batch` texts (callers stay whole; the rest go
+in the next flush), at most `max_waiting` texts wait, and a caller that would pass that
+bound gets EmbedQueueFull at once (its store stays pending, its search answers 503
+`overloaded`). A caller that gives up while waiting (a client that disconnected, a store
+past its inline bound) is dropped from the queue: its texts are never embedded.
 """
 
 import asyncio
@@ -16,7 +22,7 @@ from dataclasses import dataclass
 from memory_service.embeddings.port import Embedder, Embedding
 from memory_service.embeddings.spaces import EmbeddingSpace
 from memory_service.providers.embedding import Tokenizer
-from memory_service.providers.errors import ProviderInputError
+from memory_service.providers.errors import EmbedQueueFull, ProviderInputError
 
 
 @dataclass
@@ -32,9 +38,12 @@ class CoalescingEmbedder:
         window_seconds: float,
         max_batch: int,
         max_in_flight: int = 1,
+        max_waiting: int | None = None,
     ) -> None:
         self.inner = inner
         self.max_in_flight = max_in_flight
+        # Default: a few flushes' worth, so a burst is absorbed but never grows without end.
+        self.max_waiting = max(max_waiting or 4 * max_batch, max_batch)
         self._in_flight = 0
         self.max_batch = max_batch
         self.window_seconds = window_seconds
@@ -48,12 +57,23 @@ class CoalescingEmbedder:
         return self.inner.space
 
     @property
+    def depth(self) -> int:
+        """Texts waiting for a flush now (callers who left included, until the next one)."""
+        return self._waiting_texts
+
+    @property
     def window(self) -> int | None:
         return self.inner.window
 
     async def embed(self, texts: Sequence[str]) -> Embedding:
         if not texts or len(texts) >= self.max_batch:
             return await self.inner.embed(texts)
+        if self._waiting_texts + len(texts) > self.max_waiting:
+            raise EmbedQueueFull(
+                "coalescer",
+                f"{self._waiting_texts} texts already wait for the embedder "
+                f"(at most {self.max_waiting})",
+            )
         loop = asyncio.get_running_loop()
         waiting = _Waiting(list(texts), loop.create_future())
         self._waiting.append(waiting)
@@ -65,17 +85,38 @@ class CoalescingEmbedder:
         return await waiting.future
 
     def _flush(self) -> None:
-        """Send what waits, unless the in-flight limit is reached: a returning flush will."""
+        """Send what waits, up to `max_batch` texts a flush, unless the in-flight limit is
+        reached: a returning flush sends the rest."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if not self._waiting or self._in_flight >= self.max_in_flight:
-            return
-        batch, self._waiting, self._waiting_texts = self._waiting, [], 0
-        self._in_flight += 1
-        task = asyncio.create_task(self._embed_batch_of(batch))
-        self._flushes.add(task)
-        task.add_done_callback(self._flushes.discard)
+        while self._in_flight < self.max_in_flight:
+            batch = self._take()
+            if not batch:
+                return
+            self._in_flight += 1
+            task = asyncio.create_task(self._embed_batch_of(batch))
+            self._flushes.add(task)
+            task.add_done_callback(self._flushes.discard)
+
+    def _take(self) -> list[_Waiting]:
+        """The callers of the next flush, oldest first, within `max_batch` texts; callers
+        who gave up are dropped on the way."""
+        batch: list[_Waiting] = []
+        texts = 0
+        while self._waiting:
+            waiting = self._waiting[0]
+            if waiting.future.done():  # cancelled: its caller left
+                self._waiting.pop(0)
+                self._waiting_texts -= len(waiting.texts)
+                continue
+            if batch and texts + len(waiting.texts) > self.max_batch:
+                break
+            self._waiting.pop(0)
+            self._waiting_texts -= len(waiting.texts)
+            batch.append(waiting)
+            texts += len(waiting.texts)
+        return batch
 
     async def _embed_batch_of(self, batch: list[_Waiting]) -> None:
         try:

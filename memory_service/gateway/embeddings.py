@@ -19,6 +19,7 @@ from memory_service.core.errors import (
     EmbedderUnavailable,
     InvalidRequest,
     NotFound,
+    Overloaded,
     UpstreamRejected,
 )
 from memory_service.core.limits import at_most, within_window
@@ -26,7 +27,11 @@ from memory_service.core.settings import Limits
 from memory_service.embeddings.port import Embedder
 from memory_service.gateway.schemas import EmbeddingsRequest
 from memory_service.providers.embedding import Vectors
-from memory_service.providers.errors import ProviderInputError, ProviderUnavailable
+from memory_service.providers.errors import (
+    EmbedQueueFull,
+    ProviderInputError,
+    ProviderUnavailable,
+)
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,8 @@ class EmbeddingsGateway:
             embedding = await self.embedder.embed(texts)
         except ProviderInputError as exc:
             raise UpstreamRejected(str(exc), exc.status, {"index": exc.index}) from exc
+        except EmbedQueueFull as exc:
+            raise Overloaded(str(exc)) from exc
         except ProviderUnavailable as exc:
             raise EmbedderUnavailable(str(exc)) from exc
         # Counted by the model's own tokenizer where this process has it; 0 (not counted)

@@ -6,7 +6,8 @@ ProviderError
 │   ├── ProviderTimeout        no answer within the read timeout
 │   ├── ProviderServerError    5xx, or the connection dropped mid-answer
 │   ├── ProviderModelNotFound  the server does not serve the configured model (404)
-│   └── ProviderBadResponse    an answer of the wrong shape, count, order or dimension
+│   ├── ProviderBadResponse    an answer of the wrong shape, count, order or dimension
+│   └── EmbedQueueFull         this process queues no more texts for its embedder now
 └── ProviderInputError         the provider refused this input (4xx): never retried
 """
 
@@ -39,6 +40,12 @@ class ProviderModelNotFound(ProviderUnavailable):
 
 class ProviderBadResponse(ProviderUnavailable):
     pass
+
+
+class EmbedQueueFull(ProviderUnavailable):
+    """More texts wait for the embedder in this process than it queues (the coalescer's
+    bound): not the provider's failure, and never counted against it. Stores stay pending;
+    searches answer 503 `overloaded`."""
 
 
 class ProviderInputError(ProviderError):

@@ -15,14 +15,14 @@ from dataclasses import dataclass, field, replace
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from memory_service.core.db import set_local
-from memory_service.core.errors import EmbedderUnavailable, InputRejected
+from memory_service.core.errors import EmbedderUnavailable, InputRejected, Overloaded
 from memory_service.core.limits import at_most, within_window
 from memory_service.core.settings import Limits
 from memory_service.embeddings.port import Embedder
 from memory_service.embeddings.spaces import EmbeddingSpace
 from memory_service.memories.schemas import MemoryFilters, SearchMode
 from memory_service.providers.embedding import Vectors
-from memory_service.providers.errors import ProviderError, ProviderInputError
+from memory_service.providers.errors import EmbedQueueFull, ProviderError, ProviderInputError
 from memory_service.search import repository
 from memory_service.search.recall import RecallSampler
 from memory_service.search.repository import IndexMethod, Scope, VectorTable
@@ -52,6 +52,11 @@ async def embed_query(embedder: Embedder, query: str) -> Vectors:
         embedding = await embedder.embed([query])
     except ProviderInputError as exc:
         raise InputRejected(f"the embedder refused the query: {exc}", {"field": "query"}) from exc
+    except EmbedQueueFull as exc:
+        raise Overloaded(
+            "too many texts wait for the embedder; retry shortly, or search in keyword mode",
+            {"space": embedder.space.name},
+        ) from exc
     except ProviderError as exc:
         raise EmbedderUnavailable(
             "no embedder is available for this search; retry shortly, or search in keyword mode",

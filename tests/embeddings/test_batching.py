@@ -4,14 +4,22 @@ import asyncio
 from collections.abc import Sequence
 
 import numpy as np
+import pytest
 
 from memory_service.embeddings.batching import CoalescingEmbedder
 from memory_service.embeddings.port import ClientEmbedder, Embedding
 from memory_service.embeddings.spaces import EmbeddingSpace
 from memory_service.providers.embedding import EmbeddingClient, Vectors
-from memory_service.providers.errors import ProviderInputError, ProviderUnavailable
+from memory_service.providers.errors import (
+    EmbedQueueFull,
+    ProviderInputError,
+    ProviderUnavailable,
+)
 from memory_service.providers.local import LocalProvider
 from tests.fakes import FlakyProvider
+
+# Bounds a wait that only a wedge would exhaust; nothing asserts on durations.
+WEDGED_SECONDS = 60.0
 
 
 class Recording(FlakyProvider):
@@ -109,3 +117,49 @@ class TestCoalescingEmbedder:
     async def test_empty_input(self, local_provider: LocalProvider) -> None:
         coalescer = over(local_provider, 1.0, 4)
         assert (await coalescer.embed([])).vectors.shape == (0, 384)
+
+
+class TestBounds:
+    async def test_a_flush_never_holds_more_than_max_batch_texts(
+        self, local_provider: LocalProvider
+    ) -> None:
+        inner = Recording(local_provider)
+        inner.hold = asyncio.Event()
+        space = EmbeddingSpace(0, "default", inner.model_id, inner.dimension, inner.normalized)
+        coalescer = CoalescingEmbedder(ClientEmbedder(inner, space), 0.001, 8, max_waiting=100)
+        first = asyncio.create_task(coalescer.embed(["held back"]))
+        await asyncio.wait_for(inner.waiting.wait(), WEDGED_SECONDS)
+        # 30 callers of 3 texts arrive while the first flush is in flight.
+        callers = [
+            asyncio.create_task(coalescer.embed([f"caller {i} text {j}" for j in range(3)]))
+            for i in range(30)
+        ]
+        await asyncio.sleep(0)
+        inner.hold.set()
+        results = await asyncio.wait_for(asyncio.gather(first, *callers), WEDGED_SECONDS)
+        assert all(len(batch) <= 8 for batch in inner.batches), [len(b) for b in inner.batches]
+        assert sum(len(batch) for batch in inner.batches) == 1 + 90
+        assert [r.vectors.shape[0] for r in results] == [1] + [3] * 30
+
+    async def test_a_full_queue_refuses_at_once_and_a_caller_who_left_is_not_embedded(
+        self, local_provider: LocalProvider
+    ) -> None:
+        inner = Recording(local_provider)
+        inner.hold = asyncio.Event()
+        space = EmbeddingSpace(0, "default", inner.model_id, inner.dimension, inner.normalized)
+        coalescer = CoalescingEmbedder(ClientEmbedder(inner, space), 0.001, 8, max_waiting=10)
+        first = asyncio.create_task(coalescer.embed(["in flight"]))
+        await asyncio.wait_for(inner.waiting.wait(), WEDGED_SECONDS)
+        left = asyncio.create_task(coalescer.embed(["nobody waits for this"] * 1))
+        stays = asyncio.create_task(coalescer.embed([f"kept {i}" for i in range(6)]))
+        await asyncio.sleep(0)
+        with pytest.raises(EmbedQueueFull, match="at most 10"):
+            await coalescer.embed([f"one too many {i}" for i in range(4)])
+        left.cancel()
+        await asyncio.wait([left])
+        inner.hold.set()
+        await asyncio.wait_for(asyncio.gather(first, stays), WEDGED_SECONDS)
+        sent = [text for batch in inner.batches for text in batch]
+        assert "nobody waits for this" not in sent
+        assert {f"kept {i}" for i in range(6)} <= set(sent)
+        assert not any(text.startswith("one too many") for text in sent)
