@@ -22,6 +22,7 @@ from memory_service.bootstrap import Resources
 from memory_service.core.handlers import error_response, install_error_handlers
 from memory_service.core.input import InvalidValue, check_json
 from memory_service.core.settings import Settings
+from memory_service.core.telemetry import RequestTelemetry
 from memory_service.documents.jobs.worker import job_worker
 from memory_service.serving.refresh import watch_registrations
 
@@ -50,8 +51,9 @@ def create_app(settings: Settings, resources: Resources) -> FastAPI:
     app.state.resources = resources
     install_error_handlers(app)
     app.add_middleware(InputContract, max_bytes=settings.limits.max_body_bytes)
-    if resources.auth.mode == "off":  # added last: it runs first
+    if resources.auth.mode == "off":
         app.add_middleware(AllowedHosts, hosts=resources.auth.allowed_hosts)
+    app.add_middleware(RequestTelemetry)  # added last: it runs first, and sees every answer
     app.include_router(router)
     return app
 

@@ -293,6 +293,27 @@ class TestDockerCompose:
         for name in {"vllm", "ollama"}:
             assert services[name]["profiles"] == ["providers"]
 
+    def test_prometheus_scrapes_the_service_with_a_key_that_may(
+        self, services: dict[str, Document], instructions: list[Instruction]
+    ) -> None:
+        prometheus = services["prometheus"]
+        assert prometheus["profiles"] == ["monitoring"]
+        mounted = {
+            source: target for source, target, *_ in (v.split(":") for v in prometheus["volumes"])
+        }
+        assert mounted["./deploy/prometheus.yml"] == "/etc/prometheus/prometheus.yml"
+        config = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text())
+        (job,) = config["scrape_configs"]
+        assert job["metrics_path"] == "/metrics"
+        assert job["static_configs"] == [{"targets": [f"{SERVICE}:8080"]}]
+        key_file = job["authorization"]["credentials_file"]
+        assert mounted["keys"] == "/keys" and key_file == "/keys/compose.key"
+        key_job = build_parser().parse_args(services["api-key"]["command"])
+        assert str(key_job.output) == key_file and "metrics" in key_job.scopes
+        # The key file is the service user's, mode 0600: Prometheus runs as that user.
+        assert "--uid 10001" in " ".join(i.arguments for i in instructions if i.keyword == "RUN")
+        assert prometheus["user"] == "10001"
+
     def test_every_published_port_binds_loopback(self, services: dict[str, Document]) -> None:
         published = 0
         for name, service in services.items():

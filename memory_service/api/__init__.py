@@ -15,6 +15,7 @@ from memory_service.api.documents import router as documents_router
 from memory_service.api.ingest_jobs import router as ingest_jobs_router
 from memory_service.api.keys import router as keys_router
 from memory_service.api.memories import router as memories_router
+from memory_service.api.metrics import router as metrics_router
 from memory_service.api.openai import router as openai_router
 from memory_service.api.providers import router as providers_router
 from memory_service.api.search import recall_router, spaces_router
@@ -37,6 +38,7 @@ router.include_router(openai_router)
 router.include_router(admin_vllm_router)
 router.include_router(ingest_jobs_router)
 router.include_router(keys_router)
+router.include_router(metrics_router)
 
 
 @router.get("/health", tags=["health"])

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
+import uvicorn.config
 
 from memory_service.auth.service import SCOPES
 from memory_service.cli import models as model_commands
@@ -21,6 +22,7 @@ from memory_service.core import migrations
 from memory_service.core.embedded import embedded_postgres
 from memory_service.core.errors import StartupError
 from memory_service.core.settings import Settings
+from memory_service.core.telemetry import configure_logging
 
 log = logging.getLogger("memory_service")
 
@@ -50,7 +52,12 @@ async def _serve(settings: Settings) -> int:
         async with open_resources(settings, environ=os.environ) as resources:
             app = create_app(settings, resources)
             config = uvicorn.Config(
-                app, host=settings.host, port=settings.port, log_level=settings.log_level
+                app,
+                host=settings.host,
+                port=settings.port,
+                log_level=settings.log_level,
+                # JSON logs: uvicorn's loggers go through the root's JSON handler too.
+                log_config=None if settings.log_format == "json" else uvicorn.config.LOGGING_CONFIG,
             )
             server = uvicorn.Server(config)
             await server.serve()
@@ -362,9 +369,7 @@ def main(argv: list[str] | None = None) -> int:
         if value is not None
     }
     settings = Settings(**overrides)
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings.log_level, settings.log_format)
     # pgserver narrates every step of the embedded server's life at INFO.
     logging.getLogger("pgserver").setLevel(logging.WARNING)
     # httpx logs every request at INFO: noise on a command's output (`providers`, probes).

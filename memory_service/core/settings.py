@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65_535)
     log_level: str = "info"
+    log_format: Literal["text", "json"] = Field(
+        "text", description="`json`: one object per line, with the request id."
+    )
 
     auth: Literal["required", "off", "auto"] = Field(
         "auto",

@@ -13,6 +13,7 @@ import asyncio
 import time
 from collections.abc import Sequence
 
+from memory_service.core.telemetry import observe_embed
 from memory_service.embeddings.port import Embedding
 from memory_service.embeddings.spaces import EmbeddingSpace
 from memory_service.providers.embedding import EmbeddingClient, Tokenizer
@@ -45,9 +46,11 @@ class RoutedEmbedder:
                 vectors = await provider.client.embed(texts)
             except ProviderInputError:
                 self.registry.observe(provider, (time.monotonic() - started) * 1000, None)
+                observe_embed(provider.name, len(texts), "input_error", None)
                 raise
             except ProviderUnavailable as exc:
                 self.registry.observe(provider, None, str(exc))
+                observe_embed(provider.name, len(texts), "unavailable", None)
                 tried.append(f"{provider.name}: {exc}")
                 continue
             except asyncio.CancelledError:
@@ -55,9 +58,12 @@ class RoutedEmbedder:
                 raise
             except Exception as exc:  # a bug or a library error: still this provider's failure
                 self.registry.observe(provider, None, f"{type(exc).__name__}: {exc}")
+                observe_embed(provider.name, len(texts), "error", None)
                 tried.append(f"{provider.name}: {type(exc).__name__}: {exc}")
                 continue
-            self.registry.observe(provider, (time.monotonic() - started) * 1000, None)
+            seconds = time.monotonic() - started
+            self.registry.observe(provider, seconds * 1000, None)
+            observe_embed(provider.name, len(texts), "ok", seconds)
             return Embedding(vectors, provider.name)
         reasons = tried or [
             f"{p.name}: {self.registry.ineligibility(p) or 'busy (half-open trial)'}"

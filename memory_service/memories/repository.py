@@ -405,3 +405,15 @@ async def mark_refused(conn: AsyncConnection, item: PendingText, error: str, cla
 async def purge_expired(conn: AsyncConnection) -> int:
     result = await conn.execute(delete(memory).where(memory.c.expires_at <= func.now()))
     return result.rowcount
+
+
+async def unembedded_counts(conn: AsyncConnection) -> dict[str, int]:
+    """Memories not embedded (pending, failed), by status, live or expired alike."""
+    statement = (
+        select(memory.c.status, func.count())
+        .where(memory.c.status != "embedded")
+        .group_by(memory.c.status)
+    )
+    counts = {"pending": 0, "failed": 0}
+    counts.update({status: count for status, count in await conn.execute(statement)})
+    return counts

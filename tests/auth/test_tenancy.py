@@ -249,6 +249,7 @@ CASES: dict[tuple[str, str], Case] = {
     ("GET", "/v1/models"): Case("any", fixed(("GET", "/v1/models", None))),
     ("GET", "/v1/spaces"): Case("metrics", fixed(("GET", "/v1/spaces", None)), own_key="ops"),
     ("GET", "/v1/providers"): Case("metrics", fixed(("GET", "/v1/providers", None)), own_key="ops"),
+    ("GET", "/metrics"): Case("metrics", fixed(("GET", "/metrics", None)), own_key="ops"),
     ("GET", "/v1/admin/vllm"): Case("admin", fixed(("GET", "/v1/admin/vllm", None)), own_key="ops"),
     ("POST", "/v1/admin/vllm"): Case(
         "admin", fixed(("POST", "/v1/admin/vllm", {})), own_key="ops", own_ok=passed_auth

@@ -299,3 +299,16 @@ async def release_job(conn: AsyncConnection, job: ClaimedJob) -> bool:
             "run_after": func.now(),
         },
     )
+
+
+async def queue_figures(conn: AsyncConnection) -> tuple[dict[str, int], float | None]:
+    """Jobs by state, and the age in seconds of the oldest job due to run (None: none)."""
+    by_state = await conn.execute(
+        select(ingest_job.c.state, func.count()).group_by(ingest_job.c.state)
+    )
+    oldest = await conn.scalar(
+        select(func.extract("epoch", func.now() - func.min(ingest_job.c.run_after))).where(
+            ingest_job.c.state == "queued", ingest_job.c.run_after <= func.now()
+        )
+    )
+    return {state: count for state, count in by_state}, None if oldest is None else float(oldest)

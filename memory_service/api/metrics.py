@@ -1,0 +1,109 @@
+"""`GET /metrics`: Prometheus text format, behind the `metrics` scope.
+
+The process's counters (`core/telemetry.py`: HTTP requests, embedding calls) plus figures
+read when scraped: breaker state per provider, texts waiting in the coalescer, pending and
+failed memories, ingestion jobs by state and the age of the oldest due one, the database
+pool, today's cloud budget. The database figures are a few aggregate queries per scrape.
+"""
+
+from collections.abc import AsyncIterator, Iterable, Iterator
+
+from fastapi import APIRouter, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from memory_service.api.deps import CanObserve, ResourcesDep
+from memory_service.bootstrap import Resources
+from memory_service.core.telemetry import PROCESS_METRICS
+from memory_service.documents.jobs import repository as jobs
+from memory_service.embeddings.batching import CoalescingEmbedder
+from memory_service.memories import repository as memories
+from memory_service.providers.breaker import BreakerState
+
+router = APIRouter(tags=["operations"])
+
+BREAKER_VALUES = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
+JOB_STATES = ("queued", "running", "succeeded", "failed", "dead")
+
+
+class _Snapshot(Collector):
+    """Gauges of figures read once for this scrape."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> Iterable[Metric]:
+        return self.families
+
+
+@router.get("/metrics", response_class=Response)
+async def metrics(resources: ResourcesDep, caller: CanObserve) -> Response:
+    registry = CollectorRegistry(auto_describe=False)
+    for metric in PROCESS_METRICS:
+        registry.register(metric)
+    registry.register(_Snapshot([family async for family in _read(resources)]))
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+
+async def _read(resources: Resources) -> AsyncIterator[Metric]:
+    for family in _in_process(resources):
+        yield family
+    async with resources.engine.connect() as conn:
+        unembedded = await memories.unembedded_counts(conn)
+        by_state, oldest = await jobs.queue_figures(conn)
+    status = GaugeMetricFamily(
+        "memory_memories_unembedded", "Memories without a vector, by status.", labels=["status"]
+    )
+    for name, count in sorted(unembedded.items()):
+        status.add_metric([name], count)
+    yield status
+    states = GaugeMetricFamily("memory_ingest_jobs", "Ingestion jobs by state.", labels=["state"])
+    for state in JOB_STATES:
+        states.add_metric([state], by_state.get(state, 0))
+    yield states
+    yield GaugeMetricFamily(
+        "memory_ingest_oldest_due_seconds",
+        "Age of the oldest queued job due to run (0: none waits).",
+        value=oldest or 0.0,
+    )
+    if resources.chat is not None:
+        usage = await resources.chat.budget.usage()
+        budget = GaugeMetricFamily(
+            "memory_cloud_budget", "Today's cloud chat budget (UTC day).", labels=["measure"]
+        )
+        for measure in ("requests", "tokens", "max_requests", "max_tokens"):
+            budget.add_metric([measure], usage[measure])
+        yield budget
+
+
+def _in_process(resources: Resources) -> Iterator[Metric]:
+    breakers = GaugeMetricFamily(
+        "memory_provider_breaker_state",
+        "Circuit breaker per provider: 0 closed, 1 half-open, 2 open.",
+        labels=["task", "provider"],
+    )
+    if resources.providers is not None:
+        for task, registry in (
+            ("embed", resources.providers.embed),
+            ("chat", resources.providers.chat),
+        ):
+            for provider in registry.providers:
+                breakers.add_metric([task, provider.name], BREAKER_VALUES[provider.breaker.state])
+    yield breakers
+    embedder = resources.embedder
+    depth = embedder.depth if isinstance(embedder, CoalescingEmbedder) else 0
+    yield GaugeMetricFamily(
+        "memory_coalescer_waiting_texts", "Texts waiting for an embedding flush.", value=depth
+    )
+    pool = resources.engine.sync_engine.pool
+    connections = GaugeMetricFamily(
+        "memory_db_pool_connections", "Database pool connections by state.", labels=["state"]
+    )
+    for state, count in (
+        ("in_use", getattr(pool, "checkedout", lambda: 0)()),
+        ("idle", getattr(pool, "checkedin", lambda: 0)()),
+        ("overflow", max(0, getattr(pool, "overflow", lambda: 0)())),
+    ):
+        connections.add_metric([state], count)
+    yield connections
