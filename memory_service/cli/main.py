@@ -10,7 +10,8 @@ import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 import uvicorn.config
@@ -23,6 +24,9 @@ from memory_service.core.embedded import embedded_postgres
 from memory_service.core.errors import StartupError
 from memory_service.core.settings import Settings
 from memory_service.core.telemetry import configure_logging
+
+if TYPE_CHECKING:
+    from memory_service.bootstrap import Resources
 
 log = logging.getLogger("memory_service")
 
@@ -44,6 +48,23 @@ def serve(settings: Settings) -> int:
         return asyncio.run(_serve(settings.model_copy(update={"database_url": url})))
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's server, telling the service when it begins to stop: chat streams in
+    progress end at once with an error event rather than hold the shutdown up."""
+
+    def __init__(self, config: uvicorn.Config, resources: "Resources") -> None:
+        super().__init__(config)
+        self.resources = resources
+        self.loop = asyncio.get_running_loop()
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        # A signal handler: it may run between any two steps of the loop, so the event is
+        # set by the loop itself.
+        if self.resources.chat is not None:
+            self.loop.call_soon_threadsafe(self.resources.chat.stopping.set)
+        super().handle_exit(sig, frame)
+
+
 async def _serve(settings: Settings) -> int:
     from memory_service.app import create_app
     from memory_service.bootstrap import open_resources
@@ -58,8 +79,10 @@ async def _serve(settings: Settings) -> int:
                 log_level=settings.log_level,
                 # JSON logs: uvicorn's loggers go through the root's JSON handler too.
                 log_config=None if settings.log_format == "json" else uvicorn.config.LOGGING_CONFIG,
+                # Past this, requests still running are cancelled and the process exits.
+                timeout_graceful_shutdown=settings.shutdown_timeout_seconds,
             )
-            server = uvicorn.Server(config)
+            server = _Server(config, resources)
             await server.serve()
             return 0 if server.started else 1
     except StartupError as exc:

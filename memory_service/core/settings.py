@@ -51,6 +51,11 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65_535)
+    shutdown_timeout_seconds: int = Field(
+        10,
+        ge=1,
+        description="After SIGTERM, how long requests may still run before they are cut.",
+    )
     log_level: str = "info"
     log_format: Literal["text", "json"] = Field(
         "text", description="`json`: one object per line, with the request id."

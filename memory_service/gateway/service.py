@@ -78,6 +78,8 @@ class ChatGateway:
         self.budget = budget
         self.recall = recall
         self.default_max_tokens = default_max_tokens
+        # Set when the service begins to stop: streams in progress end (`_relay`).
+        self.stopping = asyncio.Event()
 
     @property
     def aliases(self) -> dict[str, list[str]]:
@@ -255,7 +257,7 @@ class ChatGateway:
         used: int | None = None
         async with stack:
             try:
-                async for data in events:
+                async for data in _until(events, self.stopping):
                     if data.strip() == "[DONE]":
                         break
                     usage, usage_only = _chunk_usage(data)
@@ -265,6 +267,12 @@ class ChatGateway:
                     yield f"data: {data}\n\n".encode()
                 else:
                     raise ProviderServerError(provider.name, "the stream ended without [DONE]")
+            except ShuttingDown:
+                yield error_event(
+                    "the service is shutting down; retry the request", "service_unavailable", 503
+                )
+                yield DONE
+                return  # tokens may have been spent: the budget keeps its estimate
             except Exception as exc:  # a provider error, or a bug: either way, end it in-band
                 message = str(exc) if isinstance(exc, ProviderError) else repr(exc)
                 self.registry.observe(provider, None, message)
@@ -276,10 +284,35 @@ class ChatGateway:
         yield DONE
 
 
-def error_event(message: str) -> bytes:
+def error_event(message: str, error_type: str = "upstream_error", code: int = 502) -> bytes:
     """OpenAI's in-stream error shape (what vLLM sends, and what the SDKs raise on)."""
-    body = {"error": {"message": message, "type": "upstream_error", "param": None, "code": 502}}
+    body = {"error": {"message": message, "type": error_type, "param": None, "code": code}}
     return f"data: {json.dumps(body)}\n\n".encode()
+
+
+class ShuttingDown(Exception):
+    """The service stops: streams in progress end with an error event."""
+
+
+async def _until(events: AsyncIterator[str], stopping: asyncio.Event) -> AsyncIterator[str]:
+    """`events` until `stopping` is set; then ShuttingDown, without waiting for the next."""
+    stop = asyncio.ensure_future(stopping.wait())
+    try:
+        while True:
+            following = asyncio.ensure_future(anext(events))
+            await asyncio.wait({following, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if not following.done():
+                following.cancel()
+                with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                    await following
+                raise ShuttingDown
+            try:
+                item = following.result()
+            except StopAsyncIteration:
+                return
+            yield item
+    finally:
+        stop.cancel()
 
 
 def _for(provider: ChatProvider, payload: Mapping[str, Any]) -> JSONObject:

@@ -163,6 +163,8 @@ class ChatServer(LoopbackServer[ChatFaults]):
         for sent, word in enumerate(completion.words):
             if sent == STREAM_FAULT_AFTER_CHUNKS and setting.fault is Fault.STREAM_BREAK:
                 raise UpstreamCrashed("the loopback server crashes mid-stream")
+            if sent == STREAM_FAULT_AFTER_CHUNKS and setting.fault is Fault.STREAM_STALL:
+                await asyncio.sleep(3600)  # cancelled when the client leaves or we stop
             if sent == STREAM_FAULT_AFTER_CHUNKS and setting.fault is Fault.STREAM_ERROR:
                 yield chat_wire.sse(
                     chat_wire.error_body("vllm", 500, "EngineCore encountered an issue.")

@@ -39,6 +39,7 @@ class Fault(enum.Enum):
     RATE_LIMITED = "rate_limited"
     STREAM_BREAK = "stream_break"
     STREAM_ERROR = "stream_error"
+    STREAM_STALL = "stream_stall"
 
 
 TRANSPORT_FAULTS = frozenset({Fault.SLOW, Fault.HANG, Fault.DROP})
@@ -145,7 +146,7 @@ class ChatFaults(FaultSwitch):
 
     supported = frozenset(
         {Fault.OK, Fault.ERROR_500, Fault.SLOW, Fault.HANG, Fault.DROP, Fault.LEGACY_ONLY}
-        | {Fault.RATE_LIMITED, Fault.STREAM_BREAK, Fault.STREAM_ERROR}
+        | {Fault.RATE_LIMITED, Fault.STREAM_BREAK, Fault.STREAM_ERROR, Fault.STREAM_STALL}
     )
 
     def legacy_only(self) -> None:
@@ -164,6 +165,11 @@ class ChatFaults(FaultSwitch):
     def stream_error(self) -> None:
         """Stream two content chunks, then vLLM's in-stream error event and `[DONE]`."""
         self.set(FaultSetting(Fault.STREAM_ERROR))
+
+    def stream_stall(self) -> None:
+        """Stream two content chunks, then nothing more until the client leaves (a model
+        that stopped generating, with the connection open)."""
+        self.set(FaultSetting(Fault.STREAM_STALL))
 
 
 @dataclass(frozen=True)
