@@ -48,6 +48,19 @@ def aliases(configs: Iterable[ChatProviderConfig]) -> dict[str, list[str]]:
     return table
 
 
+@dataclass(frozen=True)
+class Size:
+    """A chat request's estimated size in tokens: its prompt, and the completion it may
+    produce (what it asked for, or the default)."""
+
+    prompt: int
+    completion: int
+
+    @property
+    def total(self) -> int:
+        return self.prompt + self.completion
+
+
 def estimate_prompt_tokens(messages: Sequence[Mapping[str, Any]]) -> int:
     total = 2
     for message in messages:

@@ -13,30 +13,46 @@ _UTC_TODAY = func.timezone("UTC", func.now()).cast(cloud_usage.c.day.type)
 
 
 async def reserve(
-    conn: AsyncConnection, tokens: int, max_requests: int, max_tokens: int
-) -> tuple[date, int, int] | None:
-    """Count one request and `tokens` against today's row if both stay within the limits:
-    (day, requests, tokens) after the reservation, or None when it would exceed them.
+    conn: AsyncConnection,
+    prompt: int,
+    completion: int,
+    min_completion: int,
+    max_requests: int,
+    max_tokens: int,
+) -> tuple[date, int] | None:
+    """Count one request of `prompt` tokens and up to `completion` more against today's row:
+    (day, the completion tokens granted), or None when not even `min_completion` fit.
 
-    One statement: `ON CONFLICT DO UPDATE` locks today's row and evaluates its WHERE on the
-    latest committed version, so concurrent reservations from any number of processes
-    serialize on the row and the limits can never be overshot. The first request of a day
-    inserts the row; the caller has checked that one request of `tokens` fits at all.
+    The grant is what is left of the day's tokens after the prompt, at most `completion`:
+    the caller sends it as the request's `max_tokens`, so the provider cannot spend past
+    the limit. Today's row is locked for the decision (`FOR UPDATE`), so concurrent
+    reservations from any number of processes serialize on it and never overshoot.
     """
-    insert = pg_insert(cloud_usage).values(day=_UTC_TODAY, requests=1, tokens=tokens)
-    excluded = insert.excluded
-    statement = insert.on_conflict_do_update(
-        index_elements=[cloud_usage.c.day],
-        set_={
-            "requests": cloud_usage.c.requests + 1,
-            "tokens": cloud_usage.c.tokens + excluded.tokens,
-            "updated_at": func.now(),
-        },
-        where=(cloud_usage.c.requests + 1 <= max_requests)
-        & (cloud_usage.c.tokens + excluded.tokens <= max_tokens),
-    ).returning(cloud_usage.c.day, cloud_usage.c.requests, cloud_usage.c.tokens)
-    row = (await conn.execute(statement)).one_or_none()
-    return None if row is None else (row.day, row.requests, row.tokens)
+    await conn.execute(
+        pg_insert(cloud_usage)
+        .values(day=_UTC_TODAY, requests=0, tokens=0)
+        .on_conflict_do_nothing(index_elements=[cloud_usage.c.day])
+    )
+    row = (
+        await conn.execute(
+            select(cloud_usage.c.day, cloud_usage.c.requests, cloud_usage.c.tokens)
+            .where(cloud_usage.c.day == _UTC_TODAY)
+            .with_for_update()
+        )
+    ).one()
+    granted = min(completion, max_tokens - row.tokens - prompt)
+    if row.requests + 1 > max_requests or granted < min_completion:
+        return None
+    await conn.execute(
+        update(cloud_usage)
+        .where(cloud_usage.c.day == row.day)
+        .values(
+            requests=cloud_usage.c.requests + 1,
+            tokens=cloud_usage.c.tokens + prompt + granted,
+            updated_at=func.now(),
+        )
+    )
+    return row.day, granted
 
 
 async def adjust(conn: AsyncConnection, day: date, requests: int, tokens: int) -> None:

@@ -90,14 +90,14 @@ class ChatGateway:
         self, request: ChatCompletionRequest, tier_header: str | None, allow_cloud: bool = True
     ) -> ChatAnswer:
         answer = ChatAnswer()
-        plan, payload, needed = await self._prepare(request, tier_header, answer, allow_cloud)
+        plan, payload, size = await self._prepare(request, tier_header, answer, allow_cloud)
         tried: list[str] = []
         for provider in plan.candidates:
             if not _trial_allowed(provider, tried):
                 continue
-            reservation = await self._reserve(provider, needed, tried)
+            reservation = await self._reserve(provider, size, tried)
             try:
-                body = await provider.client.complete(_for(provider, payload))
+                body = await provider.client.complete(_for(provider, payload, reservation))
             except ProviderError as exc:
                 await self._failed(provider, reservation, exc, tried)
                 continue
@@ -120,14 +120,14 @@ class ChatGateway:
         self, request: ChatCompletionRequest, tier_header: str | None, allow_cloud: bool = True
     ) -> ChatStream:
         routed = ChatStream()
-        plan, payload, needed = await self._prepare(request, tier_header, routed, allow_cloud)
+        plan, payload, size = await self._prepare(request, tier_header, routed, allow_cloud)
         tried: list[str] = []
         client_usage = bool((request.stream_options or {}).get("include_usage"))
         for provider in plan.candidates:
             if not _trial_allowed(provider, tried):
                 continue
-            reservation = await self._reserve(provider, needed, tried)
-            upstream = _for(provider, payload)
+            reservation = await self._reserve(provider, size, tried)
+            upstream = _for(provider, payload, reservation)
             if reservation is not None:  # the budget settles on the provider's own count
                 upstream["stream_options"] = {
                     **(request.stream_options or {}),
@@ -160,7 +160,7 @@ class ChatGateway:
         tier_header: str | None,
         routed: Routed,
         allow_cloud: bool,
-    ) -> tuple[policy.RoutePlan, JSONObject, int]:
+    ) -> tuple[policy.RoutePlan, JSONObject, policy.Size]:
         payload = request.model_dump(exclude_none=True, exclude={"memory"})
         tier, source = policy.tier_hint(tier_header, request.metadata)
         metadata = {k: v for k, v in (request.metadata or {}).items() if k != "tier"}
@@ -170,9 +170,11 @@ class ChatGateway:
         if request.memory is not None:
             query = policy.recall_query(request)
             routed.memory_ids = await self._recall(request.memory, query, payload)
-        completion = request.max_completion_tokens or request.max_tokens
-        needed = policy.estimate_prompt_tokens(payload["messages"]) + (
-            completion or self.default_max_tokens
+        size = policy.Size(
+            prompt=policy.estimate_prompt_tokens(payload["messages"]),
+            completion=request.max_completion_tokens
+            or request.max_tokens
+            or self.default_max_tokens,
         )
         if routed.memory_ids and not allow_cloud and tier == "cloud":
             raise Forbidden(
@@ -180,12 +182,12 @@ class ChatGateway:
                 "--allow-cloud may); ask for tier local or auto, or leave out `memory`",
                 {"tier": "cloud"},
             )
-        plan = policy.plan_route(self.registry, self.aliases, request.model, tier, needed)
+        plan = policy.plan_route(self.registry, self.aliases, request.model, tier, size.total)
         if routed.memory_ids and not allow_cloud:
             plan = _local_only(plan)
         if source != "default":
             plan = policy.RoutePlan(plan.candidates, f"{plan.reason} (from {source})")
-        return plan, payload, needed
+        return plan, payload, size
 
     async def _recall(self, memory: MemoryContext, query: str, payload: JSONObject) -> list[str]:
         """Insert the memories recalled for `query` (`policy.recall_query`) as one user
@@ -214,12 +216,12 @@ class ChatGateway:
         return [str(hit.id) for hit in found.results]
 
     async def _reserve(
-        self, provider: ChatProvider, needed: int, tried: list[str]
+        self, provider: ChatProvider, size: policy.Size, tried: list[str]
     ) -> Reservation | None:
         if provider.tier != "cloud":
             return None
         try:
-            return await self.budget.reserve(needed)
+            return await self.budget.reserve(size.prompt, size.completion)
         except BudgetExhausted as exc:
             provider.breaker.release_trial()  # a half-open trial that never went out
             if tried:  # earlier candidates failed: say so with the budget refusal
@@ -315,8 +317,16 @@ async def _until(events: AsyncIterator[str], stopping: asyncio.Event) -> AsyncIt
         stop.cancel()
 
 
-def _for(provider: ChatProvider, payload: Mapping[str, Any]) -> JSONObject:
-    return {**payload, "model": provider.config.model}
+def _for(
+    provider: ChatProvider, payload: Mapping[str, Any], reservation: Reservation | None
+) -> JSONObject:
+    """The request as `provider` gets it: its model name, and for a cloud call the
+    completion the budget granted as the limit (in the field the client used)."""
+    upstream: JSONObject = {**payload, "model": provider.config.model}
+    if reservation is not None:
+        field = "max_completion_tokens" if "max_completion_tokens" in payload else "max_tokens"
+        upstream[field] = reservation.completion
+    return upstream
 
 
 def _total_tokens(body: Mapping[str, Any]) -> int | None:

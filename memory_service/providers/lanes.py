@@ -5,7 +5,7 @@ A caller marks bulk work with `bulk_lane()`; the lane travels in a context varia
 reaches the provider through any composition of embedders without a parameter. The
 in-process model runs on `PriorityWorker`s, one thread each, that always take the most
 urgent queued call next. A call that has started is never interrupted, so bulk work is
-submitted in small slices (`BULK_SLICE` texts): an interactive call waits for at most one
+submitted in small slices (`BULK_SLICE_CHARS`): an interactive call waits for at most one
 slice. Remote providers are not affected: their server schedules its own queue.
 
 A call whose caller has gone (cancelled while queued) is dropped, never run.
@@ -17,16 +17,18 @@ import enum
 import itertools
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from contextvars import ContextVar
 from typing import TypeVar
 
 T = TypeVar("T")
 
-# Texts per bulk call of an in-process model: what an interactive call may wait behind. On
-# CPU, batching barely changes the rate (scripts/bench/model_threads.py; docs/benchmarks.md).
-BULK_SLICE = 2
+# Characters (about 500 tokens) per bulk call of an in-process model: what an interactive
+# call may wait behind, about 70 ms of one CPU thread. Two chunks of 256 tokens, or some
+# twenty sentences: at that size batching no longer changes the rate on CPU
+# (docs/benchmarks.md, "Model threads" and "Bulk writes").
+BULK_SLICE_CHARS = 2_000
 
 
 class Lane(enum.IntEnum):
@@ -42,6 +44,20 @@ _STOP = 2  # after every lane: what was queued before `shutdown` still runs
 
 def current_lane() -> Lane:
     return _LANE.get()
+
+
+def slices(texts: Sequence[str]) -> Iterator[tuple[int, list[str]]]:
+    """(start, texts) runs of consecutive texts of about BULK_SLICE_CHARS characters each
+    (a run ends once it reaches that; a longer text is a run of its own)."""
+    start, run, chars = 0, [], 0
+    for index, text in enumerate(texts):
+        run.append(text)
+        chars += len(text)
+        if chars >= BULK_SLICE_CHARS:
+            yield start, run
+            start, run, chars = index + 1, [], 0
+    if run:
+        yield start, run
 
 
 @contextlib.contextmanager

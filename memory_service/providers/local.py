@@ -22,7 +22,7 @@ import numpy as np
 
 from memory_service.providers.embedding import CountTokens, EmbeddingClient, T, Vectors
 from memory_service.providers.errors import ProviderInputError, ProviderUnavailable
-from memory_service.providers.lanes import BULK_SLICE, Lane, PriorityWorker, current_lane
+from memory_service.providers.lanes import Lane, PriorityWorker, current_lane, slices
 from memory_service.providers.tokenizer import token_counter
 
 # The id the bundled model is recorded under; vLLM serves it as `--served-model-name` too.
@@ -81,11 +81,10 @@ class LocalProvider(EmbeddingClient):
         return cls(model, model_id, worker, max_batch, path)
 
     async def _embed_batch(self, texts: Sequence[str]) -> Vectors:
-        if current_lane() is Lane.INTERACTIVE or len(texts) <= BULK_SLICE:
+        if current_lane() is Lane.INTERACTIVE:
             return await self._worker.run(lambda: self._encode(list(texts)))
         parts = []
-        for start in range(0, len(texts), BULK_SLICE):
-            part = list(texts[start : start + BULK_SLICE])
+        for start, part in slices(texts):
             try:
                 parts.append(await self._worker.run(functools.partial(self._encode, part)))
             except ProviderInputError as exc:

@@ -228,6 +228,30 @@ class TestCloudStreamUsage:
         assert usage["tokens"] == (2 + 4) + words  # the server's own count, not the estimate
 
 
+class TestHardCap:
+    async def test_a_cloud_call_is_sent_with_the_completion_the_budget_granted(
+        self, base_url: str, chat_servers: ChatServers, resources: Resources
+    ) -> None:
+        """The day has 300 tokens left: a request for 1,000 completion tokens goes out with
+        max_tokens cut to what is left after its prompt, so the provider cannot pass it."""
+        assert resources.chat is not None
+        budget = resources.chat.budget
+        await budget.reserve(0, budget.max_tokens - 300)
+        async with httpx.AsyncClient(base_url=base_url, timeout=10) as http:
+            response = await http.post(
+                "/v1/chat/completions",
+                json={**chat_body("cap me"), "max_tokens": 1_000},
+                headers={"X-Memory-Tier": "cloud"},
+            )
+        assert response.status_code == 200, response.text
+        sent = chat_servers.groq.requests.matching("/openai/v1/chat/completions")[0].body
+        assert isinstance(sent, dict)
+        granted = sent["max_tokens"]
+        assert isinstance(granted, int) and 64 <= granted < 300
+        usage = await budget.usage()
+        assert usage["tokens"] <= budget.max_tokens
+
+
 class TestMemoryQuery:
     async def test_a_last_message_too_long_to_recall_with_names_memory_query(
         self, base_url: str, chat_servers: ChatServers

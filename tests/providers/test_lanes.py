@@ -70,7 +70,8 @@ class TestLocalModel:
     async def test_a_query_passes_a_bulk_embedding_in_progress(
         self, local_provider: LocalProvider
     ) -> None:
-        texts = [f"Bulk chunk number {i} about harbors and granite." for i in range(64)]
+        # About 13,000 characters: several slices (BULK_SLICE_CHARS) of bulk work.
+        texts = [f"Bulk chunk number {i} about harbors and granite. " * 4 for i in range(64)]
 
         async def bulk() -> np.ndarray:
             with bulk_lane():
