@@ -143,6 +143,11 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Folders a job's server-side `path` may name (JSON list); empty: none.",
     )
+    ingest_retention_days: float | None = Field(
+        7.0,
+        ge=0,
+        description="Days a finished job keeps its inline documents; null: forever.",
+    )
     ingest_max_file_bytes: int = Field(
         16 * 1024 * 1024,
         ge=1,

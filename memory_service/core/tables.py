@@ -251,6 +251,8 @@ ingest_job = Table(
     Column("namespace", Text, nullable=False),
     Column("path", Text),
     Column("documents", JSONB),
+    # When retention emptied `documents` (migration 0013); the job record stays.
+    Column("documents_dropped_at", DateTime(timezone=True)),
     Column("state", Text, nullable=False, server_default=text("'queued'")),
     Column("attempts", Integer, nullable=False, server_default=text("0")),
     Column("run_after", DateTime(timezone=True), nullable=False, server_default=func.now()),

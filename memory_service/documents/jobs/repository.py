@@ -14,6 +14,7 @@ from typing import Any
 from uuid import UUID
 
 from sqlalchemy import ColumnElement, Row, and_, func, literal, or_, select, tuple_, update
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from memory_service.core.access import EVERY_NAMESPACE, NOBODY, Actor, Namespaces
@@ -312,3 +313,19 @@ async def queue_figures(conn: AsyncConnection) -> tuple[dict[str, int], float | 
         )
     )
     return {state: count for state, count in by_state}, None if oldest is None else float(oldest)
+
+
+async def drop_finished_documents(conn: AsyncConnection, older_than: timedelta) -> int:
+    """Empty the inline documents of jobs finished longer than `older_than` ago (their text
+    is in the documents table now, or failed); the jobs' records stay. How many."""
+    statement = (
+        update(ingest_job)
+        .where(
+            ingest_job.c.state.in_(("succeeded", "failed", "dead")),
+            ingest_job.c.finished_at < func.now() - older_than,
+            ingest_job.c.documents_dropped_at.is_(None),
+            ingest_job.c.path.is_(None),
+        )
+        .values(documents=literal([], JSONB), documents_dropped_at=func.now())
+    )
+    return (await conn.execute(statement)).rowcount

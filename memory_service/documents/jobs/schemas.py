@@ -74,6 +74,10 @@ class IngestJobOut(BaseModel):
     updated_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    documents_dropped_at: datetime | None = Field(
+        description="When retention (MEMORY_INGEST_RETENTION_DAYS) dropped the job's inline "
+        "documents; the record and its counts stay."
+    )
 
 
 class IngestJobPage(BaseModel):

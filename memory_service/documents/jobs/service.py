@@ -149,5 +149,6 @@ _VIEW_FIELDS = (
     "updated_at",
     "started_at",
     "finished_at",
+    "documents_dropped_at",
 )
 _COUNT_FIELDS = ("documents_ingested", "documents_unchanged", "documents_failed", "chunks")

@@ -23,6 +23,10 @@ Failures, and which are retried:
   claimed again as a new attempt, and a job whose last attempt expired is `dead`.
 - Per job, not retried: a server-side path that the allow-list no longer admits (`failed`).
 
+Every RETENTION_EVERY_SECONDS a worker also empties the inline documents of jobs finished
+more than `MEMORY_INGEST_RETENTION_DAYS` ago (the job records stay, with
+`documents_dropped_at`).
+
 While a job runs, the worker writes its progress every few seconds, which also renews the
 lease. If that write finds the job no longer held (the lease expired and another worker
 took it), the run is cancelled: the other worker owns the job now. Stopping (SIGTERM,
@@ -57,6 +61,7 @@ from memory_service.providers.errors import ProviderError
 log = logging.getLogger(__name__)
 
 MAX_RECORDED_ERRORS = 100
+RETENTION_EVERY_SECONDS = 600.0
 PROGRESS_EVERY_SECONDS = 2.0
 LOG_EVERY_SECONDS = 30.0
 
@@ -107,8 +112,11 @@ class JobWorker:
     retry: RetryPolicy
     lease_seconds: float
     poll_seconds: float
+    # How long a finished job keeps its inline documents; None: forever.
+    retention: timedelta | None = None
     worker_id: str = field(default_factory=new_worker_id)
     finished: dict[str, int] = field(default_factory=dict)  # jobs this worker ended, by state
+    _retained_at: float = field(default=-RETENTION_EVERY_SECONDS, repr=False)
 
     @property
     def lease(self) -> timedelta:
@@ -178,6 +186,13 @@ class JobWorker:
         async with self.engine.begin() as conn:
             for job_id in await repository.bury_expired(conn, self.retry.max_attempts):
                 log.warning("ingest job %s: dead, its worker stopped answering", job_id)
+            if self.retention is not None and (
+                time.monotonic() - self._retained_at >= RETENTION_EVERY_SECONDS
+            ):
+                self._retained_at = time.monotonic()
+                dropped = await repository.drop_finished_documents(conn, self.retention)
+                if dropped:
+                    log.info("ingest jobs: inline documents of %d finished jobs dropped", dropped)
             return await repository.claim_job(
                 conn, self.worker_id, self.lease, self.retry.max_attempts
             )
@@ -309,6 +324,9 @@ def job_worker(settings: Settings, engine: AsyncEngine, ingestor: Ingestor) -> J
         ),
         lease_seconds=settings.ingest_lease_seconds,
         poll_seconds=settings.ingest_poll_seconds,
+        retention=None
+        if settings.ingest_retention_days is None
+        else timedelta(days=settings.ingest_retention_days),
     )
 
 

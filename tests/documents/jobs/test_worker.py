@@ -259,3 +259,28 @@ class TestErrorHygiene:
         for leaked in (secret, "123-45-6789", "INSERT", "COPY", "SELECT"):
             assert leaked not in error
         assert "123-45-6789" not in caplog.text
+
+
+class TestRetention:
+    async def test_finished_jobs_lose_their_inline_documents_after_the_retention(
+        self, resources: Resources, make_worker: MakeWorker, settings: Settings
+    ) -> None:
+        old, recent = await queue(resources.engine, 2)
+        await make_worker("w1").run(until_idle=True)
+        assert settings.ingest_retention_days is not None
+        age = timedelta(days=settings.ingest_retention_days, hours=1)
+        await execute(
+            resources.engine,
+            "UPDATE ingest_job SET finished_at = now() - CAST(:age AS interval) WHERE id = :id",
+            age=age,
+            id=old,
+        )
+        await make_worker("w2").run(until_idle=True)  # its first poll runs the retention pass
+
+        dropped, kept = (
+            await job_row(resources.engine, old),
+            await job_row(resources.engine, recent),
+        )
+        assert dropped["documents"] == [] and dropped["documents_dropped_at"] is not None
+        assert (dropped["state"], dropped["documents_ingested"]) == ("succeeded", 1)
+        assert kept["documents"] == notes(1, prefix="job1") and kept["documents_dropped_at"] is None
