@@ -224,7 +224,10 @@ class Settings(BaseSettings):
         2_000_000, ge=0, description="Cloud chat tokens (prompt + completion) per UTC day."
     )
     chat_default_max_tokens: int = Field(
-        1_024, ge=1, description="Completion size assumed for routing when a request sets none."
+        1_024,
+        ge=1,
+        description="Completion size of a request that sets none: assumed for routing, and "
+        "the max_tokens a cloud call goes out with (the budget's hard cap).",
     )
 
     models_dir: Path | None = Field(

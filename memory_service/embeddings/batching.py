@@ -11,8 +11,9 @@ error. A single call of `max_batch` texts or more is passed through on its own.
 Bounded: a flush never holds more than `max_batch` texts (callers stay whole; the rest go
 in the next flush), at most `max_waiting` texts wait, and a caller that would pass that
 bound gets EmbedQueueFull at once (its store stays pending, its search answers 503
-`overloaded`). A caller that gives up while waiting (a client that disconnected, a store
-past its inline bound) is dropped from the queue: its texts are never embedded.
+`overloaded`); `max_waiting` is at least `max_batch`. A caller that gives up while waiting
+(a client that disconnected, a store past its inline bound) leaves the queue at once: its
+texts are never embedded and its room is free.
 """
 
 import asyncio
@@ -58,7 +59,7 @@ class CoalescingEmbedder:
 
     @property
     def depth(self) -> int:
-        """Texts waiting for a flush now (callers who left included, until the next one)."""
+        """Texts waiting for a flush now."""
         return self._waiting_texts
 
     @property
@@ -82,7 +83,13 @@ class CoalescingEmbedder:
             self._flush()
         elif self._timer is None and self._in_flight < self.max_in_flight:
             self._timer = loop.call_later(self.window_seconds, self._flush)
-        return await waiting.future
+        try:
+            return await waiting.future
+        except asyncio.CancelledError:
+            if waiting in self._waiting:  # not flushed yet: its room is free at once
+                self._waiting.remove(waiting)
+                self._waiting_texts -= len(waiting.texts)
+            raise
 
     def _flush(self) -> None:
         """Send what waits, up to `max_batch` texts a flush, unless the in-flight limit is

@@ -299,14 +299,12 @@ class ShuttingDown(Exception):
 async def _until(events: AsyncIterator[str], stopping: asyncio.Event) -> AsyncIterator[str]:
     """`events` until `stopping` is set; then ShuttingDown, without waiting for the next."""
     stop = asyncio.ensure_future(stopping.wait())
+    following: asyncio.Future[str] | None = None
     try:
         while True:
             following = asyncio.ensure_future(anext(events))
             await asyncio.wait({following, stop}, return_when=asyncio.FIRST_COMPLETED)
             if not following.done():
-                following.cancel()
-                with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
-                    await following
                 raise ShuttingDown
             try:
                 item = following.result()
@@ -315,6 +313,12 @@ async def _until(events: AsyncIterator[str], stopping: asyncio.Event) -> AsyncIt
             yield item
     finally:
         stop.cancel()
+        # A read still pending (shutdown, or the client left): ended before the upstream
+        # is closed under it.
+        if following is not None and not following.done():
+            following.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration, Exception):
+                await following
 
 
 def _for(

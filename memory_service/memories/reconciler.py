@@ -21,7 +21,7 @@ import numpy as np
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from memory_service.core.db import failure_text
-from memory_service.embeddings.port import Embedder, embed_each
+from memory_service.embeddings.port import Embedder, VectorOrRefusal, embed_each
 from memory_service.memories import repository
 from memory_service.providers.errors import ProviderInputError, ProviderUnavailable
 from memory_service.providers.lanes import bulk_lane
@@ -79,6 +79,22 @@ class Reconciler:
         except BaseException:
             await asyncio.shield(self._release(batch, claim))
             raise
+        try:
+            refused = await self._write(batch, results, claim, report)
+        except BaseException:  # cancelled, or the database failed: the batch goes back
+            await asyncio.shield(self._release(batch, claim))
+            raise
+        report.failed_attempts += refused
+        return len(batch), refused
+
+    async def _write(
+        self,
+        batch: list[repository.PendingText],
+        results: list[VectorOrRefusal],
+        claim: repository.Claim,
+        report: ReconcileReport,
+    ) -> int:
+        """Vectors and refusals of one batch, in one transaction; how many were refused."""
         done = [
             (item, result)
             for item, result in zip(batch, results, strict=True)
@@ -101,12 +117,15 @@ class Reconciler:
                         conn, item.id, str(result), self.max_attempts, claim
                     )
                     refused += 1
-        report.failed_attempts += refused
-        return len(batch), refused
+        return refused
 
     async def _release(self, batch: list[repository.PendingText], claim: repository.Claim) -> None:
-        async with self.engine.begin() as conn:
-            await repository.release(conn, [item.id for item in batch], claim)
+        """Give the batch back; when even that fails, its claim lapses after claim_seconds."""
+        try:
+            async with self.engine.begin() as conn:
+                await repository.release(conn, [item.id for item in batch], claim)
+        except Exception as exc:
+            log.warning("reconciler: %d claims left to lapse: %s", len(batch), failure_text(exc))
 
     async def run_forever(self, interval_seconds: float) -> None:
         """Pass every `interval_seconds`; logs what it did at most once a minute."""

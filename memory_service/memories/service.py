@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from memory_service.core.access import EVERY_NAMESPACE, NOBODY, Actor, Namespaces
 from memory_service.core.cursor import check_page_size, decode_cursor, page_of
+from memory_service.core.db import failure_text
 from memory_service.core.errors import (
     Conflict,
     NotFound,
@@ -206,9 +207,11 @@ class MemoryService:
         except (ProviderError, TimeoutError) as exc:
             reason = str(exc) or f"no vectors within {self.inline_embed_seconds:.1f}s"
             log.warning("embedding deferred for %d memories: %s", len(pending), reason)
-            async with self.engine.begin() as conn:
-                await repository.release(conn, [item.id for item in pending], claim)
+            await self._release(pending, claim)
             return EmbedOutcome({}, {})
+        except BaseException:  # cancelled, or a bug: the rows go back all the same
+            await asyncio.shield(self._release(pending, claim))
+            raise
         done = [(item, r) for item, r in zip(pending, results, strict=True) if _is_vector(r)]
         refused = {
             item.id: str(result)
@@ -231,6 +234,15 @@ class MemoryService:
                 if item.id in refused:
                     await repository.mark_refused(conn, item, refused[item.id], claim)
         return EmbedOutcome(embedded_at, refused)
+
+    async def _release(self, pending: Sequence[PendingText], claim: repository.Claim) -> None:
+        """Give the rows back for the reconciler to take now. The write is committed
+        whatever happens here: a failure only leaves the claim to lapse, and is logged."""
+        try:
+            async with self.engine.begin() as conn:
+                await repository.release(conn, [item.id for item in pending], claim)
+        except Exception as exc:
+            log.warning("claims left to lapse (%d memories): %s", len(pending), failure_text(exc))
 
     def _check_item(
         self, content: str, metadata: dict[str, Any], tags: Sequence[str], index: int | None

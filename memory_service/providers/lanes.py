@@ -4,9 +4,12 @@ reconciler) wherever this process itself runs a model.
 A caller marks bulk work with `bulk_lane()`; the lane travels in a context variable, so it
 reaches the provider through any composition of embedders without a parameter. The
 in-process model runs on `PriorityWorker`s, one thread each, that always take the most
-urgent queued call next. A call that has started is never interrupted, so bulk work is
-submitted in small slices (`BULK_SLICE_CHARS`): an interactive call waits for at most one
-slice. Remote providers are not affected: their server schedules its own queue.
+urgent queued call next. A call that has started is never interrupted, so bulk embedding is
+submitted in small slices (`BULK_SLICE_CHARS`): on the model thread an interactive call
+waits for at most one slice. Two waits remain: on the text thread, a query's token count
+waits for the chunking of the one document in progress; and interactive calls are not
+sliced, so a large `/v1/memories/batch` holds the model for its whole call. Remote
+providers are not affected: their server schedules its own queue.
 
 A call whose caller has gone (cancelled while queued) is dropped, never run.
 """
@@ -78,6 +81,8 @@ class PriorityWorker:
             tuple[int, int, Callable[[], object] | None, Future[object] | None]
         ] = queue.PriorityQueue()
         self._order = itertools.count()
+        self._lock = threading.Lock()
+        self._closed = False
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
         self._thread.start()
 
@@ -86,15 +91,23 @@ class PriorityWorker:
         return await asyncio.wrap_future(self.submit(call, lane))
 
     def submit(self, call: Callable[[], T], lane: Lane | None = None) -> "Future[T]":
-        """Queue `call()` in `lane` (default: the caller's); its future."""
+        """Queue `call()` in `lane` (default: the caller's); its future. After `shutdown`
+        the future fails at once with RuntimeError: nothing would ever run it."""
         future: Future[T] = Future()
-        priority = current_lane() if lane is None else lane
-        self._queue.put((priority, next(self._order), call, future))  # type: ignore[arg-type]
+        with self._lock:
+            if self._closed:
+                future.set_exception(RuntimeError(f"{self._thread.name} is shut down"))
+                return future
+            priority = current_lane() if lane is None else lane
+            self._queue.put((priority, next(self._order), call, future))  # type: ignore[arg-type]
         return future
 
     def shutdown(self) -> None:
-        """Stop after the calls queued so far; waits for the thread."""
-        self._queue.put((_STOP, next(self._order), None, None))
+        """Refuse new calls, run those already queued, and wait for the thread (blocking:
+        from a coroutine, call it through `asyncio.to_thread`)."""
+        with self._lock:
+            self._closed = True
+            self._queue.put((_STOP, next(self._order), None, None))
         self._thread.join()
 
     def _serve(self) -> None:

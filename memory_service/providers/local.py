@@ -7,10 +7,11 @@ Two worker threads (`lanes.PriorityWorker`), each taking interactive calls befor
 the model's, which encodes (torch parallelizes inside a call, over `threads` threads), and
 the text thread, which counts tokens and chunks documents with a copy of the tokenizer (a
 fast tokenizer must not be used from two threads at once). So chunking a large document
-never holds up a query's vector, and a bulk embedding is encoded in slices an interactive
-call can pass between.
+never holds up a query's vector (its token count may wait for that one document), and a
+bulk embedding is encoded in slices an interactive call can pass between.
 """
 
+import asyncio
 import copy
 import functools
 import os
@@ -116,8 +117,8 @@ class LocalProvider(EmbeddingClient):
         return await self._text_worker.run(lambda: work(self._text_counts))
 
     async def aclose(self) -> None:
-        self._text_worker.shutdown()
-        self._worker.shutdown()
+        await asyncio.to_thread(self._text_worker.shutdown)
+        await asyncio.to_thread(self._worker.shutdown)
 
 
 def _load_model(path: Path, threads: int | None) -> Any:

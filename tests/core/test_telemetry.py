@@ -57,6 +57,16 @@ async def test_metrics_count_requests_by_route_template_and_read_the_queues(
     assert pool["in_use"] + pool["idle"] >= 1, "the requests above opened connections"
 
 
+async def test_a_method_outside_http_s_own_is_counted_as_other(
+    client: httpx.AsyncClient,
+) -> None:
+    """A client may send any token as its method: none becomes a label of its own."""
+    await client.request("BREW", "/health")
+    text = (await client.get("/metrics")).text
+    assert 'method="BREW"' not in text
+    assert 'method="other"' in text
+
+
 async def test_a_request_id_is_kept_or_made_and_returned(client: httpx.AsyncClient) -> None:
     given = await client.get("/health", headers={"X-Request-Id": "trace-42.a"})
     assert given.headers["x-request-id"] == "trace-42.a"

@@ -35,10 +35,14 @@ class Recording(FlakyProvider):
         return await super()._embed_batch(texts)
 
 
-def over(client: EmbeddingClient, window_seconds: float, max_batch: int) -> CoalescingEmbedder:
+def over(
+    client: EmbeddingClient, window_seconds: float, max_batch: int, max_waiting: int | None = None
+) -> CoalescingEmbedder:
     """The coalescer over one client, as the embedder port (its space is not stored here)."""
     space = EmbeddingSpace(0, "default", client.model_id, client.dimension, client.normalized)
-    return CoalescingEmbedder(ClientEmbedder(client, space), window_seconds, max_batch)
+    return CoalescingEmbedder(
+        ClientEmbedder(client, space), window_seconds, max_batch, max_waiting=max_waiting
+    )
 
 
 class TestCoalescingEmbedder:
@@ -125,8 +129,7 @@ class TestBounds:
     ) -> None:
         inner = Recording(local_provider)
         inner.hold = asyncio.Event()
-        space = EmbeddingSpace(0, "default", inner.model_id, inner.dimension, inner.normalized)
-        coalescer = CoalescingEmbedder(ClientEmbedder(inner, space), 0.001, 8, max_waiting=100)
+        coalescer = over(inner, 0.001, 8, max_waiting=100)
         first = asyncio.create_task(coalescer.embed(["held back"]))
         await asyncio.wait_for(inner.waiting.wait(), WEDGED_SECONDS)
         # 30 callers of 3 texts arrive while the first flush is in flight.
@@ -146,8 +149,7 @@ class TestBounds:
     ) -> None:
         inner = Recording(local_provider)
         inner.hold = asyncio.Event()
-        space = EmbeddingSpace(0, "default", inner.model_id, inner.dimension, inner.normalized)
-        coalescer = CoalescingEmbedder(ClientEmbedder(inner, space), 0.001, 8, max_waiting=10)
+        coalescer = over(inner, 0.001, 8, max_waiting=10)
         first = asyncio.create_task(coalescer.embed(["in flight"]))
         await asyncio.wait_for(inner.waiting.wait(), WEDGED_SECONDS)
         left = asyncio.create_task(coalescer.embed(["nobody waits for this"] * 1))
@@ -155,8 +157,10 @@ class TestBounds:
         await asyncio.sleep(0)
         with pytest.raises(EmbedQueueFull, match="at most 10"):
             await coalescer.embed([f"one too many {i}" for i in range(4)])
+        assert coalescer.depth == 7
         left.cancel()
         await asyncio.wait([left])
+        assert coalescer.depth == 6, "a caller who left keeps no room in the queue"
         inner.hold.set()
         await asyncio.wait_for(asyncio.gather(first, stays), WEDGED_SECONDS)
         sent = [text for batch in inner.batches for text in batch]

@@ -37,7 +37,9 @@ async def test_past_the_queue_bound_stores_go_pending_and_searches_are_503(
     async with open_resources(configured) as resources, http_app(configured, resources) as client:
         coalescer = resources.embedder
         assert isinstance(coalescer, CoalescingEmbedder)
-        vllm.faults.slow(3.0)
+        # The first flush is held this long at the provider: far longer than the steps below
+        # take, which only wait on the service's own answers.
+        vllm.faults.slow(15.0)
         probes = vllm.requests.count("/v1/embeddings")
         in_flight = asyncio.create_task(client.post("/v1/memories", json=memory_body("First.")))
         for _ in range(600):  # bounded: until the first flush is at the provider
@@ -48,7 +50,7 @@ async def test_past_the_queue_bound_stores_go_pending_and_searches_are_503(
             asyncio.create_task(client.post("/v1/memories", json=memory_body(f"Queued {i}.")))
             for i in range(4)
         ]
-        for _ in range(200):  # bounded: until the four wait behind it
+        for _ in range(500):  # bounded: until the four wait behind it
             if coalescer.depth == 4:
                 break
             await asyncio.sleep(0.01)
@@ -61,5 +63,6 @@ async def test_past_the_queue_bound_stores_go_pending_and_searches_are_503(
         assert search.headers["retry-after"] == "1"
         assert_error(search.json(), "overloaded")
 
+        vllm.faults.ok()  # the flush after the held one is answered at once
         answers = await asyncio.wait_for(asyncio.gather(in_flight, *queued), WEDGED_SECONDS)
         assert {a.json()["status"] for a in answers} == {"embedded"}
