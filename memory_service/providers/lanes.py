@@ -103,8 +103,7 @@ class PriorityWorker:
         return future
 
     def shutdown(self) -> None:
-        """Refuse new calls, run those already queued, and wait for the thread (blocking:
-        from a coroutine, call it through `asyncio.to_thread`)."""
+        """Refuse new calls, run those already queued, and wait for the thread."""
         with self._lock:
             self._closed = True
             self._queue.put((_STOP, next(self._order), None, None))

@@ -11,7 +11,6 @@ never holds up a query's vector (its token count may wait for that one document)
 bulk embedding is encoded in slices an interactive call can pass between.
 """
 
-import asyncio
 import copy
 import functools
 import os
@@ -117,8 +116,12 @@ class LocalProvider(EmbeddingClient):
         return await self._text_worker.run(lambda: work(self._text_counts))
 
     async def aclose(self) -> None:
-        await asyncio.to_thread(self._text_worker.shutdown)
-        await asyncio.to_thread(self._worker.shutdown)
+        # Joined here, not from another thread: at the end of `serve` this runs while the
+        # interrupt unwinds, and the worker threads must be gone before the interpreter
+        # is (a thread left inside torch then aborts the process). It waits for the call
+        # in progress, one slice at most.
+        self._text_worker.shutdown()
+        self._worker.shutdown()
 
 
 def _load_model(path: Path, threads: int | None) -> Any:

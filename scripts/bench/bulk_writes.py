@@ -20,11 +20,11 @@ import time
 from pathlib import Path
 
 import httpx
-from prometheus_client.parser import text_string_to_metric_families
 
 from scripts.bench.harness import (
     command_line,
     free_port,
+    pending_memories,
     providers_yaml,
     scratch_database,
     serve_process,
@@ -69,19 +69,11 @@ async def store_all(base: str, contents: list[str], batch: int, expected: str) -
         return len(contents) / (time.perf_counter() - started)
 
 
-async def unembedded(client: httpx.AsyncClient) -> int:
-    text = (await client.get("/metrics")).text
-    for family in text_string_to_metric_families(text):
-        if family.name == "memory_memories_unembedded":
-            return int(sum(s.value for s in family.samples if s.labels["status"] == "pending"))
-    raise SystemExit("no memory_memories_unembedded in /metrics")
-
-
 async def reconciled_rate(base: str, count: int) -> float:
     started = time.perf_counter()
     async with httpx.AsyncClient(base_url=base, timeout=60) as client:
         for _ in range(36_000):  # two hours at most
-            if await unembedded(client) == 0:
+            if await pending_memories(client) == 0:
                 break
             await asyncio.sleep(0.2)
         else:

@@ -99,3 +99,13 @@ def percentile(values: Sequence[float], fraction: float) -> float:
 
 def median(values: Sequence[float]) -> float:
     return statistics.median(values)
+
+
+async def pending_memories(client: httpx.AsyncClient) -> int:
+    """Memories still pending, as the service's `/metrics` reports them."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families((await client.get("/metrics")).text):
+        if family.name == "memory_memories_unembedded":
+            return int(sum(s.value for s in family.samples if s.labels["status"] == "pending"))
+    raise SystemExit("no memory_memories_unembedded in /metrics")
