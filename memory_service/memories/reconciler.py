@@ -5,8 +5,10 @@ A batch is claimed in one short transaction (`repository.claim_pending`, migrati
 embedded with no transaction open, and written in a second one under the claim: no row lock
 or connection is held while the embedder works, and rows a store is embedding inline are
 never taken. When the embedder is unavailable, or the pass is cancelled (shutdown), the
-batch is given back untouched for the next pass; a worker that dies leaves a claim that
-lapses after `claim_seconds`. A text the embedder refuses is found by halving the batch
+batch is given back untouched for the next pass. A give-back that fails (the database is
+down) is tried again at the start of each pass until it succeeds, so a database restart does
+not leave rows waiting out their claim; a worker that dies leaves a claim that lapses after
+`claim_seconds`. A text the embedder refuses is found by halving the batch
 (`embed_each`), so the other rows are embedded all the same; the refusal counts as an
 attempt on that row, and after `max_attempts` the row is `failed` with its last error. A
 pass that met a refusal ends there: the next attempt waits for the next pass.
@@ -15,7 +17,8 @@ pass that met a refusal ends there: the next attempt waits for the next pass.
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from uuid import UUID
 
 import numpy as np
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -49,9 +52,19 @@ class Reconciler:
     # How long a claimed batch is this reconciler's: longer than any embedding call of one
     # batch takes, or another worker embeds the batch again (only one writes it).
     claim_seconds: float = 600.0
+    # Claims whose give-back failed, in the order they failed.
+    _unreleased: list[tuple[list[UUID], repository.Claim]] = field(
+        default_factory=list, init=False
+    )
 
     async def run_once(self) -> ReconcileReport:
-        """Embed every pending row it can claim, then purge expired rows."""
+        """Give back what an earlier pass could not, embed every pending row it can claim,
+        then purge expired rows."""
+        while self._unreleased:
+            ids, claim = self._unreleased[0]
+            async with self.engine.begin() as conn:
+                await repository.release(conn, ids, claim)
+            self._unreleased.pop(0)
         report = ReconcileReport()
         while True:
             claimed, refused = await self._embed_one_batch(report)
@@ -120,12 +133,18 @@ class Reconciler:
         return refused
 
     async def _release(self, batch: list[repository.PendingText], claim: repository.Claim) -> None:
-        """Give the batch back; when even that fails, its claim lapses after claim_seconds."""
+        """Give the batch back; when that fails, the next pass tries again."""
+        ids = [item.id for item in batch]
         try:
             async with self.engine.begin() as conn:
-                await repository.release(conn, [item.id for item in batch], claim)
+                await repository.release(conn, ids, claim)
         except Exception as exc:
-            log.warning("reconciler: %d claims left to lapse: %s", len(batch), failure_text(exc))
+            self._unreleased.append((ids, claim))
+            log.warning(
+                "reconciler: %d claims not given back, next pass retries: %s",
+                len(ids),
+                failure_text(exc),
+            )
 
     async def run_forever(self, interval_seconds: float) -> None:
         """Pass every `interval_seconds`; logs what it did at most once a minute."""

@@ -20,36 +20,25 @@ durations.
 """
 
 import asyncio
-import contextlib
 import hashlib
 import itertools
 import json
-import os
 import random
-import shutil
-import signal
-import subprocess
-import tempfile
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
 
 import numpy as np
 import psycopg
 import pytest
-from pgserver._commands import POSTGRES_BIN_PATH
-from pgserver.postgres_server import PostgresServer, get_server
-from pgserver.utils import PostmasterInfo
 from psycopg import errors
 from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from memory_service.core import migrations
 from memory_service.core.db import AnyRow, create_engine, set_local
 from memory_service.core.tables import memory
 from memory_service.embeddings.spaces import register_space
@@ -59,7 +48,7 @@ from memory_service.memories.schemas import MemoryFilters
 from memory_service.providers.embedding import Vectors
 from memory_service.search.index_repository import count_tail
 from memory_service.search.indexes import IndexMaintainer, IndexPolicy
-from tests.conftest import async_url, create_database, with_database
+from tests.own_postgres import OwnServer, own_postgres
 
 WRITERS = 16
 LOAD_SECONDS = 4.0
@@ -97,80 +86,9 @@ def vectors_of(items: Sequence[PendingText]) -> Vectors:
     return np.concatenate([vector_of(item.content) for item in items])
 
 
-@dataclass
-class OwnServer:
-    """An embedded PostgreSQL only this module uses, so it may be crashed."""
-
-    server: PostgresServer
-    database: str = "memory"
-
-    def libpq_uri(self) -> str:
-        return with_database(self.server.get_uri(), self.database)
-
-    def database_url(self) -> str:
-        return async_url(self.libpq_uri())
-
-    def crash(self) -> None:
-        """Stop as a power cut would. Backends wedged in an LWLock quit too (SIGQUIT, then
-        SIGKILL from the postmaster); should pg_ctl fail anyway, the processes are killed."""
-        pid = self._postmaster_pid()
-        if pid is None:
-            return
-        command = [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(self.server.pgdata)]
-        try:
-            subprocess.run(
-                [*command, "-m", "immediate", "-w", "stop"],
-                user=self.server.system_user,
-                check=True,
-                capture_output=True,
-                timeout=30,
-            )
-        except (subprocess.CalledProcessError, subprocess.TimeoutExpired):
-            _kill_process_tree(pid)
-
-    def start(self) -> None:
-        self.server.ensure_postgres_running()
-
-    def _postmaster_pid(self) -> int | None:
-        """The running postmaster's. A stopped one can linger as a zombie where init does not
-        reap orphans (some containers); pgserver takes that for a running server."""
-        info = PostmasterInfo.read_from_pgdata(self.server.pgdata)
-        return info.pid if info is not None and _alive(info.pid) else None
-
-
-def _alive(pid: int) -> bool:
-    """Running, and not a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def _kill_process_tree(pid: int) -> None:
-    children = []
-    with contextlib.suppress(FileNotFoundError):
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    for process in [pid, *map(int, children)]:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(process, signal.SIGKILL)
-
-
 @pytest.fixture(scope="module")
 def own_server() -> Iterator[OwnServer]:
-    root = Path(tempfile.mkdtemp(prefix="memory-crash-test-"))
-    # Stopped and deleted here, not by pgserver: its stop is a fast shutdown, which waits
-    # forever on a wedged backend, and it would take a zombie postmaster for a running one.
-    server = get_server(root / "pg", cleanup_mode=None)
-    own = OwnServer(server)
-    try:
-        create_database(server.get_uri(), own.database)
-        migrations.upgrade(own.database_url())
-        yield own
-    finally:
-        own.crash()
-        server.cleanup()  # drops pgserver's handle; stops and deletes nothing
-        shutil.rmtree(root, ignore_errors=True)
+    yield from own_postgres("memory-crash-test-")
 
 
 @dataclass

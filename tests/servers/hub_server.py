@@ -172,9 +172,9 @@ class HubServer(_BodyServer):
         for repo in self.repos.values():
             self.cdn.blobs.update({f.sha256: f.content for f in repo.files.values() if f.lfs})
 
-    def start(self) -> Self:
+    def start(self, port: int = 0) -> Self:
         self.cdn.start()
-        return super().start()
+        return super().start(port)
 
     def stop(self, timeout: float = 10.0) -> None:
         super().stop(timeout)

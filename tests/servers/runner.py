@@ -117,11 +117,14 @@ class LoopbackServer(abc.ABC, Generic[FaultsT]):
         """`http://127.0.0.1:PORT`, without a trailing slash."""
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> Self:
+    def start(self, port: int = 0) -> Self:
+        """Listen on `port` (0: one the OS picks). A fixed port can be bound again at once
+        after a killed server (SO_REUSEADDR), so a restarted server keeps its URL."""
         if self._thread is not None:
             raise RuntimeError("the server is already running")
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.bind(("127.0.0.1", 0))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))
         sock.listen(128)
         config = uvicorn.Config(
             self._asgi,
