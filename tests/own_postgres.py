@@ -43,10 +43,9 @@ class OwnServer:
         pid = self._postmaster_pid()
         if pid is None:
             return
-        command = [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(self.server.pgdata)]
         try:
             subprocess.run(
-                [*command, "-m", "immediate", "-w", "stop"],
+                [*self._pg_ctl(), "-m", "immediate", "-w", "stop"],
                 user=self.server.system_user,
                 check=True,
                 capture_output=True,
@@ -58,12 +57,28 @@ class OwnServer:
     def start(self) -> None:
         self.server.ensure_postgres_running()
 
+    def restart_immediately(self) -> None:
+        """`pg_ctl restart -m immediate`: the crash of `crash()`, then a start with the same
+        options, WAL replay first. The server logs to the file pgserver gave it (`-l`), so
+        it holds none of our pipes."""
+        log = self.server.log
+        subprocess.run(
+            [*self._pg_ctl(), "-m", "immediate", "-w", "-l", str(log), "restart"],
+            user=self.server.system_user,
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+
     def other_database(self, name: str) -> "OwnServer":
         """A second migrated database on the same server (crashed with it)."""
         create_database(self.server.get_uri(), name)
         other = OwnServer(self.server, name)
         migrations.upgrade(other.database_url())
         return other
+
+    def _pg_ctl(self) -> list[str]:
+        return [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(self.server.pgdata)]
 
     def _postmaster_pid(self) -> int | None:
         """The running postmaster's. A stopped one can linger as a zombie where init does not

@@ -1,13 +1,14 @@
 """The fault run: nothing acknowledged is lost while everything the service depends on fails.
 
-A real `memory-service serve` embeds through a vLLM-compatible server in a process of its own
-(`tests.servers.serve_embedder`, no local model) and stores in an embedded PostgreSQL private
-to this module. Sixteen writers store unique memories, twelve one at a time and four in
-batches of eight, retrying an unanswered or 503-answered write with the same content (a
-repeat of a stored content is answered with the stored memory). Under that load, in turn:
+A real `memory-service serve` embeds through a vLLM-compatible server running the bundled
+model in a process of its own (`tests.servers.serve_embedder`; the service has no local
+model) and stores in an embedded PostgreSQL private to this module. Sixteen writers store
+unique memories, twelve one at a time and four in batches of eight, retrying an unanswered
+or 503-answered write with the same content (a repeat of a stored content is answered with
+the stored memory). Under that load, in turn:
 
 1. the embedder is SIGKILLed, writes go on (stores answer `pending`), then it is restarted;
-2. PostgreSQL is crashed (`pg_ctl stop -m immediate`: no checkpoint, WAL replay) and started;
+2. PostgreSQL is crash-restarted (`pg_ctl restart -m immediate`: no checkpoint, WAL replay);
 3. the service gets SIGTERM, must exit, and is started again on the same port.
 
 Each phase lasts until the writers have had a number of writes acknowledged in it. Then the
@@ -15,7 +16,7 @@ writers stop, and once the reconciler has embedded every pending row:
 
 - every acknowledged memory is read back through the API, with its content, `embedded`;
 - every content is stored once (no row twice, no acknowledged id replaced by another);
-- every row's vector is the one the embedder computes for that row's content;
+- every row's vector is the model's vector of that row's content;
 - no write was answered with a status other than 200, 201 or 503.
 
 A second test crashes PostgreSQL while the reconciler embeds a batch it claimed: the batch it
@@ -49,7 +50,7 @@ from tests.apps import free_port, http_app
 from tests.fakes import FlakyProvider
 from tests.memories.factories import memory_body
 from tests.own_postgres import OwnServer, own_postgres
-from tests.servers import hashed_vector
+from tests.servers import ModelFns
 from tests.test_cli import COMMAND, ROOT, clean_env
 
 pytestmark = pytest.mark.slow
@@ -257,7 +258,7 @@ def unembedded(libpq_uri: str) -> int:
 
 
 def test_acknowledged_writes_survive_embedder_database_and_service_failures(
-    tmp_path: Path, own_server: OwnServer
+    tmp_path: Path, own_server: OwnServer, model_fns: ModelFns
 ) -> None:
     embedder = Embedder(free_port(), tmp_path / "embedder.log")
     providers = tmp_path / "providers.yaml"
@@ -305,8 +306,7 @@ def test_acknowledged_writes_survive_embedder_database_and_service_failures(
         embedder.start()
         phase("writes after the embedder restarted")
 
-        own_server.crash()
-        own_server.start()
+        own_server.restart_immediately()
         phase("writes after PostgreSQL crashed and restarted")
 
         exit_code = service.terminate()
@@ -339,9 +339,13 @@ def test_acknowledged_writes_survive_embedder_database_and_service_failures(
     assert [content for content, times in stored.items() if times > 1] == []
     by_content = {content: memory_id for memory_id, content, _ in rows}
     assert {c: by_content.get(c) for c in ledger.acked} == ledger.acked
-    for _, content, embedding in rows:
-        vector = np.array(embedding.strip("[]").split(","), dtype=np.float32)
-        assert float(vector @ hashed_vector(content, DIMENSION)) > 0.9999, content
+    contents = [content for _, content, _ in rows]
+    expected = np.concatenate(
+        [model_fns.embed(contents[i : i + 256]) for i in range(0, len(contents), 256)]
+    )
+    for (_, content, embedding), vector in zip(rows, expected, strict=True):
+        stored_vector = np.array(embedding.strip("[]").split(","), dtype=np.float32)
+        assert float(stored_vector @ vector) > 0.999, content
     print(  # shown with -s: how much the faults were felt
         f"{len(ledger.acked)} acknowledged, {len(rows)} stored, retries {dict(ledger.retries)}, "
         f"answers {dict(ledger.statuses)}"
@@ -351,7 +355,7 @@ def test_acknowledged_writes_survive_embedder_database_and_service_failures(
 async def test_a_batch_the_database_lost_is_given_back_by_the_next_pass(
     own_server: OwnServer, settings: Settings, embedder: FlakyProvider
 ) -> None:
-    # A database of its own: the fault run's space has the hashed model's reference vectors.
+    # A database of its own: the fault run's rows are not this reconciler's business.
     database = own_server.other_database("reconciler")
     configured = settings.model_copy(update={"database_url": database.database_url()})
     async with open_resources(configured, embedder=embedder) as resources:

@@ -13,8 +13,6 @@ from tests.servers.embedder import (
     bundled_embedder,
     bundled_model,
     embedder_from_model,
-    hashed_embedder,
-    hashed_vector,
     max_chars_per_token,
 )
 from tests.servers.faults import (
@@ -49,7 +47,5 @@ __all__ = [
     "bundled_embedder",
     "bundled_model",
     "embedder_from_model",
-    "hashed_embedder",
-    "hashed_vector",
     "max_chars_per_token",
 ]

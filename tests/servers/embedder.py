@@ -13,7 +13,6 @@ The fault transforms live here too, because they are about vectors, not about HT
 """
 
 import functools
-import hashlib
 import os
 import threading
 from collections.abc import Callable
@@ -98,29 +97,6 @@ def bundled_model() -> Any:
 def bundled_embedder() -> ModelFns:
     """`(embed, count_tokens)` over the bundled model, built once per process (for scripts)."""
     return embedder_from_model(bundled_model())
-
-
-def hashed_vector(text: str, dimension: int) -> Vectors:
-    """A unit vector that only `text` maps to (seeded by its SHA-256): a stored vector shows
-    which text it was computed from. It carries no meaning; for tests of storage, not recall."""
-    seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
-    vector = np.random.default_rng(seed).standard_normal(dimension)
-    return np.asarray(vector / np.linalg.norm(vector), dtype=np.float32)
-
-
-def hashed_embedder(dimension: int = 384) -> ModelFns:
-    """A stand-in model that loads nothing: `hashed_vector` per text, and a token per
-    whitespace-separated word plus the two special tokens."""
-
-    def embed(texts: list[str]) -> Vectors:
-        return np.stack([hashed_vector(text, dimension) for text in texts]).reshape(
-            len(texts), dimension
-        )
-
-    def count_tokens(texts: list[str]) -> list[int]:
-        return [len(text.split()) + 2 for text in texts]
-
-    return ModelFns(embed, count_tokens)
 
 
 def apply_vector_fault(vectors: Vectors, setting: FaultSetting) -> Vectors:
