@@ -41,7 +41,6 @@ from memory_service.memories.service import MemoryService
 from memory_service.providers.config import HttpEndpointConfig, bundled_default, load_providers
 from memory_service.providers.embedding import EmbeddingClient
 from memory_service.providers.factory import build_chat_providers, build_embed_providers
-from memory_service.providers.http import new_client
 from memory_service.providers.local import LocalProvider
 from memory_service.providers.registry import ChatTiers, Providers, Registry
 from memory_service.providers.tokenizer import FileTokenizer
@@ -242,18 +241,17 @@ async def _open_providers(
     space = await register_space(
         engine, settings.embedding_space, declared.model, declared.dimension, declared.normalized
     )
-    embed_http = await stack.enter_async_context(new_client("embed"))
-    chat_http = await stack.enter_async_context(new_client("chat"))
-    embedders = await build_embed_providers(
-        config, settings.embedding_space, embed_http, settings, local
-    )
+    embedders = await build_embed_providers(config, settings.embedding_space, settings, local)
     for provider in embedders:
         if provider.client is not local:
             stack.push_async_callback(provider.client.aclose)
+    chat = build_chat_providers(config.chat, settings)
+    for chat_provider in chat:
+        stack.push_async_callback(chat_provider.client.aclose)
     parity = Parity(space=space, engine=engine, min_cosine=settings.parity_min_cosine)
     providers = Providers(
         embed=Registry(embedders, parity),
-        chat=Registry(build_chat_providers(config.chat, chat_http, settings), ChatTiers()),
+        chat=Registry(chat, ChatTiers()),
     )
     await providers.probe_all()
     routed = RoutedEmbedder(providers.embed, space)

@@ -53,9 +53,7 @@ class Reconciler:
     # batch takes, or another worker embeds the batch again (only one writes it).
     claim_seconds: float = 600.0
     # Claims whose give-back failed, in the order they failed.
-    _unreleased: list[tuple[list[UUID], repository.Claim]] = field(
-        default_factory=list, init=False
-    )
+    _unreleased: list[tuple[list[UUID], repository.Claim]] = field(default_factory=list, init=False)
 
     async def run_once(self) -> ReconcileReport:
         """Give back what an earlier pass could not, embed every pending row it can claim,

@@ -70,6 +70,10 @@ class ChatClient:
         if model not in names and f"models/{model}" not in names:
             raise ProviderModelNotFound(self.name, f"model {model!r} is not served (has {names})")
 
+    async def aclose(self) -> None:
+        """Close the HTTP client it was given: the factory gives each provider its own."""
+        await self._http.aclose()
+
     async def complete(self, payload: JSONObject) -> JSONObject:
         """A non-streamed completion: the provider's JSON body (OpenAI's shape)."""
         if not self.native:

@@ -1,7 +1,8 @@
 """The registry's providers, built from the configuration: a client and a breaker each.
 
-Embedding providers share one HTTP client and chat providers another (`http.new_client`),
-so open chat streams can never take the connections an embed needs.
+Each HTTP provider has an HTTP client and connection pool of its own (`http.new_client`),
+closed with the provider's client (`aclose`): open chat streams can never take the
+connections an embed needs, nor one provider's stalled requests another provider's.
 """
 
 from collections.abc import Sequence
@@ -21,6 +22,7 @@ from memory_service.providers.config import (
     SpaceConfig,
 )
 from memory_service.providers.embedding import EmbeddingClient
+from memory_service.providers.http import new_client
 from memory_service.providers.local import LocalProvider
 from memory_service.providers.ollama import OllamaEmbeddings
 from memory_service.providers.openai import OpenAIEmbeddings
@@ -30,7 +32,6 @@ from memory_service.providers.registry import ChatProvider, EmbedProvider
 async def build_embed_providers(
     config: ProvidersConfig,
     space_name: str,
-    http: httpx.AsyncClient,
     settings: Settings,
     local: LocalProvider | None = None,
 ) -> list[EmbedProvider]:
@@ -48,7 +49,7 @@ async def build_embed_providers(
                 provider, declared, local, settings.model_threads
             )
         else:
-            client = _http_client(provider, declared, http)
+            client = _http_client(provider, declared)
         managed.append(
             EmbedProvider(
                 config=provider, client=client, declared=declared, breaker=_breaker(settings)
@@ -58,10 +59,14 @@ async def build_embed_providers(
 
 
 def build_chat_providers(
-    configs: Sequence[ChatProviderConfig], http: httpx.AsyncClient, settings: Settings
+    configs: Sequence[ChatProviderConfig], settings: Settings
 ) -> list[ChatProvider]:
     return [
-        ChatProvider(config=config, client=ChatClient(config, http), breaker=_breaker(settings))
+        ChatProvider(
+            config=config,
+            client=ChatClient(config, new_client("chat")),
+            breaker=_breaker(settings),
+        )
         for config in configs
     ]
 
@@ -70,10 +75,9 @@ def _breaker(settings: Settings) -> CircuitBreaker:
     return CircuitBreaker(settings.breaker_failure_threshold, settings.breaker_cooldown_seconds)
 
 
-def _http_client(
-    provider: EmbedderConfig, declared: SpaceConfig, http: httpx.AsyncClient
-) -> EmbeddingClient:
+def _http_client(provider: EmbedderConfig, declared: SpaceConfig) -> EmbeddingClient:
     assert not isinstance(provider, LocalProviderConfig)
+    http = new_client("embed")
     timeout = httpx.Timeout(provider.read_timeout, connect=provider.connect_timeout)
     if isinstance(provider, OllamaProviderConfig):
         return OllamaEmbeddings(

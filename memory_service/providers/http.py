@@ -1,9 +1,10 @@
 """HTTP to providers: the clients, one call, and every failure mapped onto the error tree.
 
-Each use gets a client of its own (`new_client`), with a connection pool sized for it, so
-one use can never exhaust another's: open chat streams cannot take the connections an embed
-needs. Connect and read timeouts are separate (`httpx.Timeout(read, connect=...)`): a dead
-host should cost the connect timeout, a slow model the read timeout.
+Each provider gets a client of its own (`new_client`, called by the factory), with a
+connection pool sized for its use, so no provider and no use can exhaust another's: open chat
+streams cannot take the connections an embed needs, nor a slow embedder a fast one's.
+Connect and read timeouts are separate (`httpx.Timeout(read, connect=...)`): a dead host
+should cost the connect timeout, a slow model the read timeout.
 """
 
 import json
@@ -23,8 +24,8 @@ from memory_service.providers.errors import (
 
 Use = Literal["embed", "chat", "watcher", "health"]
 
-# (max_connections, max_keepalive_connections) per use. Embedders and chat providers each
-# have their pool; the registrations watcher and the vLLM health checks need a few.
+# (max_connections, max_keepalive_connections) of one client of each use: each embedding
+# and chat provider has one; the registrations watcher and the vLLM health checks need a few.
 POOLS: dict[Use, tuple[int, int]] = {
     "embed": (64, 16),
     "chat": (64, 16),

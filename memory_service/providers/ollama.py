@@ -109,6 +109,10 @@ class OllamaEmbeddings(EmbeddingClient):
         if self.model_id not in names and f"{self.model_id}:latest" not in names:
             raise ProviderModelNotFound(self.name, f"has {sorted(names)}, not {self.model_id!r}")
 
+    async def aclose(self) -> None:
+        """Close the HTTP client it was given: the factory gives each provider its own."""
+        await self._http.aclose()
+
     async def _call(
         self, method: str, path: str, payload: dict[str, Any] | None = None
     ) -> httpx.Response:

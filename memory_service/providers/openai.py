@@ -107,6 +107,10 @@ class OpenAIEmbeddings(EmbeddingClient):
                 self.name, f"serves {sorted(served)}, not {self.model_id!r}"
             )
 
+    async def aclose(self) -> None:
+        """Close the HTTP client it was given: the factory gives each provider its own."""
+        await self._http.aclose()
+
     async def _get(self, path: str) -> httpx.Response:
         return await send(
             self._http,

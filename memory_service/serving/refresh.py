@@ -34,7 +34,7 @@ from memory_service.providers.config import (
 )
 from memory_service.providers.factory import build_chat_providers, build_embed_providers
 from memory_service.providers.http import new_client
-from memory_service.providers.registry import EmbedProvider, Providers
+from memory_service.providers.registry import ChatProvider, EmbedProvider, Providers
 from memory_service.serving.registrations import VllmRegistration, read_registrations
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ class RegistrationWatcher:
         }
         for name, registration in list(self._chat_added.items()):
             if wanted.get(name) != registration:
-                chat.remove_provider(name)
+                await _close(chat.remove_provider(name))
                 del self._chat_added[name]
                 log.info("chat providers: removed %s (%s)", name, registration.base_url)
         for name, registration in wanted.items():
@@ -86,7 +86,7 @@ class RegistrationWatcher:
                     context_window=window,
                     priority=self._settings.vllm_provider_priority,
                 )
-                (provider,) = build_chat_providers([config], self._http, self._settings)
+                (provider,) = build_chat_providers([config], self._settings)
                 chat.add_provider(provider)
                 self._chat_added[name] = registration
                 log.info("chat providers: added %s (%s)", name, registration.base_url)
@@ -124,7 +124,7 @@ class RegistrationWatcher:
         }
         for name, registration in list(self._added.items()):
             if wanted.get(name) != registration:
-                self._providers.embed.remove_provider(name)
+                await _close(self._providers.embed.remove_provider(name))
                 del self._added[name]
                 log.info("embedders: removed %s (%s)", name, registration.base_url)
         for name, registration in wanted.items():
@@ -179,8 +179,23 @@ class RegistrationWatcher:
                 )
             ],
         )
-        (provider,) = await build_embed_providers(config, space.name, self._http, self._settings)
+        (provider,) = await build_embed_providers(config, space.name, self._settings)
         return provider
+
+    async def aclose(self) -> None:
+        """Remove the providers it added and close their clients."""
+        for name in list(self._added):
+            await _close(self._providers.embed.remove_provider(name))
+        for name in list(self._chat_added):
+            await _close(self._providers.chat.remove_provider(name))
+        self._added.clear()
+        self._chat_added.clear()
+
+
+async def _close(provider: EmbedProvider | ChatProvider | None) -> None:
+    """A removed provider's client, closed: requests still in flight on it fail over."""
+    if provider is not None:
+        await provider.client.aclose()
 
 
 def _root(config: object) -> str | None:
@@ -192,9 +207,12 @@ async def watch_registrations(
     settings: Settings, providers: Providers, space: EmbeddingSpace
 ) -> None:
     """The service's watcher task: one sync per probe interval, with an HTTP client of its
-    own, which the providers it adds use too."""
+    own for reading servers' model cards; the providers it adds have theirs."""
     async with new_client("watcher") as http:
         watcher = RegistrationWatcher(
             providers=providers, space=space, settings=settings, http=http
         )
-        await watcher.run_forever(settings.probe_interval_seconds)
+        try:
+            await watcher.run_forever(settings.probe_interval_seconds)
+        finally:
+            await asyncio.shield(watcher.aclose())
