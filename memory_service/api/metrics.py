@@ -3,7 +3,11 @@
 The process's counters (`core/telemetry.py`: HTTP requests, embedding calls) plus figures
 read when scraped: breaker state per provider, texts waiting in the coalescer, pending and
 failed memories, ingestion jobs by state and the age of the oldest due one, the database
-pool, today's cloud budget. The database figures are a few aggregate queries per scrape.
+pool (connections by state and checkouts under way), today's cloud budget, and per vector
+table of the service's space its index state, rows waiting outside the index, rows at the
+last build and measured recall@k per selectivity class (the figures of `GET /v1/spaces`,
+without its exact row count). The database figures are a few queries per scrape, each
+answered from an index or a small table: none scans the memories.
 """
 
 from collections.abc import AsyncIterator, Iterable, Iterator
@@ -15,16 +19,19 @@ from prometheus_client.registry import Collector
 
 from memory_service.api.deps import CanObserve, ResourcesDep
 from memory_service.bootstrap import Resources
+from memory_service.core.db import CheckoutCountingPool
 from memory_service.core.telemetry import PROCESS_METRICS
 from memory_service.documents.jobs import repository as jobs
 from memory_service.embeddings.batching import CoalescingEmbedder
 from memory_service.memories import repository as memories
 from memory_service.providers.breaker import BreakerState
+from memory_service.search.indexes import IndexState, IndexStatus
 
 router = APIRouter(tags=["operations"])
 
 BREAKER_VALUES = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
 JOB_STATES = ("queued", "running", "succeeded", "failed", "dead")
+INDEX_STATES: tuple[IndexState, ...] = ("exact", "building", "ready", "rebuilding")
 
 
 class _Snapshot(Collector):
@@ -67,6 +74,8 @@ async def _read(resources: Resources) -> AsyncIterator[Metric]:
         "Age of the oldest queued job due to run (0: none waits).",
         value=oldest or 0.0,
     )
+    for family in _indexes(await resources.indexes.status(count_rows=False)):
+        yield family
     if resources.chat is not None:
         usage = await resources.chat.budget.usage()
         budget = GaugeMetricFamily(
@@ -107,3 +116,41 @@ def _in_process(resources: Resources) -> Iterator[Metric]:
     ):
         connections.add_metric([state], count)
     yield connections
+    checkouts = pool.checkouts if isinstance(pool, CheckoutCountingPool) else 0
+    yield GaugeMetricFamily(
+        "memory_db_pool_checkouts",
+        "Callers waiting for a pooled connection: a free one, or a new one connecting.",
+        value=checkouts,
+    )
+
+
+def _indexes(statuses: list[IndexStatus]) -> Iterator[Metric]:
+    state = GaugeMetricFamily(
+        "memory_vector_index_state",
+        "Vector index state per table: 1 for the current state (exact: no index yet).",
+        labels=["table", "state"],
+    )
+    rows = GaugeMetricFamily(
+        "memory_vector_index_rows",
+        "Rows with a vector per table: outside the index (tail), in it at its last build.",
+        labels=["table", "measure"],
+    )
+    recall = GaugeMetricFamily(
+        "memory_vector_index_recall",
+        "Measured recall@k of sampled searches per selectivity class, over the last samples.",
+        labels=["table", "selectivity"],
+    )
+    samples = GaugeMetricFamily(
+        "memory_vector_index_recall_samples",
+        "Samples behind memory_vector_index_recall.",
+        labels=["table", "selectivity"],
+    )
+    for status in statuses:
+        for name in INDEX_STATES:
+            state.add_metric([status.table, name], int(status.index_state == name))
+        rows.add_metric([status.table, "tail"], status.tail_rows)
+        rows.add_metric([status.table, "at_build"], status.rows_at_build or 0)
+        for selectivity, measured in sorted(status.recall.items()):
+            recall.add_metric([status.table, selectivity], measured["recall"])
+            samples.add_metric([status.table, selectivity], measured["samples"])
+    yield from (state, rows, recall, samples)

@@ -9,6 +9,7 @@ from sqlalchemy import ClauseElement, Executable, Row, Select, text
 from sqlalchemy.exc import ProgrammingError, StatementError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry
 from sqlalchemy.sql.compiler import SQLCompiler
 
 from memory_service.core.errors import StartupError
@@ -16,6 +17,22 @@ from memory_service.core.migrations import head_revision
 
 # A result row of any columns (SQLAlchemy's Row is generic over its column types).
 AnyRow = Row[*tuple[Any, ...]]
+
+
+class CheckoutCountingPool(AsyncAdaptedQueuePool):
+    """SQLAlchemy's pool for asyncio engines, counting the checkouts under way (`checkouts`):
+    callers waiting for a free connection, or for a new one to connect. `/metrics` reports
+    it; past `pool_size + max_overflow` in use, it is the queue for the database.
+    `_do_get` is the hook a Pool subclass implements for a checkout (sqlalchemy.pool.base)."""
+
+    checkouts = 0
+
+    def _do_get(self) -> ConnectionPoolEntry:
+        self.checkouts += 1
+        try:
+            return super()._do_get()
+        finally:
+            self.checkouts -= 1
 
 
 def create_engine(
@@ -49,6 +66,7 @@ def create_engine(
     )
     return create_async_engine(
         database_url,
+        poolclass=CheckoutCountingPool,
         pool_size=pool_size,
         max_overflow=max_overflow,
         pool_timeout=pool_timeout_seconds,

@@ -119,6 +119,7 @@ memory = Table(
         "created_at",
         postgresql_where=text("status = 'pending'"),
     ),
+    Index("memory_failed_idx", "space_id", postgresql_where=text("status = 'failed'")),
     # Scopes a search filters by, so that a small one is found without a scan (migration 0008).
     *(
         Index(

@@ -408,12 +408,10 @@ async def purge_expired(conn: AsyncConnection) -> int:
 
 
 async def unembedded_counts(conn: AsyncConnection) -> dict[str, int]:
-    """Memories not embedded (pending, failed), by status, live or expired alike."""
-    statement = (
-        select(memory.c.status, func.count())
-        .where(memory.c.status != "embedded")
-        .group_by(memory.c.status)
-    )
-    counts = {"pending": 0, "failed": 0}
-    counts.update({status: count for status, count in await conn.execute(statement)})
+    """Memories not embedded (pending, failed), by status, live or expired alike; each count
+    reads its status's partial index (`memory_pending_idx`, `memory_failed_idx`)."""
+    counts = {}
+    for status in ("pending", "failed"):
+        statement = select(func.count()).select_from(memory).where(memory.c.status == status)
+        counts[status] = int((await conn.execute(statement)).scalar_one())
     return counts

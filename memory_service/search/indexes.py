@@ -98,7 +98,7 @@ class IndexStatus:
     index_state: IndexState
     index_name: str | None
     method: str | None
-    rows: int
+    rows: int | None  # None when the caller skipped the count (a scan of the table)
     # Rows with a vector waiting outside the index: written while a build ran, moved in by
     # the pass that built it (what that pass leaves, by the next). Searches read them exactly.
     tail_rows: int
@@ -140,14 +140,18 @@ class IndexMaintainer:
         """The same lifecycle for another space of the database (status of every space)."""
         return IndexMaintainer(engine=self.engine, space_id=space_id, policy=self.policy)
 
-    async def status(self) -> list[IndexStatus]:
+    async def status(self, *, count_rows: bool = True) -> list[IndexStatus]:
+        """Every vector table's index; `count_rows=False` skips the exact row count, the
+        only part that scans the table (`/metrics` reads the rest at every scrape)."""
         async with self.engine.begin() as conn:
             await repo.ensure_rows(conn, self.space_id)
             rows = await repo.index_rows(conn, self.space_id)
             running = await repo.builds_running(conn, [row.id for row in rows])
-            return [await self._status(conn, row, row.id in running) for row in rows]
+            return [await self._status(conn, row, row.id in running, count_rows) for row in rows]
 
-    async def _status(self, conn: AsyncConnection, row: IndexRow, running: bool) -> IndexStatus:
+    async def _status(
+        self, conn: AsyncConnection, row: IndexRow, running: bool, count_rows: bool
+    ) -> IndexStatus:
         table = repo.vector_table(row.table_name)
         state: IndexState = "ready" if row.index_name else "exact"
         if running:
@@ -157,7 +161,7 @@ class IndexMaintainer:
             index_state=state,
             index_name=row.index_name,
             method=row.method,
-            rows=await repo.count_rows(conn, table, self.space_id),
+            rows=await repo.count_rows(conn, table, self.space_id) if count_rows else None,
             tail_rows=await repo.count_tail(conn, table, self.space_id),
             rows_at_build=row.rows_at_build,
             built_at=row.built_at,

@@ -1,13 +1,18 @@
 """`GET /metrics`, request ids and JSON logs, on the real app and database."""
 
+import asyncio
 import json
 import logging
+from datetime import UTC, datetime
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from memory_service.bootstrap import Resources
+from memory_service.core.db import CheckoutCountingPool, create_engine
 from memory_service.core.telemetry import JsonFormatter, RequestIdFilter
+from memory_service.search import index_repository
 from tests.fakes import FlakyProvider
 from tests.memories.factories import memory_body
 
@@ -55,6 +60,47 @@ async def test_metrics_count_requests_by_route_template_and_read_the_queues(
         for state in ("in_use", "idle")
     }
     assert pool["in_use"] + pool["idle"] >= 1, "the requests above opened connections"
+
+
+async def test_metrics_show_each_vector_index_and_its_measured_recall(
+    client: httpx.AsyncClient, resources: Resources
+) -> None:
+    measured = {"recall": 0.875, "samples": 8, "measured_at": datetime.now(UTC).isoformat()}
+    async with resources.engine.begin() as conn:  # what the recall sampler records
+        await index_repository.ensure_rows(conn, resources.space.id)
+        await index_repository.record_recall(conn, resources.space.id, "memory", "1%", measured)
+    await client.post("/v1/memories", json=memory_body("One row, no index yet."))
+
+    found = samples((await client.get("/metrics")).text)
+    states = {
+        state: found[("memory_vector_index_state", (("state", state), ("table", "memory")))]
+        for state in ("exact", "building", "ready", "rebuilding")
+    }
+    assert states == {"exact": 1, "building": 0, "ready": 0, "rebuilding": 0}
+    recall = (("selectivity", "1%"), ("table", "memory"))
+    assert found[("memory_vector_index_recall", recall)] == 0.875
+    assert found[("memory_vector_index_recall_samples", recall)] == 8
+    assert found[("memory_vector_index_rows", (("measure", "tail"), ("table", "memory")))] == 0
+    assert found[("memory_db_pool_checkouts", ())] == 0
+
+
+async def test_the_pool_counts_the_callers_waiting_for_a_connection(database_url: str) -> None:
+    engine = create_engine(database_url, pool_size=1, max_overflow=0)
+    pool = engine.sync_engine.pool
+    assert isinstance(pool, CheckoutCountingPool)
+    try:
+        async with engine.connect():
+            waiting = asyncio.create_task(engine.connect().__aenter__())
+            for _ in range(500):  # bounded: until the second caller waits in the pool
+                if pool.checkouts == 1:
+                    break
+                await asyncio.sleep(0.01)
+            assert pool.checkouts == 1
+        second = await asyncio.wait_for(waiting, 30)
+        assert pool.checkouts == 0
+        await second.close()
+    finally:
+        await engine.dispose()
 
 
 async def test_a_method_outside_http_s_own_is_counted_as_other(
