@@ -376,6 +376,7 @@ INDEX_PROBES: tuple[tuple[str, list[dict[str, Any]]], ...] = (
         [{"namespace": n} for n in NAMESPACES],
     ),
     ("space_id = :space_id AND status = 'pending' ORDER BY created_at, id", [{}]),
+    ("space_id = :space_id AND status = 'failed'", [{}]),
     ("space_id = :space_id AND NOT in_index", [{}]),
     *(
         (
