@@ -314,6 +314,31 @@ class TestDockerCompose:
         assert "--uid 10001" in " ".join(i.arguments for i in instructions if i.keyword == "RUN")
         assert prometheus["user"] == "10001"
 
+    def test_grafana_loads_the_dashboard_from_that_prometheus(
+        self, services: dict[str, Document]
+    ) -> None:
+        grafana = services["grafana"]
+        assert grafana["profiles"] == ["monitoring"]
+        mounted = {
+            source: target for source, target, *_ in (v.split(":") for v in grafana["volumes"])
+        }
+        provisioning = ROOT / "deploy" / "grafana" / "provisioning"
+        assert mounted["./deploy/grafana/provisioning"] == "/etc/grafana/provisioning"
+
+        def provisioned(kind: str, name: str) -> list[Document]:
+            document = yaml.safe_load((provisioning / kind / name).read_text())
+            listed: list[Document] = document[kind if kind == "datasources" else "providers"]
+            return listed
+
+        (source,) = provisioned("datasources", "prometheus.yml")
+        assert (source["type"], source["url"]) == ("prometheus", "http://prometheus:9090")
+        (folder,) = provisioned("dashboards", "memory-service.yml")
+        assert mounted["./deploy/grafana/dashboards"] == folder["options"]["path"]
+        dashboard = json.loads((ROOT / "deploy/grafana/dashboards/memory-service.json").read_text())
+        for panel in dashboard["panels"]:
+            for target in panel["targets"]:
+                assert target["datasource"]["uid"] == source["uid"], panel["title"]
+
     def test_every_published_port_binds_loopback(self, services: dict[str, Document]) -> None:
         published = 0
         for name, service in services.items():
