@@ -6,19 +6,25 @@ reconciler, the index maintainer, the recall sampler, the provider probes, the v
 registrations watcher and the ingestion-job worker. Every request body meets the input
 contract first (`InputContract`: a size limit while reading, and `core/input.py`); while
 authentication is off, requests whose `Host` is not allowed are refused (`AllowedHosts`).
+`/mcp` serves the MCP tools (`mcp_server`) over streamable HTTP, behind the same key check.
 """
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 
 from fastapi import FastAPI
 from starlette.datastructures import Headers
+from starlette.responses import Response
+from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from memory_service import mcp_server
 from memory_service.api import router
+from memory_service.api.deps import caller
 from memory_service.bootstrap import Resources
+from memory_service.core.errors import MemoryServiceError
 from memory_service.core.handlers import error_response, install_error_handlers
 from memory_service.core.input import InvalidValue, check_json
 from memory_service.core.settings import Settings
@@ -32,7 +38,8 @@ def create_app(settings: Settings, resources: Resources) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         running = [asyncio.create_task(task) for task in _background(settings, resources)]
         try:
-            yield
+            async with mcp_server.sessions_running(mcp_sessions):
+                yield
         finally:
             for task in running:
                 task.cancel()
@@ -55,7 +62,27 @@ def create_app(settings: Settings, resources: Resources) -> FastAPI:
         app.add_middleware(AllowedHosts, hosts=resources.auth.allowed_hosts)
     app.add_middleware(RequestTelemetry)  # added last: it runs first, and sees every answer
     app.include_router(router)
+    mcp = mcp_server.build_server(mcp_server.in_process(app), settings.mcp_default_namespace)
+    mcp_sessions = mcp_server.session_manager(mcp)
+    endpoint = mcp_server.HttpEndpoint(mcp_sessions, _mcp_refusal(resources))
+    app.router.routes.append(Route("/mcp", endpoint, methods=["GET", "POST", "DELETE"]))
     return app
+
+
+def _mcp_refusal(resources: Resources) -> Callable[[Scope], Awaitable[Response | None]]:
+    """The REST API's own key check (`api.deps.caller`) for `/mcp`: its error response when
+    it refuses the request's key."""
+
+    async def refusal(scope: Scope) -> Response | None:
+        try:
+            await caller(resources, Headers(scope=scope).get("authorization"))
+        except MemoryServiceError as exc:
+            return error_response(
+                exc.status_code, exc.error_type, exc.message, exc.details, exc.headers or None
+            )
+        return None
+
+    return refusal
 
 
 class AllowedHosts:

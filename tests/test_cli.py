@@ -4,6 +4,7 @@ These start real processes (the embedded PostgreSQL, the model, uvicorn), so the
 tens of seconds; they are the proof that `make run` and the README work as written.
 """
 
+import contextlib
 import json
 import os
 import re
@@ -68,6 +69,23 @@ def server(
         if process.poll() is None:
             process.send_signal(signal.SIGINT)
             process.wait(timeout=60)
+
+
+@contextlib.contextmanager
+def serving(env: dict[str, str], log: Path) -> Iterator[str]:
+    """`memory-service serve` on a free port, its output in `log` (a pipe nobody reads
+    would fill and wedge it), stopped with SIGINT; its URL."""
+    port = free_port()
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [COMMAND, "serve", "--port", str(port)], env=env, stdout=out, stderr=out, text=True
+        )
+    try:
+        wait_until_healthy(port, process)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=60)
 
 
 def wait_until_healthy(port: int, process: subprocess.Popen[str]) -> None:

@@ -13,6 +13,7 @@ from memory_service.api.admin import router as admin_vllm_router
 from memory_service.api.deps import ResourcesDep
 from memory_service.api.documents import router as documents_router
 from memory_service.api.ingest_jobs import router as ingest_jobs_router
+from memory_service.api.keys import me_router
 from memory_service.api.keys import router as keys_router
 from memory_service.api.memories import router as memories_router
 from memory_service.api.metrics import router as metrics_router
@@ -38,6 +39,7 @@ router.include_router(openai_router)
 router.include_router(admin_vllm_router)
 router.include_router(ingest_jobs_router)
 router.include_router(keys_router)
+router.include_router(me_router)
 router.include_router(metrics_router)
 
 

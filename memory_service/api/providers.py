@@ -4,46 +4,13 @@ from dataclasses import asdict
 from typing import Any
 
 from fastapi import APIRouter
-from pydantic import BaseModel
 
 from memory_service.api.deps import CanObserve, ResourcesDep
 from memory_service.providers import scoring
 from memory_service.providers.registry import ProviderStatus
+from memory_service.providers.schemas import ChatStatusOut, EmbedderStatusOut, ProvidersOut
 
 router = APIRouter(prefix="/v1/providers", tags=["providers"])
-
-
-class _StatusOut(BaseModel):
-    name: str
-    kind: str
-    model: str
-    priority: int
-    state: str
-    eligible: bool
-    reason: str
-    score: float | None
-    latency_ms: float | None
-    error_rate: float
-    consecutive_failures: int
-    last_error: str | None
-
-
-class EmbedderStatusOut(_StatusOut):
-    space: str
-    parity: float | None
-
-
-class ChatStatusOut(_StatusOut):
-    tier: str
-    context_window: int
-
-
-class ProvidersOut(BaseModel):
-    space: dict[str, Any]
-    best: str | None
-    score_formula: str
-    providers: list[EmbedderStatusOut]
-    chat: list[ChatStatusOut] = []
 
 
 def _fields(row: ProviderStatus) -> dict[str, Any]:

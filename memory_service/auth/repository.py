@@ -18,6 +18,7 @@ PUBLIC_COLUMNS = (
     api_key.c.namespaces,
     api_key.c.scopes,
     api_key.c.allow_cloud,
+    api_key.c.default_namespace,
     api_key.c.created_at,
     api_key.c.expires_at,
     api_key.c.revoked_at,
@@ -38,6 +39,7 @@ async def insert_key(
     scopes: Sequence[str],
     allow_cloud: bool,
     expires_at: datetime | None,
+    default_namespace: str | None = None,
 ) -> AnyRow:
     """The new key's public columns; NameTaken when a key has that name already."""
     statement = (
@@ -50,6 +52,7 @@ async def insert_key(
             scopes=list(scopes),
             allow_cloud=allow_cloud,
             expires_at=expires_at,
+            default_namespace=default_namespace,
         )
         .on_conflict_do_nothing(index_elements=[api_key.c.name])
         .returning(*PUBLIC_COLUMNS)

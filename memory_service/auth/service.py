@@ -35,6 +35,7 @@ class Principal:
     scopes: frozenset[str]
     namespaces: Namespaces
     allow_cloud: bool
+    default_namespace: str | None = None
 
     @property
     def actor(self) -> Actor:
@@ -56,6 +57,7 @@ class KeyInfo:
     namespaces: list[str]
     scopes: list[str]
     allow_cloud: bool
+    default_namespace: str | None
     created_at: datetime
     expires_at: datetime | None
     revoked_at: datetime | None
@@ -73,12 +75,15 @@ class KeyService:
         scopes: Sequence[str],
         expires_at: datetime | None = None,
         allow_cloud: bool = False,
+        default_namespace: str | None = None,
         grantor: Principal = ANONYMOUS,
     ) -> tuple[KeyInfo, str]:
         """The new key's description and the key itself, which is never shown again.
         `grantor`, the key making it over HTTP, must hold all it grants (Forbidden if not):
-        namespaces within its own, scopes among its own, `allow_cloud` only if it has it."""
+        namespaces within its own, scopes among its own, `allow_cloud` only if it has it.
+        `default_namespace` must be a namespace the key's patterns cover."""
         _check(name, namespaces, scopes, expires_at)
+        _check_default(default_namespace, namespaces)
         _within(grantor, namespaces, scopes, allow_cloud)
         made = keys.new_key()
         async with self.engine.begin() as conn:
@@ -92,6 +97,7 @@ class KeyService:
                     scopes=[scope for scope in SCOPES if scope in scopes],
                     allow_cloud=allow_cloud,
                     expires_at=expires_at,
+                    default_namespace=default_namespace,
                 )
             except repository.NameTaken as exc:
                 raise Conflict(f"a key named {name!r} exists already", {"name": name}) from exc
@@ -131,6 +137,7 @@ class KeyService:
             scopes=frozenset(row.scopes),
             namespaces=Namespaces.of(row.namespaces),
             allow_cloud=row.allow_cloud,
+            default_namespace=row.default_namespace,
         )
 
 
@@ -182,6 +189,21 @@ def _check(
             raise InvalidRequest("expires_at is in the past")
 
 
+def _check_default(default: str | None, namespaces: Sequence[str]) -> None:
+    if default is None:
+        return
+    if not NAMESPACE_PATTERN.match(default) or default.endswith("*"):
+        raise InvalidRequest(
+            f"default namespace {default!r}: a namespace, not a pattern",
+            {"default_namespace": default},
+        )
+    if not Namespaces.of(namespaces).allows(default):
+        raise InvalidRequest(
+            f"default namespace {default!r} is outside the key's namespaces {list(namespaces)}",
+            {"default_namespace": default},
+        )
+
+
 def _is_uuid(text: str) -> bool:
     try:
         UUID(text)
@@ -197,6 +219,7 @@ def _info(row: Any) -> KeyInfo:
         namespaces=list(row.namespaces),
         scopes=list(row.scopes),
         allow_cloud=row.allow_cloud,
+        default_namespace=row.default_namespace,
         created_at=row.created_at,
         expires_at=row.expires_at,
         revoked_at=row.revoked_at,

@@ -48,6 +48,19 @@ def serve(settings: Settings) -> int:
         return asyncio.run(_serve(settings.model_copy(update={"database_url": url})))
 
 
+def mcp(settings: Settings, url: str | None, api_key: str | None) -> int:
+    from memory_service.cli.mcp import serve_stdio
+
+    if url is not None:
+        return asyncio.run(serve_stdio(settings, url, api_key))
+    with database_url(settings) as db_url:
+        if settings.embedded:
+            migrations.upgrade(db_url)
+        return asyncio.run(
+            serve_stdio(settings.model_copy(update={"database_url": db_url}), None, api_key)
+        )
+
+
 class _Server(uvicorn.Server):
     """uvicorn's server, telling the service when it begins to stop: chat streams in
     progress end at once with an error event rather than hold the shutdown up."""
@@ -175,6 +188,7 @@ def keys(settings: Settings, args: argparse.Namespace) -> int:
             "scopes": args.scopes,
             "expires_at": args.expires_at,
             "allow_cloud": args.allow_cloud,
+            "default_namespace": args.default_namespace,
         }
     elif args.action == "revoke":
         fields = {"id_or_name": args.id_or_name}
@@ -355,6 +369,9 @@ def build_parser() -> argparse.ArgumentParser:
     create_cmd.add_argument(
         "--allow-cloud", action="store_true", help="memory content may go to cloud chat"
     )
+    create_cmd.add_argument(
+        "--default-namespace", help="the namespace MCP calls use when they name none"
+    )
     create_cmd.add_argument("--json", action="store_true", help="print JSON (`key` holds it)")
     create_cmd.add_argument(
         "--output", type=Path, help="write the key to this file (mode 0600) instead of printing"
@@ -367,6 +384,13 @@ def build_parser() -> argparse.ArgumentParser:
     revoke_cmd = key_actions.add_parser("revoke", help="refuse a key from now on")
     revoke_cmd.add_argument("id_or_name", metavar="ID|NAME")
     revoke_cmd.add_argument("--json", action="store_true", help="print JSON")
+    mcp_cmd = commands.add_parser("mcp", help="the MCP tools on stdin/stdout (for agent hosts)")
+    mcp_cmd.add_argument("--url", help="a running service (default: open the service here)")
+    mcp_cmd.add_argument(
+        "--api-key",
+        default=os.environ.get("MEMORY_API_KEY"),
+        help="the key tool calls are made with (default: $MEMORY_API_KEY)",
+    )
     providers_cmd = commands.add_parser("providers", help="print the providers' states as a table")
     providers_cmd.add_argument("--url", help="the service (default http://HOST:PORT from settings)")
     model_commands.add_commands(commands)
@@ -402,6 +426,8 @@ def main(argv: list[str] | None = None) -> int:
             return serve(settings)
         if args.command == "providers":
             return providers(settings, args.url)
+        if args.command == "mcp":
+            return mcp(settings, args.url, args.api_key)
         if args.command == "ingest":
             return ingest(settings, args.paths, args.namespace, args.prune, args.format)
         if args.command in ("models", "vllm"):

@@ -44,6 +44,10 @@ class Namespaces:
             return any(pattern[:-1].startswith(prefix) for prefix in self.prefixes)
         return self.allows(pattern)
 
+    def patterns(self) -> list[str]:
+        """As they were given: namespaces, and prefixes with their '*'."""
+        return sorted(self.exact) + [f"{prefix}*" for prefix in self.prefixes]
+
     def check(self, namespace: str) -> None:
         """Raise Forbidden (403) unless the caller may use `namespace`: the caller named it,
         so saying it is not theirs leaks nothing."""

@@ -60,6 +60,12 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = Field(
         "text", description="`json`: one object per line, with the request id."
     )
+    mcp_default_namespace: str | None = Field(
+        None,
+        max_length=128,
+        description="The namespace of MCP calls that name none, with authentication off "
+        "(with keys, the key's default namespace).",
+    )
 
     auth: Literal["required", "off", "auto"] = Field(
         "auto",

@@ -207,6 +207,8 @@ api_key = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("expires_at", DateTime(timezone=True)),
     Column("revoked_at", DateTime(timezone=True)),
+    # What an MCP call that names no namespace uses (migration 0015).
+    Column("default_namespace", Text),
     CheckConstraint("cardinality(namespaces) > 0", name="api_key_has_namespaces"),
     CheckConstraint("cardinality(scopes) > 0", name="api_key_has_scopes"),
 )

@@ -7,6 +7,7 @@ import stat
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import Text, column, select, text, values
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -125,6 +126,8 @@ class TestKeyService:
             ({"scopes": []}, "scopes must be some of"),
             ({"expires_at": datetime(2020, 1, 1, tzinfo=UTC)}, "in the past"),
             ({"expires_at": datetime(2030, 1, 1)}, "time zone"),
+            ({"default_namespace": "bob"}, "outside the key's namespaces"),
+            ({"default_namespace": "alice*"}, "not a pattern"),
         ],
     )
     async def test_bad_input_is_refused_and_nothing_is_made(
@@ -134,6 +137,29 @@ class TestKeyService:
         with pytest.raises(InvalidRequest, match=message):
             await resources.auth.keys.create(**(request | fields))  # type: ignore[arg-type]
         assert await resources.auth.keys.list() == []
+
+    async def test_a_default_namespace_is_kept_and_answered_to_its_key(
+        self, resources: Resources, client: httpx.AsyncClient
+    ) -> None:
+        info, key = await resources.auth.keys.create(
+            name="agent",
+            namespaces=["team-a:*"],
+            scopes=["read"],
+            default_namespace="team-a:notes",
+        )
+        assert info.default_namespace == "team-a:notes"
+        principal = await resources.auth.keys.authenticate(key)
+        assert principal.default_namespace == "team-a:notes"
+        # With authentication off (this app), the caller is anonymous: no key, no default.
+        me = (await client.get("/v1/auth/me")).json()
+        assert me == {
+            "auth": "off",
+            "key": None,
+            "scopes": sorted(["read", "write", "chat", "embed", "admin", "metrics"]),
+            "namespaces": ["*"],
+            "default_namespace": None,
+            "allow_cloud": True,
+        }
 
     async def test_names_are_unique_and_revoking_nothing_says_so(
         self, resources: Resources

@@ -247,6 +247,7 @@ CASES: dict[tuple[str, str], Case] = {
         fixed(("POST", "/v1/embeddings", {"model": "all-MiniLM-L6-v2", "input": "tea"})),
     ),
     ("GET", "/v1/models"): Case("any", fixed(("GET", "/v1/models", None))),
+    ("GET", "/v1/auth/me"): Case("any", fixed(("GET", "/v1/auth/me", None))),
     ("GET", "/v1/spaces"): Case("metrics", fixed(("GET", "/v1/spaces", None)), own_key="ops"),
     ("GET", "/v1/providers"): Case("metrics", fixed(("GET", "/v1/providers", None)), own_key="ops"),
     ("GET", "/metrics"): Case("metrics", fixed(("GET", "/metrics", None)), own_key="ops"),

@@ -1,0 +1,233 @@
+"""The MCP server, through the SDK's own client, against real processes.
+
+- Streamable HTTP at `/mcp` of a running `memory-service serve` (authentication off): the
+  tool list, every tool called, remember then recall by meaning, tool errors for bad input.
+- With authentication required: no key is refused, and a key limited to one namespace
+  cannot recall another's memories; a call without a namespace uses the key's default.
+- stdio: `memory-service mcp --url` launched as a host launches it.
+"""
+
+import json
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from mcp import ClientSession, StdioServerParameters
+from mcp.client.stdio import stdio_client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.types import CallToolResult
+
+from tests.test_cli import COMMAND, clean_env, run, serving
+
+pytestmark = pytest.mark.slow
+
+TOOLS = {
+    "remember",
+    "recall",
+    "get_memory",
+    "list_memories",
+    "update_memory",
+    "forget",
+    "search_documents",
+}
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, str]]]:
+    """A `serve` on the embedded default, its data folder its own; (URL, environment)."""
+    data = tmp_path_factory.mktemp("mcp-data")
+    env = clean_env(
+        MEMORY_DATA_DIR=str(data), MEMORY_AUTH="off", MEMORY_MCP_DEFAULT_NAMESPACE="agent"
+    )
+    with serving(env, data / "serve.log") as url:
+        yield url, env
+
+
+@asynccontextmanager
+async def http_session(url: str, key: str | None = None) -> AsyncIterator[ClientSession]:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    async with (
+        httpx.AsyncClient(headers=headers, timeout=60) as http,
+        streamable_http_client(f"{url}/mcp", http_client=http) as (read, write, _),
+        ClientSession(read, write) as session,
+    ):
+        await session.initialize()
+        yield session
+
+
+def answer(result: CallToolResult) -> dict[str, Any]:
+    assert not result.isError, result.content
+    content: dict[str, Any] | None = result.structuredContent
+    assert content is not None
+    return content
+
+
+def refusal(result: CallToolResult) -> dict[str, Any]:
+    """A tool error: the REST API's error body, as text and as structured content."""
+    assert result.isError
+    (text,) = result.content
+    body: dict[str, Any] = json.loads(getattr(text, "text", ""))
+    assert body == result.structuredContent
+    error: dict[str, Any] = body["error"]
+    assert set(error) == {"type", "message", "details"}
+    return error
+
+
+async def test_tools_over_streamable_http(served: tuple[str, dict[str, str]]) -> None:
+    url, _ = served
+    async with http_session(url) as session:
+        tools = {tool.name: tool for tool in (await session.list_tools()).tools}
+        assert set(tools) == TOOLS
+        remember_schema = tools["remember"].inputSchema
+        assert remember_schema["required"] == ["content"]  # namespace comes from the default
+        assert tools["recall"].annotations is not None and tools["recall"].annotations.readOnlyHint
+
+        stored = []
+        for content in (
+            "The user's daughter is allergic to peanuts.",
+            "The quarterly report is due on the first Monday of April.",
+            "Our office cat is called Biscuit.",
+        ):
+            stored.append(answer(await session.call_tool("remember", {"content": content})))
+        assert {s["status"] for s in stored} == {"embedded"} and all(s["created"] for s in stored)
+        again = answer(
+            await session.call_tool("remember", {"content": "Our office cat is called Biscuit."})
+        )
+        assert again == {**stored[2], "created": False}
+
+        found = answer(
+            await session.call_tool("recall", {"query": "what food must the child avoid?", "k": 2})
+        )
+        assert found["memories"][0]["id"] == stored[0]["id"]
+        assert found["memories"][0]["score"] > found["memories"][1]["score"]
+
+        one = answer(await session.call_tool("get_memory", {"id": stored[1]["id"]}))
+        assert (one["namespace"], one["content"]) == ("agent", one["content"])
+        page = answer(await session.call_tool("list_memories", {"limit": 2}))
+        assert len(page["items"]) == 2 and page["next_cursor"] is not None
+        rest = answer(
+            await session.call_tool("list_memories", {"limit": 2, "cursor": page["next_cursor"]})
+        )
+        listed = {m["id"] for m in page["items"] + rest["items"]}
+        assert listed == {s["id"] for s in stored}
+
+        updated = answer(
+            await session.call_tool("update_memory", {"id": stored[2]["id"], "tags": ["pets"]})
+        )
+        assert updated["tags"] == ["pets"]
+        by_filter = answer(
+            await session.call_tool(
+                "forget", {"namespace": "agent", "filters": {"tags_any": ["pets"]}}
+            )
+        )
+        assert by_filter == {"deleted": 1}
+        by_id = answer(await session.call_tool("forget", {"id": stored[1]["id"]}))
+        assert by_id == {"deleted": 1}
+
+        documents = answer(
+            await session.call_tool("search_documents", {"query": "anything", "k": 3})
+        )
+        assert documents == {"chunks": []}
+
+        # Bad input: the API's own 422, and nothing stored.
+        assert refusal(await session.call_tool("remember", {"content": ""}))["type"] == (
+            "validation_error"
+        )
+        assert refusal(await session.call_tool("recall", {"query": "x", "k": 1000}))["type"] == (
+            "validation_error"
+        )
+        unknown = "00000000-0000-0000-0000-000000000000"
+        assert refusal(await session.call_tool("get_memory", {"id": unknown}))["type"] == (
+            "not_found"
+        )
+        # Forgetting a whole namespace needs it named.
+        assert refusal(await session.call_tool("forget", {"filters": {}}))["type"] == (
+            "invalid_request"
+        )
+        left = answer(await session.call_tool("list_memories", {}))
+        assert [m["id"] for m in left["items"]] == [stored[0]["id"]]
+
+
+async def test_tools_over_stdio(served: tuple[str, dict[str, str]], tmp_path: Path) -> None:
+    url, env = served
+    parameters = StdioServerParameters(command=COMMAND, args=["mcp", "--url", url], env=env)
+    errors = (tmp_path / "mcp.stderr").open("w")
+    async with (
+        stdio_client(parameters, errlog=errors) as (read, write),
+        ClientSession(read, write) as session,
+    ):
+        await session.initialize()
+        assert {tool.name for tool in (await session.list_tools()).tools} == TOOLS
+        content = "The backup server restarts every Sunday at 03:00."
+        stored = answer(await session.call_tool("remember", {"content": content}))
+        found = answer(await session.call_tool("recall", {"query": "when does the backup run?"}))
+        assert found["memories"][0]["id"] == stored["id"]
+        assert refusal(await session.call_tool("remember", {"content": ""}))["type"] == (
+            "validation_error"
+        )
+    errors.close()
+
+
+@pytest.fixture(scope="module")
+def keyed(
+    served: tuple[str, dict[str, str]], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, dict[str, str]]]:
+    """A second `serve` on the same data, with keys required; (URL, key by tenant)."""
+    _, env = served
+    keys = {}
+    for tenant in ("alice", "bob"):
+        made = run(
+            [
+                "keys",
+                "create",
+                "--name",
+                tenant,
+                "--namespace",
+                tenant,
+                "--default-namespace",
+                tenant,
+                "--scope",
+                "read",
+                "--scope",
+                "write",
+                "--json",
+            ],
+            env,
+        )
+        assert made.returncode == 0, made.stderr
+        keys[tenant] = json.loads(made.stdout)["key"]
+    log = tmp_path_factory.mktemp("mcp-keyed") / "serve.log"
+    with serving({**env, "MEMORY_AUTH": "required"}, log) as url:
+        yield url, keys
+
+
+async def test_keys_bound_what_mcp_calls_may_touch(keyed: tuple[str, dict[str, str]]) -> None:
+    url, keys = keyed
+    async with httpx.AsyncClient() as http:
+        refused = await http.post(
+            f"{url}/mcp",
+            json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+            headers={"Accept": "application/json, text/event-stream"},
+        )
+    assert refused.status_code == 401
+    assert refused.json()["error"]["type"] == "unauthorized"
+
+    async with http_session(url, keys["alice"]) as alice:
+        secret = "Alice keeps the spare key under the blue flowerpot."
+        stored = answer(await alice.call_tool("remember", {"content": secret}))
+        mine = answer(await alice.call_tool("get_memory", {"id": stored["id"]}))
+        assert mine["namespace"] == "alice"  # her key's default namespace
+
+    async with http_session(url, keys["bob"]) as bob:
+        crossed = refusal(
+            await bob.call_tool("recall", {"namespace": "alice", "query": "where is the key?"})
+        )
+        assert crossed["type"] == "forbidden"
+        own = answer(await bob.call_tool("recall", {"query": "where is the spare key?"}))
+        assert own == {"memories": []}  # his default namespace, bob, holds nothing of hers
+        hidden = refusal(await bob.call_tool("get_memory", {"id": stored["id"]}))
+        assert hidden["type"] == "not_found"
+        assert secret not in json.dumps([crossed, own, hidden])
