@@ -1,10 +1,11 @@
 """The MCP server, through the SDK's own client, against real processes.
 
-- Streamable HTTP at `/mcp` of a running `memory-service serve` (authentication off): the
-  tool list, every tool called, remember then recall by meaning, tool errors for bad input.
+- Every tool (listed, called, remember then recall by meaning, tool errors for bad input)
+  over streamable HTTP at `/mcp` of a running `memory-service serve`, over stdio with
+  `memory-service mcp --url` against it, and over stdio with `memory-service mcp` opening
+  the embedded default itself.
 - With authentication required: no key is refused, and a key limited to one namespace
   cannot recall another's memories; a call without a namespace uses the key's default.
-- stdio: `memory-service mcp --url` launched as a host launches it.
 """
 
 import json
@@ -76,99 +77,114 @@ def refusal(result: CallToolResult) -> dict[str, Any]:
     return error
 
 
-async def test_tools_over_streamable_http(served: tuple[str, dict[str, str]]) -> None:
+async def exercise_every_tool(session: ClientSession, namespace: str) -> None:
+    """Every tool, on a session whose calls default to `namespace` (empty at the start)."""
+    tools = {tool.name: tool for tool in (await session.list_tools()).tools}
+    assert set(tools) == TOOLS
+    assert tools["remember"].inputSchema["required"] == ["content"]  # namespace: the default
+    assert tools["recall"].annotations is not None and tools["recall"].annotations.readOnlyHint
+
+    stored = []
+    for content in (
+        "The user's daughter is allergic to peanuts.",
+        "The quarterly report is due on the first Monday of April.",
+        "Our office cat is called Biscuit.",
+    ):
+        stored.append(answer(await session.call_tool("remember", {"content": content})))
+    assert {s["status"] for s in stored} == {"embedded"} and all(s["created"] for s in stored)
+    again = answer(
+        await session.call_tool("remember", {"content": "Our office cat is called Biscuit."})
+    )
+    assert again == {**stored[2], "created": False}
+
+    found = answer(
+        await session.call_tool("recall", {"query": "what food must the child avoid?", "k": 2})
+    )
+    assert found["memories"][0]["id"] == stored[0]["id"]
+    assert found["memories"][0]["score"] > found["memories"][1]["score"]
+
+    one = answer(await session.call_tool("get_memory", {"id": stored[1]["id"]}))
+    assert one["namespace"] == namespace
+    page = answer(await session.call_tool("list_memories", {"limit": 2}))
+    assert len(page["items"]) == 2 and page["next_cursor"] is not None
+    rest = answer(
+        await session.call_tool("list_memories", {"limit": 2, "cursor": page["next_cursor"]})
+    )
+    listed = {m["id"] for m in page["items"] + rest["items"]}
+    assert listed == {s["id"] for s in stored}
+
+    updated = answer(
+        await session.call_tool("update_memory", {"id": stored[2]["id"], "tags": ["pets"]})
+    )
+    assert updated["tags"] == ["pets"]
+    by_filter = answer(
+        await session.call_tool(
+            "forget", {"namespace": namespace, "filters": {"tags_any": ["pets"]}}
+        )
+    )
+    assert by_filter == {"deleted": 1}
+    by_id = answer(await session.call_tool("forget", {"id": stored[1]["id"]}))
+    assert by_id == {"deleted": 1}
+
+    documents = answer(await session.call_tool("search_documents", {"query": "anything", "k": 3}))
+    assert documents == {"chunks": []}
+
+    # Bad input: the API's own 422, and nothing stored.
+    assert refusal(await session.call_tool("remember", {"content": ""}))["type"] == (
+        "validation_error"
+    )
+    assert refusal(await session.call_tool("recall", {"query": "x", "k": 1000}))["type"] == (
+        "validation_error"
+    )
+    unknown = "00000000-0000-0000-0000-000000000000"
+    assert refusal(await session.call_tool("get_memory", {"id": unknown}))["type"] == ("not_found")
+    # Forgetting a whole namespace needs it named.
+    assert refusal(await session.call_tool("forget", {"filters": {}}))["type"] == (
+        "invalid_request"
+    )
+    left = answer(await session.call_tool("list_memories", {}))
+    assert [m["id"] for m in left["items"]] == [stored[0]["id"]]
+
+
+async def test_every_tool_over_streamable_http(served: tuple[str, dict[str, str]]) -> None:
     url, _ = served
     async with http_session(url) as session:
-        tools = {tool.name: tool for tool in (await session.list_tools()).tools}
-        assert set(tools) == TOOLS
-        remember_schema = tools["remember"].inputSchema
-        assert remember_schema["required"] == ["content"]  # namespace comes from the default
-        assert tools["recall"].annotations is not None and tools["recall"].annotations.readOnlyHint
+        await exercise_every_tool(session, "agent")
 
-        stored = []
-        for content in (
-            "The user's daughter is allergic to peanuts.",
-            "The quarterly report is due on the first Monday of April.",
-            "Our office cat is called Biscuit.",
+
+@asynccontextmanager
+async def stdio_session(
+    args: list[str], env: dict[str, str], errors: Path
+) -> AsyncIterator[ClientSession]:
+    """`memory-service mcp ...` launched as a host launches it; its stderr in `errors`."""
+    with errors.open("w") as errlog:
+        parameters = StdioServerParameters(command=COMMAND, args=["mcp", *args], env=env)
+        async with (
+            stdio_client(parameters, errlog=errlog) as (read, write),
+            ClientSession(read, write) as session,
         ):
-            stored.append(answer(await session.call_tool("remember", {"content": content})))
-        assert {s["status"] for s in stored} == {"embedded"} and all(s["created"] for s in stored)
-        again = answer(
-            await session.call_tool("remember", {"content": "Our office cat is called Biscuit."})
-        )
-        assert again == {**stored[2], "created": False}
-
-        found = answer(
-            await session.call_tool("recall", {"query": "what food must the child avoid?", "k": 2})
-        )
-        assert found["memories"][0]["id"] == stored[0]["id"]
-        assert found["memories"][0]["score"] > found["memories"][1]["score"]
-
-        one = answer(await session.call_tool("get_memory", {"id": stored[1]["id"]}))
-        assert (one["namespace"], one["content"]) == ("agent", one["content"])
-        page = answer(await session.call_tool("list_memories", {"limit": 2}))
-        assert len(page["items"]) == 2 and page["next_cursor"] is not None
-        rest = answer(
-            await session.call_tool("list_memories", {"limit": 2, "cursor": page["next_cursor"]})
-        )
-        listed = {m["id"] for m in page["items"] + rest["items"]}
-        assert listed == {s["id"] for s in stored}
-
-        updated = answer(
-            await session.call_tool("update_memory", {"id": stored[2]["id"], "tags": ["pets"]})
-        )
-        assert updated["tags"] == ["pets"]
-        by_filter = answer(
-            await session.call_tool(
-                "forget", {"namespace": "agent", "filters": {"tags_any": ["pets"]}}
-            )
-        )
-        assert by_filter == {"deleted": 1}
-        by_id = answer(await session.call_tool("forget", {"id": stored[1]["id"]}))
-        assert by_id == {"deleted": 1}
-
-        documents = answer(
-            await session.call_tool("search_documents", {"query": "anything", "k": 3})
-        )
-        assert documents == {"chunks": []}
-
-        # Bad input: the API's own 422, and nothing stored.
-        assert refusal(await session.call_tool("remember", {"content": ""}))["type"] == (
-            "validation_error"
-        )
-        assert refusal(await session.call_tool("recall", {"query": "x", "k": 1000}))["type"] == (
-            "validation_error"
-        )
-        unknown = "00000000-0000-0000-0000-000000000000"
-        assert refusal(await session.call_tool("get_memory", {"id": unknown}))["type"] == (
-            "not_found"
-        )
-        # Forgetting a whole namespace needs it named.
-        assert refusal(await session.call_tool("forget", {"filters": {}}))["type"] == (
-            "invalid_request"
-        )
-        left = answer(await session.call_tool("list_memories", {}))
-        assert [m["id"] for m in left["items"]] == [stored[0]["id"]]
+            await session.initialize()
+            yield session
 
 
-async def test_tools_over_stdio(served: tuple[str, dict[str, str]], tmp_path: Path) -> None:
+async def test_every_tool_over_stdio_against_a_running_service(
+    served: tuple[str, dict[str, str]], tmp_path: Path
+) -> None:
     url, env = served
-    parameters = StdioServerParameters(command=COMMAND, args=["mcp", "--url", url], env=env)
-    errors = (tmp_path / "mcp.stderr").open("w")
-    async with (
-        stdio_client(parameters, errlog=errors) as (read, write),
-        ClientSession(read, write) as session,
-    ):
-        await session.initialize()
-        assert {tool.name for tool in (await session.list_tools()).tools} == TOOLS
-        content = "The backup server restarts every Sunday at 03:00."
-        stored = answer(await session.call_tool("remember", {"content": content}))
-        found = answer(await session.call_tool("recall", {"query": "when does the backup run?"}))
-        assert found["memories"][0]["id"] == stored["id"]
-        assert refusal(await session.call_tool("remember", {"content": ""}))["type"] == (
-            "validation_error"
-        )
-    errors.close()
+    env = {**env, "MEMORY_MCP_DEFAULT_NAMESPACE": "agent-stdio"}
+    async with stdio_session(["--url", url], env, tmp_path / "mcp.stderr") as session:
+        await exercise_every_tool(session, "agent-stdio")
+
+
+async def test_every_tool_over_stdio_on_the_embedded_default(tmp_path: Path) -> None:
+    """No `--url`: the command opens the service itself (embedded database, bundled model)."""
+    env = clean_env(
+        MEMORY_DATA_DIR=str(tmp_path / "data"),
+        MEMORY_AUTH="off",
+        MEMORY_MCP_DEFAULT_NAMESPACE="desk",
+    )
+    async with stdio_session([], env, tmp_path / "mcp.stderr") as session:
+        await exercise_every_tool(session, "desk")
 
 
 @pytest.fixture(scope="module")
