@@ -11,20 +11,19 @@ authentication is off, requests whose `Host` is not allowed are refused (`Allowe
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+import functools
+from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
 from fastapi import FastAPI
 from starlette.datastructures import Headers
-from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from memory_service import mcp_server
 from memory_service.api import router
-from memory_service.api.deps import caller
+from memory_service.api.deps import authenticated
 from memory_service.bootstrap import Resources
-from memory_service.core.errors import MemoryServiceError
 from memory_service.core.handlers import error_response, install_error_handlers
 from memory_service.core.input import InvalidValue, check_json
 from memory_service.core.settings import Settings
@@ -62,27 +61,17 @@ def create_app(settings: Settings, resources: Resources) -> FastAPI:
         app.add_middleware(AllowedHosts, hosts=resources.auth.allowed_hosts)
     app.add_middleware(RequestTelemetry)  # added last: it runs first, and sees every answer
     app.include_router(router)
-    mcp = mcp_server.build_server(mcp_server.in_process(app), settings.mcp_default_namespace)
+    calls = mcp_server.in_process(app, in_process_host(resources.auth.allowed_hosts))
+    mcp = mcp_server.build_server(calls, settings.mcp_default_namespace)
     mcp_sessions = mcp_server.session_manager(mcp)
-    endpoint = mcp_server.HttpEndpoint(mcp_sessions, _mcp_refusal(resources))
+    endpoint = mcp_server.HttpEndpoint(mcp_sessions, functools.partial(authenticated, resources))
     app.router.routes.append(Route("/mcp", endpoint, methods=["GET", "POST", "DELETE"]))
     return app
 
 
-def _mcp_refusal(resources: Resources) -> Callable[[Scope], Awaitable[Response | None]]:
-    """The REST API's own key check (`api.deps.caller`) for `/mcp`: its error response when
-    it refuses the request's key."""
-
-    async def refusal(scope: Scope) -> Response | None:
-        try:
-            await caller(resources, Headers(scope=scope).get("authorization"))
-        except MemoryServiceError as exc:
-            return error_response(
-                exc.status_code, exc.error_type, exc.message, exc.details, exc.headers or None
-            )
-        return None
-
-    return refusal
+def in_process_host(allowed: frozenset[str]) -> str:
+    """The Host of requests the app sends itself (MCP tool calls): one it allows."""
+    return "localhost" if "localhost" in allowed or not allowed else sorted(allowed)[0]
 
 
 class AllowedHosts:

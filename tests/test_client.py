@@ -166,7 +166,8 @@ def test_error_answers_raise_the_exception_of_their_type(served: Served) -> None
             client.list_memories("elsewhere")
         assert elsewhere.value.details == {"namespace": "elsewhere"}
         client.forget(MemoryForget(namespace=NS))
-        assert one.id != other.id
+        with pytest.raises(NotFound):
+            client.get_memory(one.id)
     with MemoryClient(served.url) as anonymous, pytest.raises(Unauthorized):
         anonymous.list_memories(NS)
     with MemoryClient(served.url, api_key=served.reader) as reader, pytest.raises(Forbidden) as f:
@@ -181,11 +182,12 @@ class _RestartOnRetry(logging.Handler):
     def __init__(self, database: OwnServer) -> None:
         super().__init__()
         self.database = database
-        self.retries = 0
+        self.waits: list[float] = []
         self.restart: threading.Thread | None = None
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.retries += 1
+        assert isinstance(record.args, tuple) and isinstance(record.args[-1], float)
+        self.waits.append(record.args[-1])  # the seconds it waits before the retry
         if self.restart is None:
             self.restart = threading.Thread(target=self.database.start)
             self.restart.start()
@@ -201,7 +203,8 @@ def test_a_503_is_retried_after_its_retry_after(served: Served) -> None:
             served.database.crash()
             stored = client.store(MemoryIn(namespace=NS, content="Written after the outage."))
         assert stored.created
-        assert retries.retries >= 1
+        # Each retry waited what the answer's Retry-After (1) asked.
+        assert retries.waits and set(retries.waits) == {1.0}
     finally:
         logger.removeHandler(retries)
         if retries.restart is not None:

@@ -138,10 +138,15 @@ async def exercise_every_tool(session: ClientSession, namespace: str) -> None:
     )
     unknown = "00000000-0000-0000-0000-000000000000"
     assert refusal(await session.call_tool("get_memory", {"id": unknown}))["type"] == ("not_found")
-    # Forgetting a whole namespace needs it named.
-    assert refusal(await session.call_tool("forget", {"filters": {}}))["type"] == (
-        "invalid_request"
-    )
+    # Forgetting a whole namespace needs it named, however its filters say "everything".
+    everything: dict[str, Any]
+    for everything in ({}, {"tags_any": []}, {"agent_id": None, "metadata": {}}):
+        forget_all = await session.call_tool("forget", {"filters": everything})
+        assert refusal(forget_all)["type"] == "invalid_request"
+    # An id is a memory's id: never a path to another route.
+    for tool in ("get_memory", "update_memory", "forget"):
+        escaped = await session.call_tool(tool, {"id": "../admin/keys"})
+        assert refusal(escaped)["type"] == "validation_error"
     left = answer(await session.call_tool("list_memories", {}))
     assert [m["id"] for m in left["items"]] == [stored[0]["id"]]
 
@@ -223,13 +228,29 @@ def keyed(
 async def test_keys_bound_what_mcp_calls_may_touch(keyed: tuple[str, dict[str, str]]) -> None:
     url, keys = keyed
     async with httpx.AsyncClient() as http:
-        refused = await http.post(
-            f"{url}/mcp",
-            json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
-            headers={"Accept": "application/json, text/event-stream"},
+        for authorization in (None, "Bearer msk_not_a_key", f"Basic {keys['alice']}"):
+            headers = {"Accept": "application/json, text/event-stream"}
+            if authorization is not None:
+                headers["Authorization"] = authorization
+            refused = await http.post(
+                f"{url}/mcp",
+                json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+                headers=headers,
+            )
+            assert refused.status_code == 401, authorization
+            assert refused.json()["error"]["type"] == "unauthorized"
+        me = await http.get(
+            f"{url}/v1/auth/me", headers={"Authorization": f"Bearer {keys['alice']}"}
         )
-    assert refused.status_code == 401
-    assert refused.json()["error"]["type"] == "unauthorized"
+        assert me.json() | {"key": None} == {
+            "auth": "required",
+            "key": None,
+            "scopes": ["read", "write"],
+            "namespaces": ["alice"],
+            "default_namespace": "alice",
+            "allow_cloud": False,
+        }
+        assert me.json()["key"]["name"] == "alice"
 
     async with http_session(url, keys["alice"]) as alice:
         secret = "Alice keeps the spare key under the blue flowerpot."

@@ -47,18 +47,24 @@ def resources(request: Request) -> Resources:
 ResourcesDep = Annotated[Resources, Depends(resources)]
 
 
-async def caller(
-    opened: ResourcesDep, authorization: Annotated[str | None, Header()] = None
-) -> Principal:
-    """The caller of this request (anyone at all while authentication is off)."""
+async def authenticated(opened: Resources, authorization: str | None) -> Principal:
+    """Who `Authorization` stands for (anyone at all while authentication is off); 401
+    without a valid key. Charges nothing: `caller` does, once per request."""
     if opened.auth.mode == "off":
         return ANONYMOUS
     scheme, _, key = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
         raise Unauthorized("this service needs an API key: send Authorization: Bearer <key>")
-    principal = await opened.auth.keys.authenticate(key.strip())
-    assert principal.key_id is not None
-    opened.auth.limits.requests.take(principal.key_id, 1)
+    return await opened.auth.keys.authenticate(key.strip())
+
+
+async def caller(
+    opened: ResourcesDep, authorization: Annotated[str | None, Header()] = None
+) -> Principal:
+    """The caller of this request, charged one request of its key's rate limit."""
+    principal = await authenticated(opened, authorization)
+    if principal.key_id is not None:
+        opened.auth.limits.requests.take(principal.key_id, 1)
     return principal
 
 

