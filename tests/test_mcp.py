@@ -21,6 +21,10 @@ from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.types import CallToolResult
 
+from memory_service.app import create_app
+from memory_service.bootstrap import open_resources
+from memory_service.core.settings import Settings
+from tests.fakes import FlakyProvider
 from tests.test_cli import COMMAND, clean_env, run, serving
 
 pytestmark = pytest.mark.slow
@@ -268,3 +272,25 @@ async def test_keys_bound_what_mcp_calls_may_touch(keyed: tuple[str, dict[str, s
         hidden = refusal(await bob.call_tool("get_memory", {"id": stored["id"]}))
         assert hidden["type"] == "not_found"
         assert secret not in json.dumps([crossed, own, hidden])
+
+
+async def test_tools_work_where_localhost_is_not_an_allowed_host(
+    settings: Settings, embedder: FlakyProvider
+) -> None:
+    """With authentication off, the app refuses Hosts it does not allow; the requests its
+    MCP tools send to itself use one it does."""
+    configured = settings.model_copy(update={"allowed_hosts": ["memory.internal"]})
+    async with open_resources(configured, embedder=embedder) as resources:
+        app = create_app(configured, resources)
+        transport = httpx.ASGITransport(app=app)
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=transport, base_url="http://memory.internal") as http,
+            streamable_http_client("http://memory.internal/mcp", http_client=http) as streams,
+            ClientSession(streams[0], streams[1]) as session,
+        ):
+            await session.initialize()
+            remember = {"namespace": "ops", "content": "Rotate the keys quarterly."}
+            assert answer(await session.call_tool("remember", remember))["created"]
+            local = await http.get("http://localhost/v1/memories", params={"namespace": "ops"})
+            assert local.json()["error"]["type"] == "invalid_host"
