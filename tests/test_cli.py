@@ -55,15 +55,17 @@ def server(
     data_dir: Path, server_env: dict[str, str]
 ) -> Iterator[tuple[int, subprocess.Popen[str]]]:
     port = free_port()
-    process = subprocess.Popen(
-        [COMMAND, "serve", "--port", str(port)],
-        env=clean_env(MEMORY_DATA_DIR=str(data_dir), **server_env),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    log = data_dir.parent / "serve.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [COMMAND, "serve", "--port", str(port)],
+            env=clean_env(MEMORY_DATA_DIR=str(data_dir), **server_env),
+            stdout=out,
+            stderr=out,
+            text=True,
+        )
     try:
-        wait_until_healthy(port, process)
+        wait_until_healthy(port, process, log)
         yield port, process
     finally:
         if process.poll() is None:
@@ -81,19 +83,23 @@ def serving(env: dict[str, str], log: Path) -> Iterator[str]:
             [COMMAND, "serve", "--port", str(port)], env=env, stdout=out, stderr=out, text=True
         )
     try:
-        wait_until_healthy(port, process)
+        wait_until_healthy(port, process, log)
         yield f"http://127.0.0.1:{port}"
     finally:
         process.send_signal(signal.SIGINT)
         process.wait(timeout=60)
 
 
-def wait_until_healthy(port: int, process: subprocess.Popen[str]) -> None:
-    """Poll /health until it answers; bounded, and fails fast if the process dies."""
+def wait_until_healthy(port: int, process: subprocess.Popen[str], log: Path | None = None) -> None:
+    """Poll /health until it answers; bounded, and fails fast if the process dies, with its
+    output (from `log`, or its stdout pipe)."""
     deadline = time.monotonic() + STARTUP_LIMIT_SECONDS
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            output = process.stdout.read() if process.stdout else ""
+            if log is not None:
+                output = log.read_text()
+            else:
+                output = process.stdout.read() if process.stdout else ""
             pytest.fail(f"serve exited with {process.returncode}:\n{output}")
         try:
             if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:

@@ -29,14 +29,16 @@ class Service:
             MEMORY_RECONCILER="false",
             **KEYS,
         )
-        self.process = subprocess.Popen(
-            [COMMAND, "serve", "--port", str(self.port)],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        wait_until_healthy(self.port, self.process)
+        log = providers.parent / f"serve-{self.port}.log"
+        with log.open("w") as out:
+            self.process = subprocess.Popen(
+                [COMMAND, "serve", "--port", str(self.port)],
+                env=env,
+                stdout=out,
+                stderr=out,
+                text=True,
+            )
+        wait_until_healthy(self.port, self.process, log)
 
     def ask_cloud(self) -> httpx.Response:
         return httpx.post(

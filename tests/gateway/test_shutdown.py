@@ -36,15 +36,13 @@ def test_sigterm_ends_an_open_stream_with_an_error_event_and_exits(
         MEMORY_SHUTDOWN_TIMEOUT_SECONDS="5",
         **KEYS,
     )
-    process = subprocess.Popen(
-        [COMMAND, "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    log = tmp_path / "serve.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [COMMAND, "serve", "--port", str(port)], env=env, stdout=out, stderr=out, text=True
+        )
     try:
-        wait_until_healthy(port, process)
+        wait_until_healthy(port, process, log)
         chat_servers.vllm.faults.stream_stall()  # two words, then silence
         events: list[str] = []
         with (
