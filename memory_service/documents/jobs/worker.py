@@ -183,16 +183,18 @@ class JobWorker:
         return job
 
     async def _claim(self) -> ClaimedJob | None:
+        if self.retention is not None and (
+            time.monotonic() - self._retained_at >= RETENTION_EVERY_SECONDS
+        ):
+            # A transaction of its own: emptying many jobs' documents never holds up a claim.
+            self._retained_at = time.monotonic()
+            async with self.engine.begin() as conn:
+                dropped = await repository.drop_finished_documents(conn, self.retention)
+            if dropped:
+                log.info("ingest jobs: inline documents of %d finished jobs dropped", dropped)
         async with self.engine.begin() as conn:
             for job_id in await repository.bury_expired(conn, self.retry.max_attempts):
                 log.warning("ingest job %s: dead, its worker stopped answering", job_id)
-            if self.retention is not None and (
-                time.monotonic() - self._retained_at >= RETENTION_EVERY_SECONDS
-            ):
-                self._retained_at = time.monotonic()
-                dropped = await repository.drop_finished_documents(conn, self.retention)
-                if dropped:
-                    log.info("ingest jobs: inline documents of %d finished jobs dropped", dropped)
             return await repository.claim_job(
                 conn, self.worker_id, self.lease, self.retry.max_attempts
             )
