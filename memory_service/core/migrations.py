@@ -1,8 +1,9 @@
 """Alembic entry points used by the CLI, `serve` and the tests.
 
-`alembic.ini` and `migrations/` sit at the top of the repository (the layout is fixed), so
-the service finds them relative to this package; run from a source checkout or an image
-that copies the whole tree.
+The migrations ship inside the package (`memory_service/migrations`, package data), so an
+installed wheel migrates as a source checkout does; the configuration is built here, not
+read from a file. `alembic.ini` at the top of the repository points plain `alembic`
+commands at the same folder.
 """
 
 import asyncio
@@ -14,13 +15,15 @@ from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+SCRIPT_LOCATION = Path(__file__).resolve().parents[1] / "migrations"
 
 
 def alembic_config(database_url: str | None = None) -> Config:
-    """The Alembic config; `database_url` (an async psycopg URL) overrides the ini file."""
-    config = Config(str(PROJECT_ROOT / "alembic.ini"))
-    config.set_main_option("script_location", str(PROJECT_ROOT / "migrations"))
+    """The Alembic config; `database_url` (an async psycopg URL) is the database to
+    migrate (else migrations/env.py reads MEMORY_DATABASE_URL)."""
+    config = Config()
+    config.set_main_option("script_location", str(SCRIPT_LOCATION))
+    config.set_main_option("path_separator", "os")
     if database_url is not None:
         # configparser interpolates `%`; percent-encoded URLs need it doubled.
         config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
