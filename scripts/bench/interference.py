@@ -9,8 +9,9 @@ idle figures. It restarts with the reconciler on, submits one inline ingestion j
 `--megabytes` MB of text (the default is the 16 MB a job may hold), and times the same
 searches for `--seconds` while the reconciler embeds the backlog and the worker chunks and
 embeds the job. Prints p50/p99 of both phases, their ratio, and how far the job and the
-backlog got. Nothing else runs: PostgreSQL, the service and this client share the machine,
-as a single-host install does.
+backlog got. `--batch-chunks` sets the job's chunks per embed call and commit (the
+service's default, 512, unless given). Nothing else runs: PostgreSQL, the service and this
+client share the machine, as a single-host install does.
 """
 
 import argparse
@@ -112,7 +113,7 @@ async def run(args: argparse.Namespace) -> None:
         with serve_process(url, reconciler="false", providers_file=str(dead)) as base:
             async with httpx.AsyncClient(base_url=base, timeout=300) as client:
                 await store(client, [f"Backlog {i}: {sentence(rng)}" for i in range(args.backlog)])
-        common = {"index_maintainer": "false"}
+        common = {"index_maintainer": "false", "ingest_batch_chunks": str(args.batch_chunks)}
         with serve_process(url, reconciler="false", **common) as base:
             async with httpx.AsyncClient(base_url=base, timeout=300) as client:
                 await store(client, [sentence(rng) for _ in range(args.memories)])
@@ -166,6 +167,12 @@ def main() -> None:
     parser.add_argument("--backlog", type=int, default=5_000)
     parser.add_argument("--megabytes", type=float, default=16.0)
     parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument(
+        "--batch-chunks",
+        type=int,
+        default=512,
+        help="MEMORY_INGEST_BATCH_CHUNKS of the service: chunks per embed call and commit",
+    )
     asyncio.run(run(parser.parse_args()))
 
 
