@@ -91,6 +91,12 @@ def answers_health(url: str) -> bool:
         return False
 
 
+def _kill(process: "subprocess.Popen[bytes] | None") -> None:
+    if process is not None and process.poll() is None:
+        process.kill()
+        process.wait()
+
+
 @dataclass
 class Embedder:
     """`tests.servers.serve_embedder` in its own process, on a fixed port."""
@@ -114,9 +120,7 @@ class Embedder:
         wait_for(lambda: answers_health(self.url), START_LIMIT_SECONDS, "embedder up", self.log)
 
     def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
+        _kill(self.process)
 
 
 @dataclass
@@ -164,9 +168,7 @@ class Service:
             pytest.fail(f"serve did not exit after SIGTERM\n{self.log.read_text()[-4000:]}")
 
     def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
+        _kill(self.process)
 
 
 @dataclass

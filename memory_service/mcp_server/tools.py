@@ -126,15 +126,7 @@ async def _remember(call: ToolCall) -> dict[str, Any]:
 async def _recall(call: ToolCall) -> dict[str, Any]:
     body = {**call.arguments, "namespace": await call.namespace()}
     found = await call.post("/v1/memories/search", body)
-    return {
-        "memories": [
-            {
-                key: hit.get(key)
-                for key in ("id", "content", "score", "tags", "metadata", "created_at")
-            }
-            for hit in found["results"]
-        ]
-    }
+    return {"memories": [{key: hit.get(key) for key in RECALLED} for hit in found["results"]]}
 
 
 async def _get(call: ToolCall) -> dict[str, Any]:
