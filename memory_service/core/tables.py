@@ -8,7 +8,8 @@ types it, and each space gets its own partial index `WHERE space_id = id`
 
 Vector indexes are not declared here either: they are built from real rows by the index
 lifecycle (`search/indexes.py`), which records each build in `vector_index`. Keyword search
-is PostgreSQL's full text over the GIN expression indexes (migrations 0004 and 0007).
+is PostgreSQL's full text over stored tsvector columns and their GIN indexes (migrations
+0004, 0007 and 0016).
 """
 
 from typing import Any
@@ -19,7 +20,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     Column,
-    ColumnElement,
+    Computed,
     Date,
     DateTime,
     Float,
@@ -34,17 +35,18 @@ from sqlalchemy import (
     UniqueConstraint,
     false,
     func,
-    literal_column,
     text,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TSVECTOR, UUID
 
 metadata = MetaData()
 
 
-def _english_tsvector(column: str) -> ColumnElement[Any]:
-    """`to_tsvector('english', column)`: the expression the full-text GIN indexes hold."""
-    return func.to_tsvector(literal_column("'english'"), literal_column(column))
+def _stored_tsvector(column: str) -> Column[Any]:
+    """`{column}_tsv`, the stored `to_tsvector('english', column)` that keyword search ranks
+    and the full-text GIN index holds (migration 0016)."""
+    generated = Computed(f"to_tsvector('english', {column})", persisted=True)
+    return Column(f"{column}_tsv", TSVECTOR, generated)
 
 
 embedding_space = Table(
@@ -81,6 +83,7 @@ memory = Table(
     Column("id", UUID(as_uuid=True), primary_key=True, server_default=func.gen_random_uuid()),
     Column("namespace", Text, nullable=False),
     Column("content", Text, nullable=False),
+    _stored_tsvector("content"),
     Column("content_hash", LargeBinary, nullable=False),
     Column("metadata", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
     Column("tags", ARRAY(Text), nullable=False, server_default=text("'{}'::text[]")),
@@ -139,8 +142,8 @@ memory = Table(
     ),
     Index("memory_tail_idx", "space_id", postgresql_where=text("NOT in_index")),
     Index("memory_expires_at_idx", "expires_at", postgresql_where=text("expires_at IS NOT NULL")),
-    # Keyword search (migration 0004, `search/repository.py`).
-    Index("memory_content_fts_idx", _english_tsvector("content"), postgresql_using="gin"),
+    # Keyword search (migrations 0004 and 0016, `search/repository.py`).
+    Index("memory_content_fts_idx", "content_tsv", postgresql_using="gin"),
 )
 
 document = Table(
@@ -173,13 +176,14 @@ chunk = Table(
     ),
     Column("ordinal", Integer, nullable=False),
     Column("text", Text, nullable=False),
+    _stored_tsvector("text"),
     Column("token_count", Integer, nullable=False),
     Column("space_id", Integer, ForeignKey("embedding_space.id"), nullable=False),
     Column("embedding", Vector(), nullable=False),
     Column("in_index", Boolean, nullable=False, server_default=text("true")),
     UniqueConstraint("document_id", "ordinal", name="chunk_document_id_ordinal_key"),
     Index("chunk_tail_idx", "space_id", postgresql_where=text("NOT in_index")),
-    Index("chunk_text_fts_idx", _english_tsvector("text"), postgresql_using="gin"),
+    Index("chunk_text_fts_idx", "text_tsv", postgresql_using="gin"),
 )
 
 # Requests and tokens sent to cloud chat providers, per UTC day (gateway/budget.py).

@@ -7,8 +7,9 @@ shape its index serves:
 - vector: `ORDER BY embedding <=> :query LIMIT :depth` over embedded, live memories and the
   chunks of the service's embedding space, served by the space's diskann (or HNSW) index,
   merged with an exact sort of the few rows written while a build ran (`_nearest_rows`);
-- keyword: `ts_rank_cd` of `to_tsvector('english', text)` against the query's lexemes joined
-  with OR, filtered with `@@` so the GIN expression index serves it. OR gives the "any term
+- keyword: `ts_rank_cd` of the stored `to_tsvector('english', text)` (`content_tsv`,
+  `text_tsv`: migration 0016) against the query's lexemes joined with OR, filtered with `@@`
+  so the GIN index serves it. OR gives the "any term
   matches, more and rarer terms rank higher" recall of BM25; `plainto_tsquery` would demand
   every term. In hybrid mode a row must also hold two distinct query terms (all of a
   shorter query; `fusion.HYBRID_KEYWORD_MIN_TERMS` says why). This is core PostgreSQL on
@@ -264,11 +265,6 @@ def _nearest_rows(
     return select(*merged.c).order_by(merged.c.score.desc()).limit(depth)
 
 
-def _english_tsvector(column: ColumnElement[str]) -> ColumnElement[Any]:
-    """The expression of the GIN indexes of migration 0004, literally ('english' inlined)."""
-    return func.to_tsvector(literal_column("'english'"), column)
-
-
 def _any_term_tsquery(query: str) -> ColumnElement[Any]:
     """The query's English lexemes joined with OR. Lexemes never hold spaces, so replacing
     the ' & ' that `plainto_tsquery` puts between them is safe."""
@@ -281,25 +277,26 @@ def keyword_memories(
 ) -> Select[Any]:
     """Memories in every status (pending ones too) best by keyword."""
     return _keyword(
-        _MEMORY_SELECTS[shape], memory.c.content, _memory_scope(scope), query, depth, min_terms
+        _MEMORY_SELECTS[shape], memory.c.content_tsv, _memory_scope(scope), query, depth, min_terms
     )
 
 
 def keyword_chunks(scope: Scope, query: str, depth: int, min_terms: int = 1) -> Select[Any]:
-    return _keyword(_chunk_select, chunk.c.text, _chunk_scope(scope), query, depth, min_terms)
+    return _keyword(_chunk_select, chunk.c.text_tsv, _chunk_scope(scope), query, depth, min_terms)
 
 
 def _keyword(
     select_for: Callable[[RankedBy, ColumnElement[float]], Select[Any]],
-    column: ColumnElement[str],
+    vector: ColumnElement[Any],
     scope: Sequence[ColumnElement[bool]],
     query: str,
     depth: int,
     min_terms: int,
 ) -> Select[Any]:
-    """The best `depth` rows by full-text rank, over the rows that match any query term, or
-    at least `min_terms` distinct query terms (all of them, when the query has fewer)."""
-    vector, tsquery = _english_tsvector(column), _any_term_tsquery(query)
+    """The best `depth` rows by full-text rank of their stored tsvector `vector`, over the
+    rows that match any query term, or at least `min_terms` distinct query terms (all of
+    them, when the query has fewer)."""
+    tsquery = _any_term_tsquery(query)
     rank = func.ts_rank_cd(vector, tsquery)
     clauses = [vector.op("@@")(tsquery), *scope]
     if min_terms > 1:

@@ -8,8 +8,11 @@ ones and times `POST /v1/search` (hybrid, one client, back to back) for `--secon
 idle figures. It restarts with the reconciler on, submits one inline ingestion job of
 `--megabytes` MB of text (the default is the 16 MB a job may hold), and times the same
 searches for `--seconds` while the reconciler embeds the backlog and the worker chunks and
-embeds the job. Prints p50/p99 of both phases, their ratio, and how far the job and the
-backlog got. `--batch-chunks` sets the job's chunks per embed call and commit (the
+embeds the job. Then, with the worker and the reconciler off, it times the same searches
+again over what the loaded phase left (the job's chunks written so far): searches over a
+larger corpus cost more by themselves, and this phase tells that apart from interference.
+Prints p50/p99 of the phases, the ratio loaded/idle, and how far the job and the backlog
+got. `--batch-chunks` sets the job's chunks per embed call and commit (the
 service's default, 512, unless given). Nothing else runs: PostgreSQL, the service and this
 client share the machine, as a single-host install does.
 """
@@ -133,6 +136,10 @@ async def run(args: argparse.Namespace) -> None:
                 loaded = await search_latencies(client, args.seconds)
                 state = (await client.get(f"/v1/ingest/jobs/{job_id}")).json()
                 left = await pending_memories(client)
+        with serve_process(url, reconciler="false", ingest_worker="false", **common) as base:
+            async with httpx.AsyncClient(base_url=base, timeout=300) as client:
+                await search_latencies(client, 3)  # warm-up, not counted
+                after = await search_latencies(client, args.seconds)
     print(command_line())
     print(
         f"job: {len(docs)} documents, {chars / 1e6:.1f} M characters; "
@@ -140,6 +147,7 @@ async def run(args: argparse.Namespace) -> None:
     )
     print(summary("idle", idle))
     print(summary("during ingestion", loaded))
+    print(summary("idle, corpus after", after))
     print(
         f"p99 ratio loaded/idle: {percentile(loaded, 0.99) / percentile(idle, 0.99):.1f}x  "
         f"p50 ratio: {median(loaded) / median(idle):.1f}x"
