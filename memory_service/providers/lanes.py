@@ -1,15 +1,14 @@
-"""Lanes: interactive work (a query, a single store) goes before bulk work (ingestion, the
-reconciler) wherever this process itself runs a model.
+"""Lanes: interactive work (a query, a single store) never waits for bulk work (ingestion,
+the reconciler) wherever this process itself runs a model.
 
 A caller marks bulk work with `bulk_lane()`; the lane travels in a context variable, so it
 reaches the provider through any composition of embedders without a parameter. The
-in-process model runs on `PriorityWorker`s, one thread each, that always take the most
-urgent queued call next. A call that has started is never interrupted, so bulk embedding is
-submitted in small slices (`BULK_SLICE_CHARS`): on the model thread an interactive call
-waits for at most one slice. Two waits remain: on the text thread, a query's token count
-waits for the chunking of the one document in progress; and interactive calls are not
-sliced, so a large `/v1/memories/batch` holds the model for its whole call. Remote
-providers are not affected: their server schedules its own queue.
+in-process model (`local.py`) sends each lane to threads of its own: interactive calls are
+encoded on one thread, bulk ones on another, at the same time. Every call is submitted in
+slices (`SLICE_CHARS`), so within a lane a query waits for at most one slice of a large
+batch of stores. `PriorityWorker` takes the most urgent queued call next, for a thread that
+serves both lanes. Remote providers are not affected: their server schedules its own
+queue.
 
 A call whose caller has gone (cancelled while queued) is dropped, never run.
 """
@@ -27,11 +26,11 @@ from typing import TypeVar
 
 T = TypeVar("T")
 
-# Characters (about 500 tokens) per bulk call of an in-process model: what an interactive
-# call may wait behind, about 70 ms of one CPU thread. Two chunks of 256 tokens, or some
+# Characters (about 500 tokens) per call of an in-process model: what a call of the same
+# lane may wait behind, about 70 ms of one CPU thread. Two chunks of 256 tokens, or some
 # twenty sentences: at that size batching no longer changes the rate on CPU
 # (docs/benchmarks.md, "Model threads" and "Bulk writes").
-BULK_SLICE_CHARS = 2_000
+SLICE_CHARS = 2_000
 
 
 class Lane(enum.IntEnum):
@@ -50,13 +49,13 @@ def current_lane() -> Lane:
 
 
 def slices(texts: Sequence[str]) -> Iterator[tuple[int, list[str]]]:
-    """(start, texts) runs of consecutive texts of about BULK_SLICE_CHARS characters each
+    """(start, texts) runs of consecutive texts of about SLICE_CHARS characters each
     (a run ends once it reaches that; a longer text is a run of its own)."""
     start, run, chars = 0, [], 0
     for index, text in enumerate(texts):
         run.append(text)
         chars += len(text)
-        if chars >= BULK_SLICE_CHARS:
+        if chars >= SLICE_CHARS:
             yield start, run
             start, run, chars = index + 1, [], 0
     if run:

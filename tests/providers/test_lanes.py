@@ -2,6 +2,7 @@
 
 import asyncio
 import threading
+from concurrent.futures import Future
 
 import numpy as np
 
@@ -70,7 +71,7 @@ class TestLocalModel:
     async def test_a_query_passes_a_bulk_embedding_in_progress(
         self, local_provider: LocalProvider
     ) -> None:
-        # About 13,000 characters: several slices (BULK_SLICE_CHARS) of bulk work.
+        # About 13,000 characters: several slices (SLICE_CHARS) of bulk work.
         texts = [f"Bulk chunk number {i} about harbors and granite. " * 4 for i in range(64)]
 
         async def bulk() -> np.ndarray:
@@ -85,3 +86,53 @@ class TestLocalModel:
         assert query.shape == (1, local_provider.dimension)
         whole = await local_provider.embed(texts)
         assert np.allclose(sliced, whole, atol=1e-5), "slices came back out of order"
+
+    async def test_a_query_is_encoded_while_the_bulk_thread_is_busy(
+        self, local_provider: LocalProvider
+    ) -> None:
+        # The bulk thread is held (as by one long slice of ingestion); the query has a
+        # thread and a replica of the model of its own, so it never waits for it.
+        gate, held = hold(local_provider._worker)
+        try:
+            query = await asyncio.wait_for(
+                local_provider.embed(["where is the key"]), WEDGED_SECONDS
+            )
+            count = await asyncio.wait_for(
+                local_provider.count_tokens(["where is the key"]), WEDGED_SECONDS
+            )
+        finally:
+            gate.set()
+            await asyncio.wrap_future(held)
+        with bulk_lane():
+            by_bulk_thread = await local_provider.embed(["where is the key"])
+        assert np.allclose(query, by_bulk_thread, atol=1e-6), "the replica encodes differently"
+        assert count == [6]  # [CLS] where is the key [SEP]
+
+    async def test_a_store_is_counted_while_a_document_is_chunked(
+        self, local_provider: LocalProvider
+    ) -> None:
+        # The text thread is held (as by chunking a large document): a store's token count
+        # is taken on the interactive thread.
+        gate, held = hold(local_provider._text_worker)
+        try:
+            count = await asyncio.wait_for(
+                local_provider.count_tokens(["a memory to store"]), WEDGED_SECONDS
+            )
+        finally:
+            gate.set()
+            await asyncio.wrap_future(held)
+        assert count == [6]
+
+
+def hold(worker: PriorityWorker) -> tuple[threading.Event, "Future[object]"]:
+    """Keep `worker`'s thread busy until the returned event is set; returns once the call
+    that holds it is running (queued, an interactive call would simply go first)."""
+    gate, running = threading.Event(), threading.Event()
+
+    def held() -> object:
+        running.set()
+        return gate.wait()
+
+    future = worker.submit(held, Lane.BULK)
+    assert running.wait(WEDGED_SECONDS), "the worker never started the holding call"
+    return gate, future
