@@ -392,7 +392,7 @@ INDEX_PROBES: tuple[tuple[str, list[dict[str, Any]]], ...] = (
     ),
     ("expires_at > now() - interval '1 day'", [{}]),
     (
-        "to_tsvector('english', content) @@ plainto_tsquery('english', :word)",
+        "content_tsv @@ plainto_tsquery('english', :word)",
         [{"word": word} for word in WORDS],
     ),
 )
