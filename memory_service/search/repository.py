@@ -9,12 +9,12 @@ shape its index serves:
   merged with an exact sort of the few rows written while a build ran (`_nearest_rows`);
 - keyword: `ts_rank_cd` of the stored `to_tsvector('english', text)` (`content_tsv`,
   `text_tsv`: migration 0016) against the query's lexemes joined with OR, filtered with `@@`
-  so the GIN index serves it. OR gives the "any term
-  matches, more and rarer terms rank higher" recall of BM25; `plainto_tsquery` would demand
-  every term. In hybrid mode a row must also hold two distinct query terms (all of a
-  shorter query; `fusion.HYBRID_KEYWORD_MIN_TERMS` says why). This is core PostgreSQL on
-  purpose: pg_textsearch's `bm25` index wedged concurrent UPDATEs forever (migration 0007
-  says why it was dropped).
+  so the GIN index serves it. OR gives the "any term matches, more and rarer terms rank
+  higher" recall of BM25; `plainto_tsquery` would demand every term. In hybrid mode a row
+  must also hold two distinct query terms (all of a shorter query;
+  `fusion.HYBRID_KEYWORD_MIN_TERMS` says why). This is core PostgreSQL on purpose:
+  pg_textsearch's `bm25` index wedged concurrent UPDATEs forever (migration 0007 says why it
+  was dropped).
 
 Keyword lists take memories in every status (pending and failed ones too: their text is
 committed before any vector exists) but never expired ones. Both modes read only the rows
