@@ -3,7 +3,6 @@
 Routes do HTTP only: they take their service through `deps` and call it.
 """
 
-import logging
 from typing import Any
 
 from fastapi import APIRouter
@@ -21,12 +20,8 @@ from memory_service.api.openai import router as openai_router
 from memory_service.api.providers import router as providers_router
 from memory_service.api.search import recall_router, spaces_router
 from memory_service.api.search import router as search_router
-from memory_service.core.db import current_revision, ping
 from memory_service.core.handlers import error_response
-from memory_service.core.migrations import head_revision
-from memory_service.providers.errors import ProviderError
-
-log = logging.getLogger(__name__)
+from memory_service.operations.readiness import readiness_checks
 
 router = APIRouter()
 router.include_router(memories_router)
@@ -52,24 +47,8 @@ async def health() -> dict[str, str]:
 @router.get("/ready", tags=["health"], response_model=None)
 async def ready(resources: ResourcesDep) -> dict[str, Any] | JSONResponse:
     """Database reachable, schema at head, embedder live; 503 names the failing checks."""
-    checks: dict[str, str] = {}
-    try:
-        await ping(resources.engine)
-        checks["database"] = "ok"
-        current, head = await current_revision(resources.engine), head_revision()
-        checks["schema"] = "ok" if current == head else f"at {current}, head is {head}"
-    except Exception as exc:
-        checks["database"] = f"unreachable: {type(exc).__name__}"
-        checks["schema"] = "unknown: database unreachable"
-    try:
-        await resources.embedder.embed(["readiness probe"])
-        checks["embedder"] = "ok"
-    except ProviderError as exc:
-        # Open to anyone: the providers' names and addresses stay in the log (and in
-        # /v1/providers, for `metrics` keys).
-        log.warning("not ready: embedder unavailable: %s", exc)
-        checks["embedder"] = "unavailable"
-    failing = {name: state for name, state in checks.items() if state != "ok"}
+    checks = await readiness_checks(resources)
+    failing = [name for name, state in checks.items() if state != "ok"]
     if failing:
         return error_response(
             503, "not_ready", f"not ready: {', '.join(failing)}", {"checks": checks}

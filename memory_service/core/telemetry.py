@@ -2,8 +2,9 @@
 
 The counters and histograms here are the process's own (`prometheus-client` objects kept
 out of its global registry): HTTP requests by route template, method and status with their
-latency, and embedding calls by provider. `api/metrics.py` adds the figures read at scrape
-time (breakers, queue depth, pending memories, jobs, pool, budget) and serves them all.
+latency, and embedding calls by provider. `operations/metrics.py` adds the figures read at
+scrape time (breakers, queue depth, pending memories, jobs, pool, budget) and exports them
+all.
 
 Every HTTP request gets an id: the client's `X-Request-Id` when it is a short token, else a
 new one. It is returned in the response's `X-Request-Id` and set on every log line written
