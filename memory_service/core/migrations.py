@@ -3,17 +3,20 @@
 The migrations ship inside the package (`memory_service/migrations`, package data), so an
 installed wheel migrates as a source checkout does; the configuration is built here, not
 read from a file. `alembic.ini` at the top of the repository points plain `alembic`
-commands at the same folder.
+commands at the same folder. `create_index_concurrently` is shared by the revisions that
+build indexes concurrently.
 """
 
 import asyncio
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
-from alembic import command
+from alembic import command, op
 from alembic.config import Config
 from alembic.script import ScriptDirectory
+from sqlalchemy import text
 
 SCRIPT_LOCATION = Path(__file__).resolve().parents[1] / "migrations"
 
@@ -58,3 +61,17 @@ def _outside_event_loop(
         return
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="alembic") as pool:
         pool.submit(action, config, revision).result()
+
+
+def create_index_concurrently(name: str, table: str, columns: list[str], **kw: Any) -> None:
+    """`CREATE INDEX CONCURRENTLY IF NOT EXISTS`, retryable: a concurrent build that failed
+    (a cancelled or crashed upgrade) leaves an INVALID index behind, unused but maintained
+    on every write, which `IF NOT EXISTS` would keep. That one is dropped and built again;
+    a valid one is kept. Run inside the revision's `autocommit_block()`."""
+    invalid = op.get_bind().execute(
+        text("SELECT NOT indisvalid FROM pg_index WHERE indexrelid = to_regclass(:name)"),
+        {"name": name},
+    )
+    if invalid.scalar():
+        op.execute(f'DROP INDEX CONCURRENTLY "{name}"')
+    op.create_index(name, table, columns, postgresql_concurrently=True, if_not_exists=True, **kw)

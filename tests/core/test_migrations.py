@@ -44,6 +44,41 @@ class TestMigrations:
         finally:
             await engine.dispose()
 
+    async def test_an_upgrade_that_failed_building_an_index_concurrently_is_retried(
+        self, empty_database_url: str
+    ) -> None:
+        # A failed CREATE INDEX CONCURRENTLY leaves an INVALID index, and its revision
+        # unrecorded. Here 0009 failed at its first tail index (the second was never built),
+        # and later 0014 failed at its only index.
+        engine = create_engine(empty_database_url, pool_size=1)
+        try:
+            await _in_thread(migrations.upgrade, empty_database_url, "0009")
+            await _break(
+                engine,
+                "UPDATE alembic_version SET version_num = '0008'",
+                "DROP INDEX chunk_tail_idx",
+                _INVALIDATE.format(name="memory_tail_idx"),
+            )
+            await _in_thread(migrations.upgrade, empty_database_url, "0013")
+            await _break(
+                engine,
+                "CREATE INDEX memory_failed_idx ON memory (space_id) WHERE status = 'failed'",
+                _INVALIDATE.format(name="memory_failed_idx"),
+            )
+            await _in_thread(migrations.upgrade, empty_database_url)
+            assert await current_revision(engine) == migrations.head_revision()
+            async with engine.connect() as conn:
+                invalid = await conn.execute(
+                    text("SELECT indexrelid::regclass::text FROM pg_index WHERE NOT indisvalid")
+                )
+                names = await conn.execute(text("SELECT indexname FROM pg_indexes"))
+                assert list(invalid.scalars()) == []
+                assert {"memory_tail_idx", "chunk_tail_idx", "memory_failed_idx"} <= set(
+                    names.scalars()
+                )
+        finally:
+            await engine.dispose()
+
     async def test_tables_module_matches_the_migrated_schema(self, database_url: str) -> None:
         engine = create_engine(database_url, pool_size=1)
         try:
@@ -62,6 +97,15 @@ class TestMigrations:
                 await ensure_schema_at_head(engine)
         finally:
             await engine.dispose()
+
+
+_INVALIDATE = "UPDATE pg_index SET indisvalid = false WHERE indexrelid = '{name}'::regclass"
+
+
+async def _break(engine: AsyncEngine, *statements: str) -> None:
+    async with engine.begin() as conn:
+        for statement in statements:
+            await conn.execute(text(statement))
 
 
 def _compare(conn: Connection) -> list[object]:

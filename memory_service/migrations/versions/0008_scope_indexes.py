@@ -16,6 +16,8 @@ from collections.abc import Sequence
 
 from alembic import op
 
+from memory_service.core.migrations import create_index_concurrently
+
 revision: str = "0008"
 down_revision: str | None = "0007"
 branch_labels: str | Sequence[str] | None = None
@@ -29,12 +31,11 @@ def upgrade() -> None:
     # is indexed.
     with op.get_context().autocommit_block():
         for column in SCOPES:
-            op.create_index(
+            create_index_concurrently(
                 f"memory_namespace_{column}_idx",
                 "memory",
                 ["namespace", column],
                 postgresql_where=f"{column} IS NOT NULL",
-                postgresql_concurrently=True,
             )
 
 

@@ -32,6 +32,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+from memory_service.core.migrations import create_index_concurrently
+
 revision: str = "0009"
 down_revision: str | None = "0008"
 branch_labels: str | Sequence[str] | None = None
@@ -45,7 +47,7 @@ TABLES = ("memory", "chunk")
 # repeat, hence the database filter. It reads the lock table itself, not a snapshot, so a
 # gate taken a moment ago is seen at once: VOLATILE, not STABLE.
 _ACCEPTING = """
-CREATE FUNCTION vector_index_accepting(table_name text, space_id integer) RETURNS boolean
+CREATE OR REPLACE FUNCTION vector_index_accepting(table_name text, space_id integer) RETURNS boolean
 LANGUAGE sql VOLATILE PARALLEL SAFE AS $$
     SELECT NOT EXISTS (
         SELECT FROM pg_catalog.pg_locks AS l
@@ -60,21 +62,21 @@ $$
 
 
 def upgrade() -> None:
+    # Retryable: the index builds below commit this part first, and when one of them fails
+    # the revision is not recorded, so a second upgrade runs all of it again.
     for table in TABLES:
         # A constant default: no table rewrite.
         op.add_column(
-            table, sa.Column("in_index", sa.Boolean(), nullable=False, server_default=sa.true())
+            table,
+            sa.Column("in_index", sa.Boolean(), nullable=False, server_default=sa.true()),
+            if_not_exists=True,
         )
     op.execute(_ACCEPTING)
     op.execute("UPDATE vector_index SET rebuild_requested_at = now() WHERE index_name IS NOT NULL")
     with op.get_context().autocommit_block():
         for table in TABLES:
-            op.create_index(
-                f"{table}_tail_idx",
-                table,
-                ["space_id"],
-                postgresql_where="NOT in_index",
-                postgresql_concurrently=True,
+            create_index_concurrently(
+                f"{table}_tail_idx", table, ["space_id"], postgresql_where="NOT in_index"
             )
 
 

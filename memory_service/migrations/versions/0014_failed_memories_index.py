@@ -13,6 +13,8 @@ from collections.abc import Sequence
 
 from alembic import op
 
+from memory_service.core.migrations import create_index_concurrently
+
 revision: str = "0014"
 down_revision: str | None = "0013"
 branch_labels: str | Sequence[str] | None = None
@@ -22,12 +24,8 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     # Concurrently, outside the migration's transaction: writes go on while it is built.
     with op.get_context().autocommit_block():
-        op.create_index(
-            "memory_failed_idx",
-            "memory",
-            ["space_id"],
-            postgresql_where="status = 'failed'",
-            postgresql_concurrently=True,
+        create_index_concurrently(
+            "memory_failed_idx", "memory", ["space_id"], postgresql_where="status = 'failed'"
         )
 
 
