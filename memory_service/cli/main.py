@@ -18,7 +18,7 @@ import uvicorn.config
 
 from memory_service.auth.service import SCOPES
 from memory_service.cli import models as model_commands
-from memory_service.cli.output import table_lines
+from memory_service.cli.output import REBUILD_OUTCOMES, format_index, format_providers
 from memory_service.core import migrations
 from memory_service.core.embedded import embedded_postgres
 from memory_service.core.errors import StartupError
@@ -172,7 +172,7 @@ def index(settings: Settings, action: str, table: str | None, as_json: bool) -> 
             return 0
         outcomes = asyncio.run(index_rebuild(resolved, table))
     for name, outcome in outcomes.items():
-        print(f"{name}: {_REBUILD_OUTCOMES[outcome]}")
+        print(f"{name}: {REBUILD_OUTCOMES[outcome]}")
     return 1 if "failed" in outcomes.values() else 0
 
 
@@ -210,49 +210,6 @@ def keys(settings: Settings, args: argparse.Namespace) -> int:
     return status
 
 
-_REBUILD_OUTCOMES = {
-    "built": "built",
-    "rebuilt": "rebuilt",
-    "not_needed": "exact: fewer rows than MEMORY_ANN_MIN_ROWS, no index needed",
-    "busy": "another process is building it now; the rebuild request stays recorded",
-    "failed": "build failed (see the log and `index status`)",
-}
-
-
-def format_index(statuses: list[dict[str, Any]]) -> str:
-    header = (
-        "table",
-        "state",
-        "method",
-        "rows",
-        "tail",
-        "at build",
-        "built at",
-        "recall",
-        "last error",
-    )
-    rows = [header]
-    for s in statuses:
-        recall = ", ".join(
-            f"{selectivity} {value['recall']:.3f} (n={value['samples']})"
-            for selectivity, value in sorted(s["recall"].items())
-        )
-        rows.append(
-            (
-                s["table"],
-                s["index_state"],
-                s["method"] or "-",
-                str(s["rows"]),
-                str(s["tail_rows"]),
-                "-" if s["rows_at_build"] is None else str(s["rows_at_build"]),
-                "-" if s["built_at"] is None else s["built_at"].isoformat(timespec="seconds"),
-                recall or "-",
-                s["last_error"] or "",
-            )
-        )
-    return "\n".join(table_lines(rows))
-
-
 def providers(settings: Settings, url: str | None) -> int:
     """Print the running service's /v1/providers as a table. Where the service asks for a
     key, MEMORY_API_KEY holds one with the `metrics` scope."""
@@ -269,49 +226,6 @@ def providers(settings: Settings, url: str | None) -> int:
         return 1
     print(format_providers(response.json()))
     return 0
-
-
-def format_providers(body: dict[str, Any]) -> str:
-    space = body["space"]
-    lines = [
-        f"space {space['name']}: {space['model']} ({space['dimension']}-dim); "
-        f"best: {body['best'] or 'none'}",
-        body["score_formula"],
-        "",
-    ]
-    header = ("provider", "kind", "state", "score", "latency", "errors", "parity", "eligibility")
-    rows = [header]
-    for p in body["providers"]:
-        rows.append(
-            (
-                p["name"],
-                p["kind"],
-                p["state"],
-                *_health_cells(p),
-                "-" if p["parity"] is None else f"{p['parity']:.4f}",
-                p["reason"],
-            )
-        )
-    lines.extend(table_lines(rows))
-    chat = body.get("chat") or []
-    if chat:
-        chat_rows = [
-            ("chat provider", "kind", "tier", "state", "score", "latency", "errors", "eligibility")
-        ]
-        for p in chat:
-            chat_rows.append(
-                (p["name"], p["kind"], p["tier"], p["state"], *_health_cells(p), p["reason"])
-            )
-        lines.extend(["", *table_lines(chat_rows)])
-    return "\n".join(lines)
-
-
-def _health_cells(p: dict[str, Any]) -> tuple[str, str, str]:
-    return (
-        "-" if p["score"] is None else f"{p['score']:.3f}",
-        "-" if p["latency_ms"] is None else f"{p['latency_ms']:.0f} ms",
-        f"{p['error_rate']:.2f}",
-    )
 
 
 def build_parser() -> argparse.ArgumentParser:
