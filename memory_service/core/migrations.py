@@ -67,11 +67,13 @@ def create_index_concurrently(name: str, table: str, columns: list[str], **kw: A
     """`CREATE INDEX CONCURRENTLY IF NOT EXISTS`, retryable: a concurrent build that failed
     (a cancelled or crashed upgrade) leaves an INVALID index behind, unused but maintained
     on every write, which `IF NOT EXISTS` would keep. That one is dropped and built again;
-    a valid one is kept. Run inside the revision's `autocommit_block()`."""
-    invalid = op.get_bind().execute(
-        text("SELECT NOT indisvalid FROM pg_index WHERE indexrelid = to_regclass(:name)"),
-        {"name": name},
-    )
-    if invalid.scalar():
-        op.execute(f'DROP INDEX CONCURRENTLY "{name}"')
+    a valid one is kept. Run inside the revision's `autocommit_block()`. Offline
+    (`alembic upgrade --sql`) there is no database to look at: only the CREATE is written."""
+    if not op.get_context().as_sql:
+        invalid = op.get_bind().execute(
+            text("SELECT NOT indisvalid FROM pg_index WHERE indexrelid = to_regclass(:name)"),
+            {"name": name},
+        )
+        if invalid.scalar():
+            op.drop_index(name, table_name=table, postgresql_concurrently=True)
     op.create_index(name, table, columns, postgresql_concurrently=True, if_not_exists=True, **kw)

@@ -129,7 +129,7 @@ class Ingestor:
         for callers that retry the whole run later (ingestion jobs).
 
         Chunking and embedding run in the bulk lane (`providers.lanes`): an in-process
-        model serves queries and single stores first."""
+        model encodes queries and single stores on another thread meanwhile."""
         with bulk_lane():
             return await self._ingest(items, namespace, progress, raise_unavailable, actor)
 

@@ -80,7 +80,7 @@ class Reconciler:
         if not batch:
             return 0, 0
         try:
-            with bulk_lane():  # stores and queries go first on an in-process model
+            with bulk_lane():  # an in-process model keeps stores and queries off its thread
                 results = await embed_each(self.embedder, [item.content for item in batch])
         except ProviderUnavailable as exc:
             log.info("reconciler: embedder unavailable, %d rows wait: %s", len(batch), exc)

@@ -6,9 +6,10 @@ reaches the provider through any composition of embedders without a parameter. T
 in-process model (`local.py`) sends each lane to threads of its own: interactive calls are
 encoded on one thread, bulk ones on another, at the same time. Every call is submitted in
 slices (`SLICE_CHARS`), so within a lane a query waits for at most one slice of a large
-batch of stores. `PriorityWorker` takes the most urgent queued call next, for a thread that
-serves both lanes. Remote providers are not affected: their server schedules its own
-queue.
+batch of stores. `PriorityWorker` is that thread: it takes the most urgent queued call next,
+which matters where one thread serves both lanes (the tests' loopback embedders run the
+model on the bulk thread). Remote providers are not affected: their server schedules its
+own queue.
 
 A call whose caller has gone (cancelled while queued) is dropped, never run.
 """
@@ -27,7 +28,7 @@ from typing import TypeVar
 T = TypeVar("T")
 
 # Characters (about 500 tokens) per call of an in-process model: what a call of the same
-# lane may wait behind, about 70 ms of one CPU thread. Two chunks of 256 tokens, or some
+# lane may wait behind, 70 to 100 ms of one CPU thread. Two chunks of 256 tokens, or some
 # twenty sentences: at that size batching no longer changes the rate on CPU
 # (docs/benchmarks.md, "Model threads" and "Bulk writes").
 SLICE_CHARS = 2_000

@@ -14,8 +14,9 @@ work (`lanes.py`):
   `SLICE_CHARS`, so shutdown waits for one slice at most;
 - the text thread chunks documents and counts bulk work's tokens, with a tokenizer copy.
 
-Both encoding threads run at once on their own cores (torch releases the GIL inside its
-ops; `threads` sets each call's intra-op threads). Before this, one model thread took
+Both encoding threads run at once (torch releases the GIL inside its ops), each call on
+`threads` intra-op threads: with 1, the default, a query and a bulk slice take a core each;
+more would have two calls' threads contend for the cores. Before this, one model thread took
 interactive calls first but a query still waited for the bulk slice in progress: 75 ms of a
 120 ms search while a 16 MB ingestion ran (docs/benchmarks.md, Interference).
 """
@@ -67,15 +68,18 @@ class LocalProvider(EmbeddingClient):
     window: int  # known: the model's own `max_seq_length`
 
     def __init__(
-        self, model: Any, model_id: str, worker: PriorityWorker, max_batch: int, path: Path
+        self,
+        models: tuple[Any, Any],
+        model_id: str,
+        worker: PriorityWorker,
+        max_batch: int,
+        path: Path,
     ):
+        """`models`: the model, run on `worker` (the bulk thread), and its `replica`."""
+        model, self._replica = models
         self.name = "local"
         self.path = path
-        self._model = model  # the bulk thread's (`worker`)
-        self._worker = worker
-        self._replica = replica(model)
-        self._interactive_worker = PriorityWorker("local-interactive")
-        self._text_worker = PriorityWorker("local-tokenizer")
+        self._model = model
         self.model_id = model_id
         self.dimension = int(model.get_embedding_dimension())
         self.normalized = any(type(module).__name__ == "Normalize" for module in model)
@@ -84,6 +88,10 @@ class LocalProvider(EmbeddingClient):
         self._token_counts = token_counter(model.tokenizer)
         self._replica_counts = token_counter(self._replica.tokenizer)
         self._text_counts = token_counter(copy.deepcopy(model.tokenizer))
+        # Threads last: nothing above may leave one running.
+        self._worker = worker
+        self._interactive_worker = PriorityWorker("local-interactive")
+        self._text_worker = PriorityWorker("local-tokenizer")
 
     @classmethod
     async def load(
@@ -108,10 +116,11 @@ class LocalProvider(EmbeddingClient):
         worker = PriorityWorker("local-embedder")
         try:
             model = await worker.run(lambda: _load_model(path, threads))
+            copied = await worker.run(lambda: replica(model))
+            return cls((model, copied), model_id, worker, max_batch, path)
         except BaseException:
             worker.shutdown()
             raise
-        return cls(model, model_id, worker, max_batch, path)
 
     async def _embed_batch(self, texts: Sequence[str]) -> Vectors:
         """Encoded on the thread of the caller's lane, in slices: on the interactive thread

@@ -87,11 +87,16 @@ async def search_latencies(client: httpx.AsyncClient, seconds: float) -> list[fl
     return latencies
 
 
-async def started(client: httpx.AsyncClient, job_id: str) -> None:
-    """Once the worker has claimed the job (it polls the queue every second)."""
+async def submitted(client: httpx.AsyncClient, docs: list[dict[str, str]]) -> str:
+    """The id of an inline job of `docs`, once the worker has claimed it (it polls the queue
+    every second)."""
+    job = await client.post("/v1/ingest/jobs", json={"namespace": "bench", "documents": docs})
+    if job.status_code != 202:
+        raise SystemExit(f"job refused: {job.status_code} {job.text[:300]}")
+    job_id: str = job.json()["id"]
     for _ in range(600):
         if (await client.get(f"/v1/ingest/jobs/{job_id}")).json()["state"] != "queued":
-            return
+            return job_id
         await asyncio.sleep(0.05)
     raise SystemExit("the job was not claimed within 30 s")
 
@@ -126,13 +131,7 @@ async def run(args: argparse.Namespace) -> None:
             async with httpx.AsyncClient(base_url=base, timeout=300) as client:
                 docs = documents(args.megabytes, rng)
                 chars = sum(len(d["text"]) for d in docs)
-                job = await client.post(
-                    "/v1/ingest/jobs", json={"namespace": "bench", "documents": docs}
-                )
-                if job.status_code != 202:
-                    raise SystemExit(f"job refused: {job.status_code} {job.text[:300]}")
-                job_id = job.json()["id"]
-                await started(client, job_id)
+                job_id = await submitted(client, docs)
                 loaded = await search_latencies(client, args.seconds)
                 state = (await client.get(f"/v1/ingest/jobs/{job_id}")).json()
                 left = await pending_memories(client)

@@ -48,10 +48,17 @@ class TestMigrations:
         self, empty_database_url: str
     ) -> None:
         # A failed CREATE INDEX CONCURRENTLY leaves an INVALID index, and its revision
-        # unrecorded. Here 0009 failed at its first tail index (the second was never built),
-        # and later 0014 failed at its only index.
+        # unrecorded. Here 0008 failed at its second index (the first was built, the third
+        # never), 0009 at its first tail index, and later 0014 at its only index.
         engine = create_engine(empty_database_url, pool_size=1)
         try:
+            await _in_thread(migrations.upgrade, empty_database_url, "0008")
+            await _break(
+                engine,
+                "UPDATE alembic_version SET version_num = '0007'",
+                _INVALIDATE.format(name="memory_namespace_agent_id_idx"),
+                "DROP INDEX memory_namespace_session_id_idx",
+            )
             await _in_thread(migrations.upgrade, empty_database_url, "0009")
             await _break(
                 engine,
@@ -73,9 +80,14 @@ class TestMigrations:
                 )
                 names = await conn.execute(text("SELECT indexname FROM pg_indexes"))
                 assert list(invalid.scalars()) == []
-                assert {"memory_tail_idx", "chunk_tail_idx", "memory_failed_idx"} <= set(
-                    names.scalars()
-                )
+                assert {
+                    "memory_namespace_user_id_idx",
+                    "memory_namespace_agent_id_idx",
+                    "memory_namespace_session_id_idx",
+                    "memory_tail_idx",
+                    "chunk_tail_idx",
+                    "memory_failed_idx",
+                } <= set(names.scalars())
         finally:
             await engine.dispose()
 

@@ -1,4 +1,5 @@
-"""Interactive calls go before bulk ones on the in-process model (`providers/lanes.py`)."""
+"""Lanes (`providers/lanes.py`): the priority worker, and the in-process model, on which
+interactive calls never wait for bulk ones."""
 
 import asyncio
 import threading
@@ -84,7 +85,11 @@ class TestLocalModel:
         assert not bulk_task.done(), "the query waited for the whole bulk embedding"
         sliced = await asyncio.wait_for(bulk_task, WEDGED_SECONDS)
         assert query.shape == (1, local_provider.dimension)
-        whole = await local_provider.embed(texts)
+        whole = await local_provider._worker.run(  # one call, not sliced
+            lambda: local_provider._model.encode(
+                texts, batch_size=len(texts), convert_to_numpy=True, show_progress_bar=False
+            )
+        )
         assert np.allclose(sliced, whole, atol=1e-5), "slices came back out of order"
 
     async def test_a_query_is_encoded_while_the_bulk_thread_is_busy(

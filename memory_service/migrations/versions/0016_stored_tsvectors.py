@@ -40,7 +40,7 @@ _TABLES = (
 
 def upgrade() -> None:
     for table, column, tsv, index in _TABLES:
-        op.execute(f"DROP INDEX {index}")
+        op.execute(f"DROP INDEX IF EXISTS {index}")
         op.execute(
             f"ALTER TABLE {table} ADD COLUMN {tsv} tsvector "
             f"GENERATED ALWAYS AS (to_tsvector('english', {column})) STORED"
