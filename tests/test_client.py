@@ -156,6 +156,8 @@ def test_error_answers_raise_the_exception_of_their_type(served: Served) -> None
         assert conflict.value.status == 409 and conflict.value.type == "conflict"
         with pytest.raises(NotFound):
             client.get_memory("00000000-0000-0000-0000-000000000000")
+        with pytest.raises(ValueError):  # never sent: an id is a UUID
+            client.delete_memory("../admin/keys/x")
         with pytest.raises(BadRequest) as bad_cursor:
             client.list_memories(NS, cursor="not-a-cursor")
         assert bad_cursor.value.status == 400

@@ -54,6 +54,12 @@ class Call(Generic[T]):
         return response.json() if response.content else None
 
 
+def _path_id(value: UUID | str) -> UUID:
+    """An id that goes into a path: a UUID (ValueError otherwise), so that no id, such as
+    one an agent's model made up, can name another route ("../admin/keys")."""
+    return value if isinstance(value, UUID) else UUID(value)
+
+
 class Calls:
     """Every call of the API, once; both clients send these."""
 
@@ -67,7 +73,7 @@ class Calls:
 
     @staticmethod
     def get_memory(memory_id: UUID | str) -> Call[MemoryOut]:
-        return Call("GET", f"/v1/memories/{memory_id}", MemoryOut)
+        return Call("GET", f"/v1/memories/{_path_id(memory_id)}", MemoryOut)
 
     @staticmethod
     def list_memories(namespace: str, limit: int, cursor: str | None) -> Call[MemoryPage]:
@@ -78,11 +84,11 @@ class Calls:
 
     @staticmethod
     def update_memory(memory_id: UUID | str, patch: MemoryPatch) -> Call[MemoryOut]:
-        return Call("PATCH", f"/v1/memories/{memory_id}", MemoryOut, patch)
+        return Call("PATCH", f"/v1/memories/{_path_id(memory_id)}", MemoryOut, patch)
 
     @staticmethod
     def delete_memory(memory_id: UUID | str) -> Call[BaseModel]:
-        return Call("DELETE", f"/v1/memories/{memory_id}", None)
+        return Call("DELETE", f"/v1/memories/{_path_id(memory_id)}", None)
 
     @staticmethod
     def forget(request: MemoryForget) -> Call[ForgetOut]:
@@ -106,7 +112,7 @@ class Calls:
 
     @staticmethod
     def get_ingest_job(job_id: UUID | str) -> Call[IngestJobOut]:
-        return Call("GET", f"/v1/ingest/jobs/{job_id}", IngestJobOut)
+        return Call("GET", f"/v1/ingest/jobs/{_path_id(job_id)}", IngestJobOut)
 
     @staticmethod
     def list_ingest_jobs(
